@@ -1,0 +1,47 @@
+# pyemu: `make run` sets everything up and boots the bundled demo guest;
+# `make test` does the same set-up, builds the test guests and runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HELPER := emu/cpu/_cpuhelper.so
+DEMO := emu/guests/demo.elf
+
+.PHONY: all build run test lint guests bench clean
+
+all: build
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+$(HELPER): emu/cpu/cpuhelper.c
+	gcc -O2 -Wall -Wextra -Werror -fPIC -shared -o $@ $< -lpthread
+
+$(DEMO): emu/guests/demo.S emu/guests/demo.ld
+	as --32 -o emu/guests/demo.o emu/guests/demo.S
+	ld -m elf_i386 --no-warn-rwx-segments -T emu/guests/demo.ld -o $@ emu/guests/demo.o
+	rm -f emu/guests/demo.o
+
+build: $(STAMP) $(HELPER) $(DEMO)
+
+run: build
+	$(BIN)/pyemu -nographic
+
+guests:
+	$(MAKE) -C tests/guests
+
+lint: $(STAMP)
+	$(BIN)/ruff check emu tests bench
+
+# pytest exits 5 when it collected nothing; make fails on any non-zero status.
+test: build guests lint
+	$(BIN)/pytest -q -p no:cacheprovider
+
+bench: build guests
+	$(BIN)/python bench/cpu.py
+
+clean:
+	rm -f $(HELPER) $(DEMO)
+	$(MAKE) -C tests/guests clean

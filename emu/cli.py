@@ -1,0 +1,246 @@
+"""QEMU-style command line: ``pyemu -M pc -m 128 -kernel k.elf -serial stdio ...``.
+
+Options are spelled as QEMU spells them (one dash, argument in the next word). An
+unknown or malformed option is a one-line error naming it, and exit status 1; nothing
+is built until the whole command line has been checked.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+from emu import __version__
+from emu.machine.config import MachineConfig
+
+USAGE = """\
+usage: pyemu [options]
+
+  -M pc                 machine type (only 'pc'; '-M help' lists machines)
+  -m SIZE               RAM size in MiB, or with a suffix: 512M, 1G (default 128M)
+  -kernel FILE          boot a Multiboot ELF kernel (default: the bundled demo guest)
+  -append STRING        kernel command line
+  -initrd FILES         Multiboot modules: "file1 args,file2"
+  -bios FILE            firmware image mapped below 4 GiB
+  -serial SPEC          next serial port: stdio, mon:stdio, null, none, file:PATH,
+                        tcp:HOST:PORT[,server][,nowait], unix:PATH[,server][,nowait]
+  -monitor SPEC         human monitor on a chardev (stdio, none, tcp:..., unix:...)
+  -debugcon SPEC        debug console on ports 0xE9 and 0x402
+  -nographic            no display: serial port and monitor on stdio (Ctrl-a h: help)
+  -display none         no display (pyemu has none anyway)
+  -S                    do not start the CPU; 'cont' in the monitor starts it
+  -icount [shift=]N     deterministic time: each instruction takes 2^N ns
+  -no-reboot            exit instead of resetting the machine
+  -name NAME            name of the guest
+  -d ITEMS              log items (comma separated; '-d help' lists them)
+  -D FILE               write the log to FILE instead of stderr
+  -version              print the version and exit
+  -h, -help             print this help and exit
+"""
+
+LOG_ITEMS = {
+    "cpu_reset": ("emu.machine", "machine and CPU resets"),
+    "int": ("emu.cpu", "CPU interrupts and exceptions handled outside the guest"),
+    "guest_errors": ("emu.devices", "guest accesses that hardware would reject"),
+    "monitor": ("emu.monitor", "monitor commands"),
+}
+
+
+class UsageError(Exception):
+    """A bad command line; the message is the whole one-line complaint."""
+
+
+@dataclass
+class Options:
+    cfg: MachineConfig
+    log_items: list[str]
+    log_file: str | None
+    info_only: str | None = None  # text to print instead of running
+
+
+def parse_size(text: str) -> int:
+    """QEMU's -m: a number of MiB, or with a K/M/G/T suffix (``size=`` prefix allowed)."""
+    text = text.removeprefix("size=")
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]?)[bB]?", text.strip(), re.IGNORECASE)
+    if not m:
+        raise ValueError(text)
+    unit = {"": 1 << 20, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[
+        m.group(2).upper()]
+    return int(float(m.group(1)) * unit)
+
+
+def _icount(text: str) -> int:
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        if not value:
+            key, value = "shift", key
+        if key == "shift":
+            if value == "auto":
+                return 3
+            if value.isdigit() and int(value) <= 10:
+                return int(value)
+            raise ValueError(f"shift must be 0-10 or auto, not {value!r}")
+        if key not in ("sleep", "align"):
+            raise ValueError(f"unknown parameter {key!r}")
+    return 3
+
+
+def parse_args(argv: list[str]) -> Options:
+    cfg = MachineConfig()
+    log_items: list[str] = []
+    log_file: str | None = None
+    it = iter(range(len(argv)))
+    i = 0
+
+    def arg() -> str:
+        nonlocal i
+        if i + 1 >= len(argv):
+            raise UsageError(f"{argv[i]}: requires an argument")
+        i += 1
+        return argv[i]
+
+    while i < len(argv):
+        opt = argv[i]
+        name = "-" + opt.lstrip("-") if opt.startswith("-") else opt
+        if name in ("-h", "-help"):
+            return Options(cfg, [], None, USAGE)
+        if name == "-version":
+            return Options(cfg, [], None, f"pyemu version {__version__}\n")
+        handler = _FLAGS.get(name)
+        if handler is not None:
+            handler(cfg)
+        elif name in _VALUED:
+            value = arg()
+            try:
+                result = _VALUED[name](cfg, value)
+            except ValueError as e:
+                detail = f": {e}" if str(e) and str(e) != value else ""
+                raise UsageError(f"{name} {value}: invalid value{detail}") from None
+            if isinstance(result, str):
+                return Options(cfg, [], None, result)
+        elif name == "-d":
+            value = arg()
+            if value == "help":
+                return Options(cfg, [], None, "".join(
+                    f"{k:<14}{v[1]}\n" for k, v in LOG_ITEMS.items()))
+            for item in value.split(","):
+                if item not in LOG_ITEMS:
+                    raise UsageError(f"-d {value}: unknown log item {item!r} "
+                                     "('-d help' lists them)")
+                log_items.append(item)
+        elif name == "-D":
+            log_file = arg()
+        else:
+            what = "invalid option" if opt.startswith("-") else "unexpected argument"
+            raise UsageError(f"{opt}: {what}")
+        i += 1
+    del it
+    _finish(cfg)
+    return Options(cfg, log_items, log_file)
+
+
+def _machine(cfg: MachineConfig, value: str) -> str | None:
+    mtype = value.split(",")[0]
+    if mtype == "help":
+        return "Supported machines are:\npc                   Standard PC (i440FX + PIIX, 1996)\n"
+    if mtype not in ("pc", "pc-i440fx"):
+        raise ValueError(f"unsupported machine type {mtype!r} ('-M help' lists them)")
+    cfg.machine = "pc"
+    return None
+
+
+def _memory(cfg: MachineConfig, value: str) -> None:
+    size = parse_size(value)
+    if size < 2 << 20:
+        raise ValueError("at least 2 MiB of RAM is needed")
+    if size > 64 << 30:
+        raise ValueError("more than 64 GiB of RAM is not supported")
+    cfg.ram_size = (size + 0xFFF) & ~0xFFF
+
+
+def _display(cfg: MachineConfig, value: str) -> None:
+    if value.split(",")[0] not in ("none", "curses", "nographic"):
+        raise ValueError("pyemu has no graphical display; use 'none'")
+
+
+def _set(attr: str) -> Callable[[MachineConfig, str], None]:
+    return lambda cfg, value: setattr(cfg, attr, value)
+
+
+def _append(attr: str) -> Callable[[MachineConfig, str], None]:
+    return lambda cfg, value: getattr(cfg, attr).append(value)
+
+
+_VALUED: dict[str, Callable[[MachineConfig, str], str | None]] = {
+    "-M": _machine, "-machine": _machine, "-m": _memory,
+    "-kernel": _set("kernel"), "-append": _set("append"), "-initrd": _set("initrd"),
+    "-bios": _set("bios"), "-serial": _append("serial"), "-monitor": _append("monitor"),
+    "-debugcon": _set("debugcon"), "-name": _set("name"), "-display": _display,
+    "-icount": lambda cfg, v: setattr(cfg, "icount_shift", _icount(v)),
+}
+_FLAGS: dict[str, Callable[[MachineConfig], None]] = {
+    "-nographic": lambda cfg: setattr(cfg, "nographic", True),
+    "-S": lambda cfg: setattr(cfg, "start_paused", True),
+    "-no-reboot": lambda cfg: setattr(cfg, "no_reboot", True),
+}
+
+
+def _finish(cfg: MachineConfig) -> None:
+    """Defaults that depend on other options, as QEMU applies them."""
+    if len(cfg.serial) > 4:
+        raise UsageError(f"-serial {cfg.serial[4]}: at most 4 serial ports")
+    if not cfg.serial:
+        cfg.serial = ["stdio" if cfg.monitor else "mon:stdio"]
+    stdio_users = [s for s in cfg.serial + cfg.monitor + [cfg.debugcon or ""]
+                   if s in ("stdio", "mon:stdio")]
+    if len(stdio_users) > 1:
+        raise UsageError("stdio is used by more than one device; use mon:stdio to share it")
+
+
+def _setup_logging(opts: Options) -> None:
+    handler: logging.Handler
+    if opts.log_file:
+        handler = logging.FileHandler(opts.log_file)
+    else:
+        handler = _CrlfHandler()
+    handler.setFormatter(logging.Formatter("pyemu: %(message)s"))
+    root = logging.getLogger("emu")
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    for item in opts.log_items:
+        logging.getLogger(LOG_ITEMS[item][0]).setLevel(logging.DEBUG)
+
+
+class _CrlfHandler(logging.StreamHandler):
+    """stderr lines that stay readable while the terminal is in raw mode."""
+
+    terminator = "\r\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        opts = parse_args(argv)
+    except UsageError as e:
+        print(f"pyemu: {e}", file=sys.stderr)
+        return 1
+    if opts.info_only is not None:
+        sys.stdout.write(opts.info_only)
+        return 0
+    _setup_logging(opts)
+    from emu.machine.launch import launch  # heavy imports only when running
+
+    return launch(opts.cfg, signal_handlers=_install_signals)
+
+
+def _install_signals(on_signal: Callable[[str], None]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda num, _frame: on_signal(signal.Signals(num).name))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,335 @@
+/*
+ * pyemu CPU helper: the parts of the x86 CPU that must run in C.
+ *
+ * unicorn never delivers exceptions or interrupts through the guest's IVT/IDT, but it
+ * exports QEMU's delivery functions. Those may longjmp out of a fault during delivery,
+ * which is only safe with no Python frame on the stack, so the hooks that deliver are
+ * C functions (see ../shared/notes/unicorn-2.1.4.md, "Exceptions and interrupts").
+ *
+ * Python decides *what* to deliver (the PIC's INTA cycle, through the `inta` callback,
+ * which never calls back into QEMU); C does the delivery.
+ *
+ * References: Intel SDM vol. 3A, 6.8 (enabling and disabling interrupts, the STI/MOV SS
+ * shadow), 5.8.8 (SYSCALL/SYSRET), 5.8.7 (SYSENTER/SYSEXIT).
+ */
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#define UC_HOOK_INTR 1
+#define UC_HOOK_INSN 2
+#define UC_HOOK_CODE 4
+#define UC_HOOK_BLOCK 8
+#define UC_HOOK_INSN_INVALID (1 << 14)
+#define UC_X86_INS_SYSCALL 699
+#define UC_X86_INS_SYSENTER 700
+#define UC_X86_REG_RIP 41
+
+#define IF_MASK (1u << 9)
+#define VM_MASK (1u << 17)
+#define RF_MASK (1u << 16)
+#define HF_INHIBIT_IRQ_MASK (1u << 3)
+#define HF_LMA_MASK (1u << 14)
+#define EFER_SCE 1u
+#define EXCP06_ILLOP 6
+#define EXCP0D_GPF 13
+
+/* why the helper ended an emu_start; Python reads and clears it */
+enum { STOP_KICK = 1, STOP_BUDGET = 2, STOP_UD = 4, STOP_DOUBLE_FAULT = 8 };
+
+typedef int (*uc_hook_add_fn)(void *, size_t *, int, void *, void *, uint64_t, uint64_t, ...);
+typedef int (*uc_emu_stop_fn)(void *);
+typedef int (*uc_reg_write_fn)(void *, int, const void *);
+typedef void (*do_interrupt_fn)(void *cpu);
+typedef void (*hardirq_fn)(void *env, int intno, int is_hw);
+typedef void (*raise_exc_err_fn)(void *env, int intno, int error_code);
+typedef void (*update_hflags_fn)(void *env);
+typedef int (*inta_fn)(void);
+
+/* One segment cache entry of CPUX86State (QEMU's SegmentCache). */
+struct seg {
+    uint32_t selector;
+    uint32_t pad;
+    uint64_t base;
+    uint32_t limit;
+    uint32_t flags;
+};
+
+/* Shared with Python through ctypes: the field order is mirrored in emu/cpu/helper.py. */
+struct pyemu_cpu {
+    void *uc;
+    char *cpu;                      /* CPUState* */
+    char *env;                      /* CPUX86State* */
+    int64_t off_eip, off_eflags, off_hflags, off_segs, off_exc_index, off_exc_next_eip;
+    int64_t off_efer, off_star, off_lstar, off_cstar, off_fmask;
+    int64_t off_sysenter_cs, off_sysenter_esp, off_sysenter_eip, off_regs;
+    uc_hook_add_fn hook_add;
+    uc_emu_stop_fn emu_stop;
+    uc_reg_write_fn reg_write;
+    do_interrupt_fn do_interrupt;
+    hardirq_fn hardirq;
+    raise_exc_err_fn raise_exc_err;
+    update_hflags_fn update_hflags;
+    inta_fn inta;
+    volatile int64_t intr;          /* the INTR line from the PIC */
+    volatile int64_t kick;          /* leave emu_start at the next block boundary */
+    int64_t stop_reason;
+    int64_t icount;                 /* instructions executed (icount mode only) */
+    int64_t icount_budget;
+    int64_t irqs_delivered;
+    int64_t exceptions_delivered;
+    /* deadline thread: sets `kick` when CLOCK_MONOTONIC reaches `deadline_ns` */
+    int64_t deadline_ns;
+    int64_t thread_running;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    pthread_t thread;
+};
+
+#define ENV(p, off, type) (*(type *)((p)->env + (p)->off))
+
+static void leave_tb(struct pyemu_cpu *p)
+{
+    /* Writing RIP through the API makes unicorn abandon the current translation block
+     * and continue at the new RIP without returning from emu_start. */
+    uint64_t rip = ENV(p, off_eip, uint64_t);
+    p->reg_write(p->uc, UC_X86_REG_RIP, &rip);
+}
+
+static void on_intr(void *uc, uint32_t intno, void *ud)
+{
+    struct pyemu_cpu *p = ud;
+    (void)uc;
+    if (intno == 8)
+        p->stop_reason |= STOP_DOUBLE_FAULT;
+    *(int32_t *)(p->cpu + p->off_exc_index) = (int32_t)intno;
+    p->do_interrupt(p->cpu);                /* may longjmp on a nested fault */
+    *(int32_t *)(p->cpu + p->off_exc_index) = -1;
+    p->exceptions_delivered++;
+    p->stop_reason &= ~STOP_DOUBLE_FAULT;
+    /* unicorn sets EIP to exception_next_eip after the hook returns: point that at
+     * the handler the delivery chose. */
+    ENV(p, off_exc_next_eip, uint64_t) = ENV(p, off_eip, uint64_t);
+}
+
+static int on_insn_invalid(void *uc, void *ud)
+{
+    struct pyemu_cpu *p = ud;
+    (void)uc;
+    *(int32_t *)(p->cpu + p->off_exc_index) = EXCP06_ILLOP;
+    p->do_interrupt(p->cpu);
+    *(int32_t *)(p->cpu + p->off_exc_index) = -1;
+    p->exceptions_delivered++;
+    /* unicorn ends emu_start after this hook whatever it returns: tell Python to resume */
+    p->stop_reason |= STOP_UD;
+    return 1;
+}
+
+static inline int irq_deliverable(struct pyemu_cpu *p)
+{
+    return p->intr && (ENV(p, off_eflags, uint32_t) & IF_MASK) &&
+           !(ENV(p, off_hflags, uint32_t) & HF_INHIBIT_IRQ_MASK);
+}
+
+static void on_block(void *uc, uint64_t addr, uint32_t size, void *ud)
+{
+    struct pyemu_cpu *p = ud;
+    (void)addr;
+    (void)size;
+    if (p->kick) {
+        p->kick = 0;
+        p->stop_reason |= STOP_KICK;
+        p->emu_stop(uc);
+        return;
+    }
+    if (irq_deliverable(p)) {
+        int vector = p->inta();
+        if (vector >= 0) {
+            p->hardirq(p->env, vector, 1);
+            p->irqs_delivered++;
+            leave_tb(p);
+        }
+    }
+}
+
+static void on_code_icount(void *uc, uint64_t addr, uint32_t size, void *ud)
+{
+    struct pyemu_cpu *p = ud;
+    (void)addr;
+    (void)size;
+    if (p->icount >= p->icount_budget || p->kick) {
+        p->kick = 0;
+        p->stop_reason |= STOP_BUDGET;
+        p->emu_stop(uc);
+        return;
+    }
+    p->icount++;
+}
+
+static void load_flat(struct pyemu_cpu *p, int seg, uint32_t selector, uint32_t flags)
+{
+    struct seg *s = (struct seg *)(p->env + p->off_segs) + seg;
+    s->selector = selector;
+    s->base = 0;
+    s->limit = 0xFFFFFFFF;
+    s->flags = flags;
+}
+
+/* Segment cache flag bits, as QEMU stores descriptor high words. */
+#define DESC_G (1u << 23)
+#define DESC_B (1u << 22)
+#define DESC_L (1u << 21)
+#define DESC_P (1u << 15)
+#define DESC_S (1u << 12)
+#define DESC_DPL(n) ((uint32_t)(n) << 13)
+#define DESC_CODE_RX (0xBu << 8)     /* code, execute/read, accessed */
+#define DESC_DATA_RW (0x3u << 8)     /* data, read/write, accessed */
+enum { R_ES, R_CS, R_SS, R_DS };
+enum { R_ECX = 1, R_ESP = 4, R_R11 = 11 };
+
+static uint64_t *gpr(struct pyemu_cpu *p, int n)
+{
+    return (uint64_t *)(p->env + p->off_regs) + n;
+}
+
+static void set_rflags(struct pyemu_cpu *p, uint32_t value)
+{
+    /* IF, VM, RF and the arithmetic flags the kernel entry clears are all in env->eflags
+     * except the lazily computed arithmetic ones; SYSCALL masks only IF/TF/DF/AC/... which
+     * QEMU keeps in env->eflags, so writing it directly is exact. */
+    ENV(p, off_eflags, uint32_t) = value | 2;
+}
+
+/* SYSCALL, which unicorn turns into a no-op: the instruction is 2 bytes and unicorn
+ * adds that to EIP after the hook, so EIP is set 2 short of the target. */
+static void on_syscall(void *uc, void *ud)
+{
+    struct pyemu_cpu *p = ud;
+    uint64_t next = ENV(p, off_eip, uint64_t) + 2;
+    uint64_t star = ENV(p, off_star, uint64_t);
+    uint32_t sel = (uint32_t)(star >> 32) & 0xFFFC;
+    (void)uc;
+    if (!(ENV(p, off_efer, uint64_t) & EFER_SCE)) {
+        p->raise_exc_err(p->env, EXCP06_ILLOP, 0);
+        return;
+    }
+    if (ENV(p, off_hflags, uint32_t) & HF_LMA_MASK) {
+        int cs64 = ((struct seg *)(p->env + p->off_segs))[R_CS].flags & DESC_L;
+        *gpr(p, R_ECX) = next;
+        *gpr(p, R_R11) = ENV(p, off_eflags, uint32_t);
+        load_flat(p, R_CS, sel, DESC_G | DESC_L | DESC_P | DESC_S | DESC_CODE_RX);
+        load_flat(p, R_SS, (sel + 8) & 0xFFFF, DESC_G | DESC_B | DESC_P | DESC_S | DESC_DATA_RW);
+        set_rflags(p, ENV(p, off_eflags, uint32_t) & ~(uint32_t)ENV(p, off_fmask, uint64_t) & ~RF_MASK);
+        ENV(p, off_eip, uint64_t) = (cs64 ? ENV(p, off_lstar, uint64_t) : ENV(p, off_cstar, uint64_t)) - 2;
+    } else {
+        *gpr(p, R_ECX) = (uint32_t)next;
+        load_flat(p, R_CS, sel, DESC_G | DESC_B | DESC_P | DESC_S | DESC_CODE_RX);
+        load_flat(p, R_SS, (sel + 8) & 0xFFFF, DESC_G | DESC_B | DESC_P | DESC_S | DESC_DATA_RW);
+        set_rflags(p, ENV(p, off_eflags, uint32_t) & ~(IF_MASK | VM_MASK | RF_MASK));
+        ENV(p, off_eip, uint64_t) = (uint32_t)star - 2;
+    }
+    p->update_hflags(p->env);
+}
+
+static void on_sysenter(void *uc, void *ud)
+{
+    struct pyemu_cpu *p = ud;
+    uint32_t cs = (uint32_t)ENV(p, off_sysenter_cs, uint64_t) & 0xFFFC;
+    int lma = (ENV(p, off_hflags, uint32_t) & HF_LMA_MASK) != 0;
+    (void)uc;
+    if (cs == 0) {
+        p->raise_exc_err(p->env, EXCP0D_GPF, 0);
+        return;
+    }
+    set_rflags(p, ENV(p, off_eflags, uint32_t) & ~(IF_MASK | VM_MASK | RF_MASK));
+    load_flat(p, R_CS, cs, DESC_G | (lma ? DESC_L : DESC_B) | DESC_P | DESC_S | DESC_CODE_RX);
+    load_flat(p, R_SS, cs + 8, DESC_G | DESC_B | DESC_P | DESC_S | DESC_DATA_RW);
+    *gpr(p, R_ESP) = ENV(p, off_sysenter_esp, uint64_t);
+    ENV(p, off_eip, uint64_t) = ENV(p, off_sysenter_eip, uint64_t) - 2;
+    p->update_hflags(p->env);
+}
+
+int pyemu_cpu_attach(struct pyemu_cpu *p, int icount)
+{
+    size_t h;
+    int err = 0;
+    err |= p->hook_add(p->uc, &h, UC_HOOK_INTR, (void *)on_intr, p, (uint64_t)1, (uint64_t)0);
+    err |= p->hook_add(p->uc, &h, UC_HOOK_INSN_INVALID, (void *)on_insn_invalid, p,
+                       (uint64_t)1, (uint64_t)0);
+    err |= p->hook_add(p->uc, &h, UC_HOOK_BLOCK, (void *)on_block, p, (uint64_t)1, (uint64_t)0);
+    err |= p->hook_add(p->uc, &h, UC_HOOK_INSN, (void *)on_syscall, p, (uint64_t)1, (uint64_t)0,
+                       UC_X86_INS_SYSCALL);
+    err |= p->hook_add(p->uc, &h, UC_HOOK_INSN, (void *)on_sysenter, p, (uint64_t)1, (uint64_t)0,
+                       UC_X86_INS_SYSENTER);
+    if (icount)
+        err |= p->hook_add(p->uc, &h, UC_HOOK_CODE, (void *)on_code_icount, p, (uint64_t)1,
+                           (uint64_t)0);
+    return err;
+}
+
+/* ---- deadline thread ------------------------------------------------------------ */
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void *deadline_main(void *arg)
+{
+    struct pyemu_cpu *p = arg;
+    pthread_mutex_lock(&p->lock);
+    while (p->thread_running) {
+        int64_t d = p->deadline_ns;
+        if (d == INT64_MAX) {
+            pthread_cond_wait(&p->cond, &p->lock);
+            continue;
+        }
+        if (mono_ns() >= d) {
+            p->kick = 1;
+            p->deadline_ns = INT64_MAX;
+            continue;
+        }
+        struct timespec ts = {d / 1000000000, d % 1000000000};
+        pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+int pyemu_deadline_start(struct pyemu_cpu *p)
+{
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->cond, &attr);
+    pthread_mutex_init(&p->lock, NULL);
+    p->deadline_ns = INT64_MAX;
+    p->thread_running = 1;
+    return pthread_create(&p->thread, NULL, deadline_main, p);
+}
+
+/* Kick the CPU out of emu_start when CLOCK_MONOTONIC reaches `ns` (INT64_MAX: never). */
+void pyemu_deadline_set(struct pyemu_cpu *p, int64_t ns)
+{
+    pthread_mutex_lock(&p->lock);
+    p->deadline_ns = ns;
+    pthread_cond_signal(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+}
+
+void pyemu_deadline_stop(struct pyemu_cpu *p)
+{
+    pthread_mutex_lock(&p->lock);
+    p->thread_running = 0;
+    pthread_cond_signal(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+    pthread_join(p->thread, NULL);
+}
+
+int64_t pyemu_struct_size(void)
+{
+    return (int64_t)sizeof(struct pyemu_cpu);
+}

@@ -1,0 +1,224 @@
+"""ctypes binding of the C helper (cpuhelper.c) and the engine layout it needs.
+
+The helper reaches into unicorn's CPUState/CPUX86State. Offsets are build-specific,
+so they are found at start-up by writing distinctive values through the API and
+searching for them, then verified (../shared/notes/unicorn-2.1.4.md, "Engine and modes").
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import unicorn
+import unicorn.x86_const as x
+from unicorn.unicorn_py3 import unicorn as _ucmod
+
+HELPER_PATH = Path(__file__).with_name("_cpuhelper.so")
+UCLIB = _ucmod.uclib
+
+STOP_KICK, STOP_BUDGET, STOP_UD, STOP_DOUBLE_FAULT = 1, 2, 4, 8
+
+# Offsets within CPUX86State that the notes measured and the code verifies.
+ENV_REGS, ENV_EIP, ENV_EFLAGS, ENV_HFLAGS, ENV_SEGS = 0, 128, 136, 176, 184
+UC_CPU_PTR = 0x1B8  # uc_struct -> CPUState*
+MSR_EFER, MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_FMASK = (
+    0xC0000080, 0xC0000081, 0xC0000082, 0xC0000083, 0xC0000084)
+MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP = 0x174, 0x175, 0x176
+
+
+class HelperError(RuntimeError):
+    """The C helper is missing or the engine does not look like the one it was built for."""
+
+
+class PyemuCpu(ctypes.Structure):
+    _fields_ = [
+        ("uc", ctypes.c_void_p), ("cpu", ctypes.c_void_p), ("env", ctypes.c_void_p),
+        *[(n, ctypes.c_int64) for n in (
+            "off_eip", "off_eflags", "off_hflags", "off_segs", "off_exc_index",
+            "off_exc_next_eip", "off_efer", "off_star", "off_lstar", "off_cstar",
+            "off_fmask", "off_sysenter_cs", "off_sysenter_esp", "off_sysenter_eip",
+            "off_regs")],
+        *[(n, ctypes.c_void_p) for n in (
+            "hook_add", "emu_stop", "reg_write", "do_interrupt", "hardirq",
+            "raise_exc_err", "update_hflags", "inta")],
+        *[(n, ctypes.c_int64) for n in (
+            "intr", "kick", "stop_reason", "icount", "icount_budget", "irqs_delivered",
+            "exceptions_delivered", "deadline_ns", "thread_running")],
+        ("lock", ctypes.c_byte * 40), ("cond", ctypes.c_byte * 48), ("thread", ctypes.c_ulong),
+    ]
+
+
+INTA_FN = ctypes.CFUNCTYPE(ctypes.c_int)
+
+
+@dataclass
+class Layout:
+    cpu: int
+    env: int
+    halted: int  # offset in CPUState
+    exc_index: int  # offset in CPUState
+    msr: dict[int, int]  # MSR -> offset in env
+    exc_next_eip: int
+
+
+def _load() -> ctypes.CDLL:
+    if not HELPER_PATH.exists():
+        raise HelperError(f"{HELPER_PATH} is missing: run 'make' to build the C helper")
+    lib = ctypes.CDLL(str(HELPER_PATH))
+    lib.pyemu_cpu_attach.argtypes = [ctypes.POINTER(PyemuCpu), ctypes.c_int]
+    lib.pyemu_deadline_start.argtypes = [ctypes.POINTER(PyemuCpu)]
+    lib.pyemu_deadline_set.argtypes = [ctypes.POINTER(PyemuCpu), ctypes.c_int64]
+    lib.pyemu_deadline_stop.argtypes = [ctypes.POINTER(PyemuCpu)]
+    lib.pyemu_struct_size.restype = ctypes.c_int64
+    if lib.pyemu_struct_size() != ctypes.sizeof(PyemuCpu):
+        raise HelperError("the C helper's struct does not match emu/cpu/helper.py: rebuild it")
+    return lib
+
+
+def _u64(addr: int) -> int:
+    return struct.unpack("<Q", ctypes.string_at(addr, 8))[0]
+
+
+def _find(blob: bytes, value: int, step: int = 8) -> list[int]:
+    needle = struct.pack("<Q", value)
+    hits, i = [], blob.find(needle)
+    while i >= 0:
+        if i % step == 0:
+            hits.append(i)
+        i = blob.find(needle, i + 1)
+    return hits
+
+
+def _handle(uc: unicorn.Uc) -> int:
+    return ctypes.cast(uc._uch, ctypes.c_void_p).value or 0
+
+
+def discover_layout(uc: unicorn.Uc) -> Layout:
+    """Locate CPUState, env and the fields the helper touches in this engine."""
+    uch = _handle(uc)
+    marks = [0x5EED0001CAFE0000 + i for i in range(4)]
+    for reg, v in zip((x.UC_X86_REG_RAX, x.UC_X86_REG_RCX, x.UC_X86_REG_RDX,
+                       x.UC_X86_REG_RBX), marks):
+        uc.reg_write(reg, v)  # the first register access also creates the CPU
+    cpu = _u64(uch + UC_CPU_PTR)
+    blob = ctypes.string_at(cpu, 0xA000)
+    hits = _find(blob, marks[0])
+    env = next((cpu + h for h in hits if blob[h + 8:h + 32] == struct.pack("<3Q", *marks[1:])),
+               None)
+    if env is None:
+        raise HelperError("cannot find the CPU registers inside unicorn's CPUState")
+    back = [h for h in _find(blob[: env - cpu], uch)]
+    if not back:
+        raise HelperError("cannot find CPUState's pointer back to the engine")
+    off_uc = back[-1]
+    uc.reg_write(x.UC_X86_REG_RIP, 0x1234_5678)
+    if _u64(env + ENV_EIP) != 0x1234_5678:
+        raise HelperError("env->eip is not where the helper expects it")
+    msr = {}
+    env_blob_len = 0x4000
+    for n, reg in enumerate((MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_FMASK, MSR_SYSENTER_CS,
+                             MSR_SYSENTER_ESP, MSR_SYSENTER_EIP)):
+        v = 0x0023_0010_0000_0000 + (n + 1) * 0x1111 if reg == MSR_STAR else 0xFFFF8000_00001000 + n
+        if reg in (MSR_FMASK, MSR_SYSENTER_CS):
+            v = 0x7ED0 + n
+        uc.msr_write(reg, v)
+        found = _find(ctypes.string_at(env, env_blob_len), v)
+        if len(found) != 1:
+            raise HelperError(f"cannot locate MSR {reg:#x} in env")
+        msr[reg] = found[0]
+        uc.msr_write(reg, 0)
+    efer_before = ctypes.string_at(env, env_blob_len)
+    uc.msr_write(MSR_EFER, uc.msr_read(MSR_EFER) ^ 1)  # toggle SCE
+    efer_after = ctypes.string_at(env, env_blob_len)
+    uc.msr_write(MSR_EFER, uc.msr_read(MSR_EFER) ^ 1)
+    diff = [i for i in range(0, env_blob_len, 8) if efer_before[i:i + 8] != efer_after[i:i + 8]]
+    if len(diff) != 1:
+        raise HelperError("cannot locate EFER in env")
+    msr[MSR_EFER] = diff[0]
+    return Layout(cpu=cpu, env=env, halted=off_uc - 16, exc_index=off_uc - 8, msr=msr,
+                  exc_next_eip=_find_exc_next_eip(env - cpu))
+
+
+def _find_exc_next_eip(env_off: int) -> int:
+    """Run ``int 0x42`` in a scratch engine and see where its next-EIP is kept."""
+    found: list[set[int]] = []
+    for addr in (0x12345, 0x23456):
+        uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
+        uc.mem_map(0x10000, 0x20000)
+        uc.mem_write(addr, b"\xcd\x42\xf4")
+        uc.reg_write(x.UC_X86_REG_RAX, 0)
+        cpu = _u64(_handle(uc) + UC_CPU_PTR)
+        hits: set[int] = set()
+
+        def hook(uc_: unicorn.Uc, intno: int, _ud: object, cpu: int = cpu,
+                 hits: set[int] = hits, addr: int = addr) -> None:
+            hits.update(_find(ctypes.string_at(cpu + env_off, 0x4000), addr + 2))
+            uc_.emu_stop()
+
+        uc.hook_add(unicorn.UC_HOOK_INTR, hook)
+        uc.emu_start(addr, addr + 3)
+        found.append(hits - {ENV_EIP})
+    common = found[0] & found[1]
+    if len(common) != 1:
+        raise HelperError("cannot locate exception_next_eip in env")
+    return common.pop()
+
+
+class Helper:
+    """The C helper bound to one engine."""
+
+    def __init__(self, uc: unicorn.Uc, inta: "callable", icount: bool) -> None:
+        self.lib = _load()
+        self.layout = lay = discover_layout(uc)
+        p = self.p = PyemuCpu()
+        p.uc, p.cpu, p.env = _handle(uc), lay.cpu, lay.env
+        p.off_eip, p.off_eflags, p.off_hflags, p.off_segs = ENV_EIP, ENV_EFLAGS, ENV_HFLAGS, ENV_SEGS
+        p.off_regs = ENV_REGS
+        p.off_exc_index, p.off_exc_next_eip = lay.exc_index, lay.exc_next_eip
+        p.off_efer, p.off_star, p.off_lstar = (lay.msr[MSR_EFER], lay.msr[MSR_STAR],
+                                              lay.msr[MSR_LSTAR])
+        p.off_cstar, p.off_fmask = lay.msr[MSR_CSTAR], lay.msr[MSR_FMASK]
+        p.off_sysenter_cs = lay.msr[MSR_SYSENTER_CS]
+        p.off_sysenter_esp = lay.msr[MSR_SYSENTER_ESP]
+        p.off_sysenter_eip = lay.msr[MSR_SYSENTER_EIP]
+        sym = lambda name: ctypes.cast(getattr(UCLIB, name), ctypes.c_void_p).value  # noqa: E731
+        p.hook_add, p.emu_stop, p.reg_write = (sym("uc_hook_add"), sym("uc_emu_stop"),
+                                               sym("uc_reg_write"))
+        p.do_interrupt = sym("x86_cpu_do_interrupt_x86_64")
+        p.hardirq = sym("do_interrupt_x86_hardirq_x86_64")
+        p.raise_exc_err = sym("raise_exception_err_x86_64")
+        p.update_hflags = sym("x86_update_hflags_x86_64")
+        self._inta = INTA_FN(inta)  # kept alive: C holds the pointer
+        p.inta = ctypes.cast(self._inta, ctypes.c_void_p).value
+        self.ref = ctypes.byref(p)
+        if self.lib.pyemu_cpu_attach(self.ref, int(icount)) != 0:
+            raise HelperError("unicorn refused the helper's hooks")
+        if self.lib.pyemu_deadline_start(self.ref) != 0:
+            raise HelperError("cannot start the deadline thread")
+
+    # CPUState fields
+    @property
+    def halted(self) -> bool:
+        return ctypes.c_uint32.from_address(self.layout.cpu + self.layout.halted).value != 0
+
+    @halted.setter
+    def halted(self, value: bool) -> None:
+        ctypes.c_uint32.from_address(self.layout.cpu + self.layout.halted).value = int(value)
+
+    def env_u32(self, off: int) -> int:
+        return ctypes.c_uint32.from_address(self.layout.env + off).value
+
+    def set_env_u64(self, off: int, value: int) -> None:
+        ctypes.c_uint64.from_address(self.layout.env + off).value = value
+
+    def env_addr(self, off: int) -> int:
+        return self.layout.env + off
+
+    def deadline(self, host_ns: int | None) -> None:
+        self.lib.pyemu_deadline_set(self.ref, host_ns if host_ns is not None else (1 << 63) - 1)
+
+    def close(self) -> None:
+        self.lib.pyemu_deadline_stop(self.ref)

@@ -1,0 +1,274 @@
+"""The x86 CPU: one 64-bit unicorn engine, reset, run slices, port I/O and CPUID.
+
+Intel SDM vol. 3A 9.1.4 (first instruction at F000:FFF0 with CS.base FFFF0000 after
+reset), 9.1.1 (register state after reset: IDTR limit 3FFh, EDX = family/model).
+The engine quirks this follows are in ../shared/notes/unicorn-2.1.4.md.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import unicorn
+import unicorn.x86_const as x
+
+from emu.cpu.helper import (
+    ENV_HFLAGS,
+    ENV_SEGS,
+    STOP_BUDGET,
+    STOP_DOUBLE_FAULT,
+    STOP_KICK,
+    STOP_UD,
+    UCLIB,
+    Helper,
+)
+
+log = logging.getLogger("emu.cpu")
+
+# emu_start's "until": a non-canonical address no guest can reach.
+NEVER = 0x8000_0000_0000_0000
+IF_FLAG = 1 << 9
+SEG_NAMES = ("es", "cs", "ss", "ds", "fs", "gs")
+HF_INHIBIT_IRQ = 1 << 3
+
+IN_CB = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
+                         ctypes.c_void_p)
+OUT_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint32,
+                          ctypes.c_void_p)
+CPUID_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+HOOK_ADD = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t),
+                            ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64,
+                            ctypes.c_uint64, ctypes.c_int)
+SET_A20 = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int)
+
+UPDATE_HFLAGS = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+# Descriptor-cache flags of flat 4 GiB ring-0 segments (granular, 32-bit, present).
+CODE32_FLAGS, DATA32_FLAGS = 0x00CF9B00, 0x00CF9300
+CR0_PE, CR0_ET = 1, 0x10
+
+CPUID_APIC_EDX = 1 << 9
+CPUID_X2APIC_ECX = 1 << 21
+
+
+class Segment(ctypes.Structure):
+    """QEMU's SegmentCache: the selector and its hidden descriptor cache."""
+
+    _fields_ = [("selector", ctypes.c_uint32), ("pad", ctypes.c_uint32),
+                ("base", ctypes.c_uint64), ("limit", ctypes.c_uint32),
+                ("flags", ctypes.c_uint32)]
+
+
+@dataclass
+class RunResult:
+    """Why one run slice ended."""
+
+    halted: bool = False
+    triple_fault: bool = False
+    error: str | None = None
+
+
+class X86Cpu:
+    """The machine's CPU. Owned by the machine thread; ``kick()`` is safe from any thread."""
+
+    def __init__(self, *, icount: bool, port_in: Callable[[int, int], int],
+                 port_out: Callable[[int, int, int], None], inta: Callable[[], int]) -> None:
+        self.uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
+        self.icount = icount
+        self._cpuid = _cpuid_table()
+        self._port_in, self._port_out = port_in, port_out
+        self._inta_fn = inta
+        self.helper = Helper(self.uc, self._inta, icount)
+        self._python_stop = False
+        self._hooks: list[object] = []
+        self._add_insn_hook(IN_CB(self._on_in), x.UC_X86_INS_IN)
+        self._add_insn_hook(OUT_CB(self._on_out), x.UC_X86_INS_OUT)
+        self._add_insn_hook(CPUID_CB(self._on_cpuid), x.UC_X86_INS_CPUID)
+        self._reset_ctx = _real_mode_context()
+        self._segs = (Segment * 6).from_address(self.helper.env_addr(ENV_SEGS))
+
+    # -- hooks -----------------------------------------------------------------
+    def _add_insn_hook(self, cb: object, insn: int) -> None:
+        self._hooks.append(cb)  # ctypes callbacks must outlive the engine's use of them
+        add = HOOK_ADD(ctypes.cast(UCLIB.uc_hook_add, ctypes.c_void_p).value)
+        handle = ctypes.c_size_t()
+        err = add(self.helper.p.uc, ctypes.byref(handle), unicorn.UC_HOOK_INSN,
+                  ctypes.cast(cb, ctypes.c_void_p), None, 1, 0, insn)
+        if err:
+            raise RuntimeError(f"unicorn refused an instruction hook: error {err}")
+
+    def _inta(self) -> int:
+        try:
+            return self._inta_fn()
+        except Exception:  # an exception must not cross the C frame
+            log.exception("interrupt acknowledge failed")
+            return -1
+
+    def _on_in(self, _uc: int, port: int, size: int, _ud: int) -> int:
+        try:
+            return self._port_in(port, size)
+        except Exception:
+            log.exception("IN from port %#x failed", port)
+            return (1 << (8 * size)) - 1
+
+    def _on_out(self, _uc: int, port: int, size: int, value: int, _ud: int) -> None:
+        try:
+            self._port_out(port, size, value)
+        except Exception:
+            log.exception("OUT to port %#x failed", port)
+
+    def _on_cpuid(self, _uc: int, _ud: int) -> int:
+        leaf = self.uc.reg_read(x.UC_X86_REG_EAX) & 0xFFFFFFFF
+        sub = self.uc.reg_read(x.UC_X86_REG_ECX) & 0xFFFFFFFF
+        regs = self._cpuid.get((leaf, sub)) or self._cpuid.get((leaf, 0)) or (0, 0, 0, 0)
+        for reg, v in zip((x.UC_X86_REG_RAX, x.UC_X86_REG_RBX, x.UC_X86_REG_RCX,
+                           x.UC_X86_REG_RDX), regs):
+            self.uc.reg_write(reg, v)
+        return 1  # skip the engine's own CPUID: ours hides the APIC
+
+    # -- control -----------------------------------------------------------------
+    def kick(self) -> None:
+        """Make the CPU leave its current slice at the next block boundary."""
+        self.helper.p.kick = 1
+
+    def request_stop(self) -> None:
+        """From an I/O callback: end the slice so the machine can act (reset, exit)."""
+        self._python_stop = True
+        self.uc.emu_stop()
+
+    def set_intr(self, level: bool) -> None:
+        self.helper.p.intr = int(level)
+
+    def set_a20(self, enabled: bool) -> None:
+        fn = SET_A20(ctypes.cast(UCLIB.x86_cpu_set_a20_x86_64, ctypes.c_void_p).value)
+        fn(self.helper.layout.cpu, int(enabled))
+
+    @property
+    def halted(self) -> bool:
+        return self.helper.halted
+
+    @halted.setter
+    def halted(self, value: bool) -> None:
+        self.helper.halted = value
+
+    def irq_deliverable(self) -> bool:
+        return bool(self.helper.p.intr) and bool(self.rflags & IF_FLAG)
+
+    @property
+    def insn_count(self) -> int:
+        return self.helper.p.icount
+
+    def reset(self) -> None:
+        """Power-on/INIT state: real mode at F000:FFF0 with CS.base FFFF0000."""
+        self.uc.context_restore(self._reset_ctx)
+        cs = self._segs[1]
+        cs.selector, cs.base, cs.limit = 0xF000, 0xFFFF0000, 0xFFFF
+        self.uc.reg_write(x.UC_X86_REG_RIP, 0xFFF0)
+        self.uc.reg_write(x.UC_X86_REG_IDTR, (0, 0, 0x3FF, 0))
+        self.uc.reg_write(x.UC_X86_REG_RDX, 0x000306C3)  # family/model/stepping, as CPUID 1
+        self.halted = False
+        self.set_a20(True)
+        self.flush_tlb()
+
+    def enter_flat32(self, eip: int, **regs: int) -> None:
+        """Flat 32-bit protected mode, paging off, IF=0: the Multiboot entry state."""
+        self.uc.reg_write(x.UC_X86_REG_CR0, CR0_PE | CR0_ET)
+        for i, seg in enumerate(self._segs):
+            code = SEG_NAMES[i] == "cs"
+            seg.selector = 0x08 if code else 0x10
+            seg.base, seg.limit = 0, 0xFFFFFFFF
+            seg.flags = CODE32_FLAGS if code else DATA32_FLAGS
+        UPDATE_HFLAGS(ctypes.cast(UCLIB.x86_update_hflags_x86_64, ctypes.c_void_p).value)(
+            self.helper.layout.env)
+        self.uc.reg_write(x.UC_X86_REG_RFLAGS, 2)
+        for name, value in regs.items():
+            self.uc.reg_write(getattr(x, f"UC_X86_REG_{name.upper()}"), value)
+        self.uc.reg_write(x.UC_X86_REG_RIP, eip)
+        self.flush_tlb()
+
+    def flush_tlb(self) -> None:
+        self.uc.ctl(unicorn.UC_CTL_TLB_FLUSH, unicorn.UC_CTL_IO_WRITE)
+
+    def invalidate_code(self, start: int, end: int) -> None:
+        """Drop translated code for guest-physical [start, end) after a write from Python."""
+        self.uc.ctl_remove_cache(start, end)
+
+    def run(self, *, host_deadline_ns: int | None = None, budget: int | None = None) -> RunResult:
+        """Run until the deadline (realtime) or for ``budget`` instructions (icount)."""
+        p = self.helper.p
+        p.stop_reason = 0
+        self._python_stop = False
+        if self.icount:
+            p.icount_budget = p.icount + (budget if budget is not None else 1 << 62)
+        else:
+            self.helper.deadline(host_deadline_ns)
+        rip = self.uc.reg_read(x.UC_X86_REG_RIP)
+        try:
+            self.uc.emu_start(rip, NEVER)
+        except unicorn.UcError as e:
+            return RunResult(error=f"{e} at RIP {self.uc.reg_read(x.UC_X86_REG_RIP):#x}")
+        finally:
+            if not self.icount:
+                self.helper.deadline(None)
+        if self.helper.halted:
+            return RunResult(halted=True)
+        explained = p.stop_reason & (STOP_KICK | STOP_BUDGET | STOP_UD) or self._python_stop
+        if p.stop_reason & STOP_DOUBLE_FAULT or not explained:
+            return RunResult(triple_fault=True)
+        return RunResult()
+
+    # -- registers ------------------------------------------------------------------
+    @property
+    def rflags(self) -> int:
+        return self.uc.reg_read(x.UC_X86_REG_RFLAGS)
+
+    def segment(self, name: str) -> Segment:
+        return self._segs[SEG_NAMES.index(name)]
+
+    @property
+    def hflags(self) -> int:
+        return self.helper.env_u32(ENV_HFLAGS)
+
+    def registers(self) -> dict[str, int]:
+        """The architectural registers by name, for the monitor and tests."""
+        names = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10",
+                 "r11", "r12", "r13", "r14", "r15", "rip", "rflags", "cr0", "cr2", "cr3", "cr4")
+        regs = {n: self.uc.reg_read(getattr(x, f"UC_X86_REG_{n.upper()}")) for n in names}
+        regs["efer"] = self.uc.msr_read(0xC0000080)
+        return regs
+
+    def table(self, name: str) -> tuple[int, int]:
+        """(base, limit) of ``gdtr`` or ``idtr``."""
+        _, base, limit, _ = self.uc.reg_read(getattr(x, f"UC_X86_REG_{name.upper()}"))
+        return base, limit
+
+    def close(self) -> None:
+        self.helper.close()
+
+
+def _real_mode_context() -> unicorn.UcContext:
+    """A context of a fresh 16-bit engine: real mode, to restore into the 64-bit one."""
+    uc16 = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_16)
+    return uc16.context_save()
+
+
+def _cpuid_table() -> dict[tuple[int, int], tuple[int, int, int, int]]:
+    """The engine's CPUID answers (Haswell), minus the APIC that is not emulated."""
+    uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
+    uc.mem_map(0x1000, 0x1000)
+    uc.mem_write(0x1000, b"\x0f\xa2")
+    table = {}
+    leaves = [*range(0, 0x15), *range(0x80000000, 0x80000009)]
+    for leaf in leaves:
+        for sub in range(4):
+            uc.reg_write(x.UC_X86_REG_RAX, leaf)
+            uc.reg_write(x.UC_X86_REG_RCX, sub)
+            uc.emu_start(0x1000, 0x1002)
+            table[(leaf, sub)] = tuple(uc.reg_read(r) & 0xFFFFFFFF for r in (
+                x.UC_X86_REG_RAX, x.UC_X86_REG_RBX, x.UC_X86_REG_RCX, x.UC_X86_REG_RDX))
+    a, b, c, d = table[(1, 0)]
+    for sub in range(4):
+        table[(1, sub)] = (a, b, c & ~CPUID_X2APIC_ECX, d & ~CPUID_APIC_EDX)
+    return table

@@ -1,0 +1,39 @@
+"""What a device sees of the board it is plugged into."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from emu.clock import Clock
+from emu.irq import IrqLine
+from emu.memory.ioport import IoBus
+from emu.qom import Object
+
+
+class Board(Protocol):
+    """The services a board offers its devices at realize time."""
+
+    io: IoBus
+    clock: Clock
+
+    def isa_irq(self, n: int) -> IrqLine:
+        """The ISA interrupt line ``n`` (0-15), wired to the PICs."""
+        ...
+
+    def request_reset(self, reason: str) -> None:
+        """Ask for a machine reset at the next instruction boundary."""
+        ...
+
+    def request_shutdown(self, status: int, reason: str) -> None:
+        """Ask the machine to stop and pyemu to exit with ``status``."""
+        ...
+
+
+class Device(Object):
+    """A device: realized against a board, which gives it ports, IRQs and time."""
+
+    board: Board
+
+    def realize(self, board: Board) -> None:  # type: ignore[override]
+        self.board = board
+        super().realize()

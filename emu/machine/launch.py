@@ -1,0 +1,98 @@
+"""From a checked command line to a running machine, and back to an exit status.
+
+Host backends are opened first and the machine built; if anything fails, everything
+already opened is closed again (the terminal restored, sockets released) and the
+error is one line naming the option at fault.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from typing import Callable
+
+from emu.host.chardev import Chardev, MuxChardev, parse_chardev
+from emu.machine.config import MachineConfig
+from emu.machine.pc.multiboot import BootError
+from emu.monitor.hmp import HumanMonitor
+
+log = logging.getLogger("emu.machine")
+
+
+class LaunchError(Exception):
+    """A host resource or the guest image could not be set up."""
+
+
+def _open(spec: str, option: str, opened: list[Chardev]) -> Chardev:
+    try:
+        cd = parse_chardev(spec)
+    except (ValueError, OSError) as e:
+        raise LaunchError(f"{option} {spec}: {e}") from None
+    opened.append(cd)
+    return cd
+
+
+def launch(cfg: MachineConfig, signal_handlers: Callable[[Callable[[str], None]], None]) -> int:
+    """Build the machine for ``cfg``, run it until it exits, return the exit status."""
+    from emu.machine.pc.pc import PcMachine
+
+    opened: list[Chardev] = []
+    monitors: list[Chardev] = []
+    try:
+        devices: dict[str, Chardev] = {}
+        for i, spec in enumerate(cfg.serial):
+            if spec != "none":
+                cd = _open(spec, "-serial", opened)
+                devices[f"serial{i}"] = MuxChardev.frontend(cd, 0) if isinstance(cd, MuxChardev) else cd
+                if isinstance(cd, MuxChardev) and cd.monitor:
+                    monitors.append(MuxChardev.frontend(cd, 1))
+        if cfg.debugcon:
+            devices["debugcon"] = _open(cfg.debugcon, "-debugcon", opened)
+        for spec in cfg.monitor:
+            if spec != "none":
+                cd = _open(spec, "-monitor", opened)
+                monitors.append(MuxChardev.frontend(cd, 1) if isinstance(cd, MuxChardev) else cd)
+        try:
+            machine = PcMachine(cfg, devices)
+        except (BootError, ValueError, OSError) as e:
+            raise LaunchError(str(e)) from None
+    except LaunchError as e:
+        for cd in opened:
+            cd.close()
+        print(f"pyemu: {e}", file=sys.stderr)
+        return 1
+    return _run(machine, cfg, opened, monitors, signal_handlers)
+
+
+def _run(machine, cfg: MachineConfig, opened: list[Chardev], monitors: list[Chardev],
+         signal_handlers: Callable[[Callable[[str], None]], None]) -> int:
+    for cd in opened:
+        machine.add_input_source(cd)
+        if isinstance(cd, MuxChardev):
+            MuxChardev.frontend(cd, 1).set_notify(machine.wake)
+            cd.on_quit = lambda: machine.request_shutdown(0, "C-a x")
+    for cd in monitors:
+        mon = HumanMonitor(machine, cd, echo=True)
+        if not (isinstance(cd, MuxChardev) or getattr(cd, "mux", None) is not None):
+            mon.greet()
+    machine.set_runstate("paused" if cfg.start_paused else "running")
+    if cfg.start_paused:
+        machine.runstate = "prelaunch"
+
+    def on_signal(name: str) -> None:
+        machine.post(lambda: machine.request_shutdown(0, f"terminating on signal {name}"))
+
+    signal_handlers(on_signal)
+    status: list[int] = []
+    thread = threading.Thread(target=lambda: status.append(machine.run()), name="machine",
+                              daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.25)  # the main thread stays free to take signals
+    finally:
+        for cd in opened:
+            cd.close()
+    log.info("exit: %s", machine.exit_reason)
+    return status[0] if status else 1

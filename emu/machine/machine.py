@@ -1,0 +1,190 @@
+"""The machine: object tree root, run state and the machine thread's main loop.
+
+DESIGN.md, "Threads and time": one machine thread owns all device state. The CPU runs
+in slices that end at the next timer deadline (realtime) or after the instructions
+that reach it (icount); between slices the loop fires timers, hands host input to
+devices, runs posted requests, and carries out resets and shutdowns. Other threads
+(chardev readers, the monitor's sockets) only post requests and kick the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from concurrent.futures import Future
+from typing import Any, Callable
+
+from emu.clock import Clock
+from emu.cpu.x86 import X86Cpu
+from emu.memory.ioport import IoBus
+from emu.qom import Object
+
+log = logging.getLogger("emu.machine")
+
+RUNSTATES = ("prelaunch", "running", "paused", "shutdown", "internal-error")
+
+
+class Machine(Object):
+    """Board-independent machine: CPU, clock, I/O bus, run loop. Boards subclass it."""
+
+    TYPE_NAME = "machine"
+
+    def __init__(self, name: str = "machine", *, icount_shift: int | None = None,
+                 no_reboot: bool = False) -> None:
+        super().__init__(name)
+        self.clock = Clock(icount_shift)
+        self.io = IoBus()
+        self.no_reboot = no_reboot
+        self.runstate = "prelaunch"
+        self.exit_status: int | None = None
+        self.exit_reason = ""
+        self._reset_reason: str | None = None
+        self._requests: queue.SimpleQueue[tuple[Callable[[], Any], Future]] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._input_sources: list[Any] = []  # chardevs whose input the loop pumps
+        self.cpu = X86Cpu(icount=self.clock.icount, port_in=self.io.read,
+                          port_out=self.io.write, inta=self.acknowledge_interrupt)
+        self.clock.insn_count = lambda: self.cpu.insn_count
+
+    # -- what boards provide ----------------------------------------------------------
+    def acknowledge_interrupt(self) -> int:
+        """The INTA cycle: the vector of the interrupt being delivered, or -1."""
+        return -1
+
+    def boot(self) -> None:
+        """Put the CPU where the guest starts: the reset vector or a loaded kernel."""
+
+    # -- requests from devices (machine thread) -------------------------------------
+    def request_reset(self, reason: str) -> None:
+        self._reset_reason = reason
+        self.cpu.request_stop()
+
+    def request_shutdown(self, status: int, reason: str) -> None:
+        if self.exit_status is None:
+            self.exit_status, self.exit_reason = status, reason
+        self.cpu.request_stop()
+        self._wake.set()
+
+    # -- requests from other threads --------------------------------------------------
+    def post(self, fn: Callable[[], Any]) -> Future:
+        """Run ``fn`` on the machine thread; the Future carries its result."""
+        fut: Future = Future()
+        self._requests.put((fn, fut))
+        self.wake()
+        return fut
+
+    def wake(self) -> None:
+        """Make the machine thread look at its requests and input now."""
+        self.cpu.kick()
+        self._wake.set()
+
+    def add_input_source(self, source: Any) -> None:
+        """A chardev whose buffered input the loop hands to its frontend (``pump()``)."""
+        self._input_sources.append(source)
+        source.set_notify(self.wake)
+
+    # -- run state ----------------------------------------------------------------------
+    def set_runstate(self, state: str) -> None:
+        assert state in RUNSTATES
+        if state == "running":
+            self.clock.start()
+        else:
+            self.clock.stop()
+        self.runstate = state
+
+    def stop(self) -> None:
+        if self.runstate == "running":
+            self.set_runstate("paused")
+
+    def cont(self) -> None:
+        if self.runstate in ("paused", "prelaunch"):
+            self.set_runstate("running")
+
+    def system_reset(self, reason: str = "requested") -> None:
+        log.info("machine reset: %s", reason)
+        for dev in self.children.values():
+            dev.reset()  # composite devices reset their own children
+        self.cpu.reset()
+        self.boot()
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(self) -> int:
+        """The machine thread's loop; returns pyemu's exit status."""
+        try:
+            while self.exit_status is None:
+                self._step()
+        finally:
+            self.cpu.close()
+            for obj in self.walk():
+                obj.unrealize()
+        return self.exit_status
+
+    def _service(self) -> None:
+        self._wake.clear()
+        while True:
+            try:
+                fn, fut = self._requests.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                fut.set_result(fn())
+            except Exception as e:  # the caller sees it; the machine carries on
+                fut.set_exception(e)
+        for source in self._input_sources:
+            source.pump()
+        if self._reset_reason is not None:
+            reason, self._reset_reason = self._reset_reason, None
+            if self.no_reboot:
+                self.request_shutdown(0, f"{reason} (-no-reboot)")
+            else:
+                self.system_reset(reason)
+
+    def _step(self) -> None:
+        self._service()
+        if self.exit_status is not None:
+            return
+        if self.runstate != "running":
+            self._wake.wait()
+            return
+        self.clock.run_expired()
+        if self.cpu.halted:
+            if not self.cpu.irq_deliverable():
+                self._idle()
+                return
+            self.cpu.halted = False
+        self._run_slice()
+
+    def _idle(self) -> None:
+        """The CPU is halted with nothing to deliver: sleep until a timer or an event."""
+        deadline = self.clock.next_deadline()
+        if self.clock.icount:
+            if deadline is not None:
+                self.clock.warp_to(deadline)
+            else:
+                self._wake.wait()
+            return
+        timeout = None
+        if deadline is not None:
+            timeout = max(0.0, (deadline - self.clock.now_ns()) / 1e9)
+        self._wake.wait(timeout)
+
+    def _run_slice(self) -> None:
+        deadline = self.clock.next_deadline()
+        if self.clock.icount:
+            budget = None
+            if deadline is not None:
+                budget = max(1, self.clock.insns_until(deadline))
+            result = self.cpu.run(budget=budget)
+        else:
+            host = self.clock.host_deadline(deadline) if deadline is not None else None
+            result = self.cpu.run(host_deadline_ns=host)
+        if result.error:
+            log.error("guest stopped: %s", result.error)
+            self.set_runstate("internal-error")
+            self.request_shutdown(1, f"internal error: {result.error}")
+        elif result.triple_fault:
+            log.warning("triple fault: resetting the machine")
+            self.request_reset("triple fault")
+
+

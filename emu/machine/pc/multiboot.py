@@ -1,0 +1,191 @@
+"""Multiboot (version 1) kernel loader for ``-kernel FILE.elf``.
+
+Follows the Multiboot Specification 0.6.96: section 3.1 (the header: magic 0x1BADB002
+in the first 8192 bytes, 32-bit aligned, with flags and checksum), 3.2 (machine state
+at entry: EAX=0x2BADB002, EBX=info address, flat 32-bit protected mode, paging and
+interrupts off, A20 on) and 3.3 (the information structure, modules, memory map).
+The image is hostile input: every offset and size is checked against the file and
+every destination against guest RAM.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+from emu.memory.address_space import AddressSpace
+
+MAGIC = 0x1BADB002
+BOOT_MAGIC = 0x2BADB002
+SEARCH = 8192
+FLAG_PAGE_ALIGN, FLAG_MEMINFO, FLAG_VIDEO, FLAG_AOUT = 1, 2, 4, 1 << 16
+SUPPORTED_REQUIRED = FLAG_PAGE_ALIGN | FLAG_MEMINFO | FLAG_VIDEO
+INFO_MEM, INFO_CMDLINE, INFO_MODS, INFO_MMAP, INFO_LOADER = 1, 4, 8, 64, 512
+INFO_ADDR = 0x9000  # the info block, strings and map sit in low memory below 640 KiB
+INFO_LIMIT = 0x9F000
+MAX_CMDLINE = 4096
+MAX_MODULES = 32
+LOADER_NAME = b"pyemu\0"
+
+
+class BootError(ValueError):
+    """The kernel or a module cannot be booted; the message names the file and why."""
+
+
+@dataclass
+class BootImage:
+    """What the board needs to enter the kernel."""
+
+    entry: int
+    info_addr: int
+    segments: list[tuple[int, int]] = field(default_factory=list)  # (addr, size) loaded
+
+
+def _find_header(data: bytes, path: str) -> tuple[int, int]:
+    for off in range(0, min(len(data), SEARCH) - 11, 4):
+        magic, flags, checksum = struct.unpack_from("<III", data, off)
+        if magic == MAGIC:
+            if (magic + flags + checksum) & 0xFFFFFFFF:
+                raise BootError(f"{path}: multiboot header at {off:#x} has a bad checksum")
+            unsupported = flags & 0xFFFF & ~SUPPORTED_REQUIRED
+            if unsupported:
+                raise BootError(f"{path}: multiboot header requires unsupported flags "
+                                f"{unsupported:#x}")
+            return off, flags
+    raise BootError(f"{path}: no multiboot header in the first {SEARCH} bytes")
+
+
+def _load_elf(data: bytes, path: str, mem: AddressSpace) -> tuple[int, list[tuple[int, int]]]:
+    try:
+        elf = ELFFile(io.BytesIO(data))
+        if elf.elfclass != 32 or elf["e_machine"] != "EM_386":
+            raise BootError(f"{path}: multiboot kernels must be 32-bit x86 ELF files")
+        loaded = []
+        for seg in elf.iter_segments():
+            if seg["p_type"] != "PT_LOAD" or seg["p_memsz"] == 0:
+                continue
+            addr, filesz, memsz, off = (seg["p_paddr"], seg["p_filesz"], seg["p_memsz"],
+                                        seg["p_offset"])
+            if filesz > memsz or off + filesz > len(data):
+                raise BootError(f"{path}: segment at {addr:#x} runs past the end of the file")
+            if not mem.is_ram(addr, memsz):
+                raise BootError(f"{path}: segment {addr:#x}+{memsz:#x} does not fit in "
+                                f"guest RAM")
+            mem.write(addr, data[off:off + filesz])
+            mem.fill(addr + filesz, memsz - filesz)
+            loaded.append((addr, memsz))
+        return elf["e_entry"], loaded
+    except (ELFError, struct.error) as e:
+        raise BootError(f"{path}: not a valid ELF file ({e})") from None
+
+
+def _load_aout(data: bytes, hdr_off: int, path: str,
+               mem: AddressSpace) -> tuple[int, list[tuple[int, int]]]:
+    header_addr, load_addr, load_end, bss_end, entry = struct.unpack_from("<5I", data, hdr_off + 12)
+    start = hdr_off - (header_addr - load_addr)
+    end = len(data) if load_end == 0 else start + (load_end - load_addr)
+    if start < 0 or end > len(data) or end < start:
+        raise BootError(f"{path}: multiboot address fields point outside the file")
+    size = (bss_end or load_addr + end - start) - load_addr
+    if size < end - start or not mem.is_ram(load_addr, size):
+        raise BootError(f"{path}: image {load_addr:#x}+{size:#x} does not fit in guest RAM")
+    mem.write(load_addr, data[start:end])
+    mem.fill(load_addr + end - start, size - (end - start))
+    return entry, [(load_addr, size)]
+
+
+def _parse_modules(spec: str) -> list[tuple[str, str]]:
+    """QEMU's ``-initrd "file1 arg=foo,file2"``: comma-separated, ',,' escapes a comma."""
+    mods = [m.replace("\0", ",") for m in spec.replace(",,", "\0").split(",") if m.strip()]
+    if len(mods) > MAX_MODULES:
+        raise BootError(f"-initrd: at most {MAX_MODULES} modules")
+    return [(m.split(" ", 1)[0], m) for m in mods]
+
+
+class InfoWriter:
+    """Lays out the info structure and its strings in low memory, bounds-checked."""
+
+    def __init__(self, mem: AddressSpace) -> None:
+        self.mem = mem
+        self.cursor = INFO_ADDR + 0x100  # after the 88-byte info structure
+
+    def put(self, data: bytes, align: int = 4) -> int:
+        self.cursor = (self.cursor + align - 1) & -align
+        if self.cursor + len(data) > INFO_LIMIT:
+            raise BootError("multiboot information does not fit below 640 KiB")
+        addr = self.cursor
+        self.mem.write(addr, data)
+        self.cursor += len(data)
+        return addr
+
+
+def load_multiboot(path: str, cmdline: str, initrd: str | None,
+                   mem: AddressSpace) -> BootImage:
+    """Load a Multiboot kernel (and modules) into guest RAM; return how to enter it."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise BootError(f"-kernel {path}: {e.strerror}") from None
+    hdr_off, flags = _find_header(data, path)
+    if flags & FLAG_AOUT:
+        entry, segments = _load_aout(data, hdr_off, path, mem)
+    else:
+        entry, segments = _load_elf(data, path, mem)
+    kernel_end = max(a + s for a, s in segments)
+    w = InfoWriter(mem)
+    info = {"flags": INFO_MEM | INFO_CMDLINE | INFO_MMAP | INFO_LOADER}
+    info["mem_lower"] = 640
+    info["mem_upper"] = (mem.below_4g - 0x100000) // 1024
+    full_cmdline = f"{path} {cmdline}".strip().encode()
+    if len(full_cmdline) > MAX_CMDLINE:
+        raise BootError(f"-append: command line longer than {MAX_CMDLINE} bytes")
+    info["cmdline"] = w.put(full_cmdline + b"\0", 1)
+    info["boot_loader_name"] = w.put(LOADER_NAME, 1)
+    info["mmap_addr"], info["mmap_length"] = _write_mmap(w, mem)
+    if initrd:
+        info["flags"] |= INFO_MODS
+        info["mods_addr"], info["mods_count"] = _load_modules(
+            _parse_modules(initrd), kernel_end, bool(flags & FLAG_PAGE_ALIGN), w, mem)
+    mem.write(INFO_ADDR, _pack_info(info))
+    return BootImage(entry=entry, info_addr=INFO_ADDR, segments=segments)
+
+
+def _write_mmap(w: InfoWriter, mem: AddressSpace) -> tuple[int, int]:
+    ranges = [(0, 0x9FC00, 1), (0x9FC00, 0x400, 2), (0xF0000, 0x10000, 2),
+              (0x100000, mem.below_4g - 0x100000, 1)]
+    if mem.above_4g:
+        ranges.append((1 << 32, mem.above_4g, 1))
+    blob = b"".join(struct.pack("<IQQI", 20, base, size, kind) for base, size, kind in ranges)
+    return w.put(blob), len(blob)
+
+
+def _load_modules(mods: list[tuple[str, str]], kernel_end: int, page_align: bool,
+                  w: InfoWriter, mem: AddressSpace) -> tuple[int, int]:
+    cursor = (kernel_end + 0xFFF) & ~0xFFF
+    table = b""
+    for path, line in mods:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            raise BootError(f"-initrd {path}: {e.strerror}") from None
+        if page_align:
+            cursor = (cursor + 0xFFF) & ~0xFFF
+        if not mem.is_ram(cursor, len(data)):
+            raise BootError(f"-initrd {path}: {len(data)} bytes do not fit in guest RAM")
+        mem.write(cursor, data)
+        string = w.put(line.encode()[:MAX_CMDLINE] + b"\0", 1)
+        table += struct.pack("<IIII", cursor, cursor + len(data), string, 0)
+        cursor += len(data)
+    return w.put(table), len(mods)
+
+
+def _pack_info(info: dict[str, int]) -> bytes:
+    order = ("flags", "mem_lower", "mem_upper", "boot_device", "cmdline", "mods_count",
+             "mods_addr", "syms0", "syms1", "syms2", "syms3", "mmap_length", "mmap_addr",
+             "drives_length", "drives_addr", "config_table", "boot_loader_name")
+    return struct.pack("<17I", *(info.get(k, 0) for k in order)) + bytes(88 - 68)

@@ -1,0 +1,143 @@
+"""Guest physical address space: RAM shared with unicorn, ROM, MMIO, unassigned holes.
+
+PC memory map (as QEMU's i440FX board lays it out): RAM from 0 to 640 KiB, the legacy
+VGA window 0xA0000-0xBFFFF, option ROM space 0xC0000-0xDFFFF (RAM here), the last
+128 KiB of the BIOS at 0xE0000-0xFFFFF, RAM from 1 MiB up to the PCI hole (at most
+3.5 GiB below 4 GiB, the rest above 4 GiB), and the whole BIOS image just below 4 GiB.
+Reads of unassigned addresses return all ones and writes are dropped, never faulting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import unicorn
+
+PAGE = 0x1000
+LOW_RAM_END = 0xA0000
+BIOS_LOW = 0xE0000
+ONE_MIB = 0x100000
+FOUR_GIB = 1 << 32
+LOWMEM_MAX = 0xE0000000
+
+MmioRead = Callable[[int, int], int]  # (offset, size) -> value
+MmioWrite = Callable[[int, int, int], None]
+
+
+@dataclass
+class Region:
+    name: str
+    base: int
+    size: int
+
+    @property
+    def end(self) -> int:
+        return self.base + self.size
+
+
+class AddressSpace:
+    """Maps RAM, ROM and MMIO into the engine and gives Python checked access to RAM."""
+
+    def __init__(self, uc: unicorn.Uc, ram_size: int, bios: bytes,
+                 invalidate: Callable[[int, int], None]) -> None:
+        if ram_size < 2 * ONE_MIB or ram_size % PAGE:
+            raise ValueError(f"RAM size {ram_size} must be at least 2 MiB and page aligned")
+        if len(bios) % 0x10000 or not 0x10000 <= len(bios) <= 0x1000000:
+            raise ValueError(f"BIOS image of {len(bios)} bytes: must be a multiple of 64 KiB")
+        self.uc = uc
+        self.ram = np.zeros(ram_size, dtype=np.uint8)
+        self.rom = np.frombuffer(bytearray(bios), dtype=np.uint8)
+        self.below_4g = min(ram_size, LOWMEM_MAX)
+        self.above_4g = ram_size - self.below_4g
+        self._invalidate = invalidate
+        self.regions: list[Region] = []
+        self._mmio_keep: list[object] = []
+        self._map_fixed()
+
+    def _map_ptr(self, name: str, base: int, size: int, array: np.ndarray, offset: int) -> None:
+        self.uc.mem_map_ptr(base, size, unicorn.UC_PROT_ALL, array.ctypes.data + offset)
+        self.regions.append(Region(name, base, size))
+
+    def _map_fixed(self) -> None:
+        self._map_ptr("ram-low", 0, LOW_RAM_END, self.ram, 0)
+        self._map_ptr("ram-rom-area", 0xC0000, BIOS_LOW - 0xC0000, self.ram, 0xC0000)
+        rom_low = min(len(self.rom), ONE_MIB - BIOS_LOW)
+        self._map_ptr("bios-low", ONE_MIB - rom_low, rom_low, self.rom, len(self.rom) - rom_low)
+        self._map_ptr("ram", ONE_MIB, self.below_4g - ONE_MIB, self.ram, ONE_MIB)
+        self._map_ptr("bios", FOUR_GIB - len(self.rom), len(self.rom), self.rom, 0)
+        if self.above_4g:
+            self._map_ptr("ram-above-4g", FOUR_GIB, self.above_4g, self.ram, self.below_4g)
+
+    def map_mmio(self, name: str, base: int, size: int, read: MmioRead, write: MmioWrite) -> None:
+        """Route guest accesses to [base, base+size) to Python handlers (offsets from base)."""
+        for r in self.regions:
+            if base < r.end and r.base < base + size:
+                raise ValueError(f"MMIO {name} at {base:#x} overlaps {r.name}")
+
+        def rd(_uc: unicorn.Uc, off: int, sz: int, _ud: object) -> int:
+            return read(off, sz)
+
+        def wr(_uc: unicorn.Uc, off: int, sz: int, value: int, _ud: object) -> None:
+            write(off, sz, value)
+
+        self._mmio_keep.append((rd, wr))
+        self.uc.mmio_map(base, size, rd, None, wr, None)
+        self.regions.append(Region(name, base, size))
+
+    def fill_unassigned(self) -> None:
+        """Map every hole below 4 GiB to the all-ones handler, after devices placed MMIO."""
+        taken = sorted((r.base, r.end) for r in self.regions if r.base < FOUR_GIB)
+        cursor = 0
+        holes = []
+        for base, end in taken:
+            if base > cursor:
+                holes.append((cursor, base))
+            cursor = max(cursor, end)
+        if cursor < FOUR_GIB:
+            holes.append((cursor, FOUR_GIB))
+        for base, end in holes:
+            self.map_mmio(f"unassigned@{base:#x}", base, end - base,
+                          lambda _off, size: (1 << (8 * size)) - 1, lambda *_: None)
+
+    # -- checked access from Python (loaders, DMA) -----------------------------------
+    def _ram_offset(self, addr: int, length: int) -> int:
+        """Array offset of guest-physical [addr, addr+length), which must be RAM."""
+        if length < 0:
+            raise ValueError("negative length")
+        if 0 <= addr and addr + length <= self.below_4g:
+            if addr < ONE_MIB and not (addr + length <= LOW_RAM_END or
+                                       (0xC0000 <= addr and addr + length <= BIOS_LOW)):
+                raise ValueError(f"guest address {addr:#x}+{length:#x} is not RAM")
+            return addr
+        if FOUR_GIB <= addr and addr + length <= FOUR_GIB + self.above_4g:
+            return addr - FOUR_GIB + self.below_4g
+        raise ValueError(f"guest address {addr:#x}+{length:#x} is outside RAM")
+
+    def is_ram(self, addr: int, length: int) -> bool:
+        try:
+            self._ram_offset(addr, length)
+        except ValueError:
+            return False
+        return True
+
+    def read(self, addr: int, length: int) -> bytes:
+        off = self._ram_offset(addr, length)
+        return self.ram[off:off + length].tobytes()
+
+    def write(self, addr: int, data: bytes) -> None:
+        off = self._ram_offset(addr, len(data))
+        self.ram[off:off + len(data)] = np.frombuffer(data, dtype=np.uint8)
+        self._invalidate(addr, addr + len(data))
+
+    def fill(self, addr: int, length: int, value: int = 0) -> None:
+        off = self._ram_offset(addr, length)
+        self.ram[off:off + length] = value
+        self._invalidate(addr, addr + length)
+
+    def read_u32(self, addr: int) -> int:
+        return int.from_bytes(self.read(addr, 4), "little")
+
+    def write_u32(self, addr: int, value: int) -> None:
+        self.write(addr, value.to_bytes(4, "little"))

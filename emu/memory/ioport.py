@@ -1,0 +1,62 @@
+"""The x86 I/O port space: 65536 byte-addressed ports dispatched to devices.
+
+An access to a port no device claims reads all ones and writes are dropped, as on an
+ISA bus with nothing driving the data lines; it never faults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+PortRead = Callable[[int, int], int]  # (offset from base, size in bytes) -> value
+PortWrite = Callable[[int, int, int], None]  # (offset, size, value)
+
+ONES = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF}
+
+
+@dataclass
+class PortRange:
+    base: int
+    count: int
+    read: PortRead | None
+    write: PortWrite | None
+    owner: str
+
+
+class IoBus:
+    """Port -> handler dispatch, one table slot per port so lookups cost one index."""
+
+    def __init__(self) -> None:
+        self._slots: list[PortRange | None] = [None] * 0x10000
+
+    def register(self, base: int, count: int, read: PortRead | None, write: PortWrite | None,
+                 owner: str) -> None:
+        if not (0 <= base and base + count <= 0x10000 and count > 0):
+            raise ValueError(f"{owner}: port range {base:#x}+{count} outside 0-0xffff")
+        for port in range(base, base + count):
+            slot = self._slots[port]
+            if slot is not None:
+                raise ValueError(f"{owner}: port {port:#x} already belongs to {slot.owner}")
+        rng = PortRange(base, count, read, write, owner)
+        for port in range(base, base + count):
+            self._slots[port] = rng
+
+    def unregister(self, base: int, count: int) -> None:
+        for port in range(base, base + count):
+            self._slots[port] = None
+
+    def owner(self, port: int) -> str | None:
+        slot = self._slots[port & 0xFFFF]
+        return slot.owner if slot else None
+
+    def read(self, port: int, size: int) -> int:
+        slot = self._slots[port & 0xFFFF]
+        if slot is None or slot.read is None:
+            return ONES[size]
+        return slot.read(port - slot.base, size) & ONES[size]
+
+    def write(self, port: int, size: int, value: int) -> None:
+        slot = self._slots[port & 0xFFFF]
+        if slot is not None and slot.write is not None:
+            slot.write(port - slot.base, size, value & ONES[size])

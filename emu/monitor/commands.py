@@ -1,0 +1,163 @@
+"""The one command registry behind the human monitor (and, later, QMP).
+
+Commands take the machine and their argument words and return text; they run on the
+machine thread. Names and output follow QEMU's human monitor, so habits carry over.
+A bad command or argument raises ``CommandError`` with a one-line message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from emu import __version__
+
+if TYPE_CHECKING:
+    from emu.machine.machine import Machine
+
+Handler = Callable[["Machine", list[str]], str]
+
+
+class CommandError(Exception):
+    """A one-line error for the person or tool that sent the command."""
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    params: str  # usage, e.g. "[cmd]"
+    help: str
+    fn: Handler
+    max_args: int
+
+
+COMMANDS: dict[str, Command] = {}
+INFO: dict[str, Command] = {}
+
+
+def command(name: str, params: str = "", help: str = "", max_args: int = 0):
+    """Register a command; ``info X`` commands go into the ``info`` table."""
+
+    def deco(fn: Handler) -> Handler:
+        table, key = (INFO, name[5:]) if name.startswith("info ") else (COMMANDS, name)
+        if key in table:
+            raise ValueError(f"monitor command {name!r} registered twice")
+        table[key] = Command(name, params, help, fn, max_args)
+        return fn
+
+    return deco
+
+
+def execute(machine: "Machine", line: str) -> str:
+    """Run one monitor line; returns its output (possibly empty)."""
+    if len(line) > 4096:
+        raise CommandError("command line too long")
+    words = line.split()
+    if not words:
+        return ""
+    name, args = words[0], words[1:]
+    if name == "info":
+        if not args:
+            return _help_table(INFO, "info ")
+        cmd = INFO.get(args[0])
+        if cmd is None:
+            raise CommandError(f"unknown info command: '{args[0]}'")
+        args = args[1:]
+    else:
+        cmd = COMMANDS.get(name)
+        if cmd is None:
+            raise CommandError(f"unknown command: '{name}'")
+    if len(args) > cmd.max_args:
+        raise CommandError(f"{cmd.name}: too many arguments (usage: {cmd.name} {cmd.params})")
+    return cmd.fn(machine, args)
+
+
+def _help_table(table: dict[str, Command], prefix: str = "") -> str:
+    rows = [(f"{prefix}{k} {c.params}".strip(), c.help) for k, c in sorted(table.items())]
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{usage:<{width}} -- {text}" for usage, text in rows)
+
+
+@command("help", "[cmd]", "show the help for all commands or just for one", max_args=1)
+def _help(machine: "Machine", args: list[str]) -> str:
+    if not args:
+        return _help_table(COMMANDS) + "\n" + _help_table(INFO, "info ")
+    cmd = COMMANDS.get(args[0])
+    if cmd is None:
+        raise CommandError(f"unknown command: '{args[0]}'")
+    return f"{cmd.name} {cmd.params}".strip() + f" -- {cmd.help}"
+
+
+@command("info status", help="show the VM status (running|paused)")
+def _info_status(machine: "Machine", args: list[str]) -> str:
+    state = machine.runstate
+    if state == "running":
+        return "VM status: running"
+    if state == "paused":
+        return "VM status: paused"
+    return f"VM status: paused ({state})"
+
+
+@command("info version", help="show the version of pyemu")
+def _info_version(machine: "Machine", args: list[str]) -> str:
+    return f"{__version__} (pyemu)"
+
+
+@command("info registers", help="show the cpu registers")
+def _info_registers(machine: "Machine", args: list[str]) -> str:
+    cpu = machine.cpu
+    r = cpu.registers()
+    gprs = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11",
+            "r12", "r13", "r14", "r15")
+    lines = ["".join(f"{n.upper():<4}={r[n]:016x} " for n in gprs[i:i + 4]).rstrip()
+             for i in range(0, 16, 4)]
+    cpl = cpu.hflags & 3
+    lines.append(f"RIP={r['rip']:016x} RFL={r['rflags']:08x} CPL={cpl} "
+                 f"HLT={int(cpu.halted)}")
+    for name in ("es", "cs", "ss", "ds", "fs", "gs"):
+        s = cpu.segment(name)
+        lines.append(f"{name.upper():<3}={s.selector:04x} {s.base:016x} {s.limit:08x} "
+                     f"{s.flags:08x}")
+    for name in ("gdtr", "idtr"):
+        base, limit = cpu.table(name)
+        lines.append(f"{name[:3].upper()}=     {base:016x} {limit:08x}")
+    lines.append(f"CR0={r['cr0']:08x} CR2={r['cr2']:016x} CR3={r['cr3']:016x} "
+                 f"CR4={r['cr4']:08x}")
+    lines.append(f"EFER={r['efer']:016x}")
+    return "\n".join(lines)
+
+
+@command("stop", help="stop emulation")
+def _stop(machine: "Machine", args: list[str]) -> str:
+    machine.stop()
+    return ""
+
+
+@command("cont", help="resume emulation")
+def _cont(machine: "Machine", args: list[str]) -> str:
+    if machine.runstate in ("shutdown", "internal-error"):
+        raise CommandError(f"cannot continue a machine in state {machine.runstate}")
+    machine.cont()
+    return ""
+
+
+@command("c", help="resume emulation (short for cont)")
+def _c(machine: "Machine", args: list[str]) -> str:
+    return _cont(machine, args)
+
+
+@command("system_reset", help="reset the system")
+def _system_reset(machine: "Machine", args: list[str]) -> str:
+    machine.request_reset("system_reset from the monitor")
+    return ""
+
+
+@command("quit", help="quit the emulator")
+def _quit(machine: "Machine", args: list[str]) -> str:
+    machine.request_shutdown(0, "quit from the monitor")
+    return ""
+
+
+@command("q", help="quit the emulator (short for quit)")
+def _q(machine: "Machine", args: list[str]) -> str:
+    return _quit(machine, args)

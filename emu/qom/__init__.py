@@ -1,0 +1,6 @@
+"""Object model: type registry, prop/state/derived fields, the object tree."""
+
+from emu.qom.fields import derived, fields_of, prop, state
+from emu.qom.object import TYPES, Object, register_type
+
+__all__ = ["Object", "TYPES", "derived", "fields_of", "prop", "register_type", "state"]

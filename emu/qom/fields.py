@@ -1,0 +1,156 @@
+"""Field descriptors: the one declaration of every device's configuration and state.
+
+DESIGN.md, "The object model": each field is declared once, in one of three kinds —
+``prop`` (configuration, fixed at realize), ``state`` (guest-visible, saved and
+migrated) and ``derived`` (recomputed by ``rebuild()`` after reset and load). The same
+table gives reset values, the wire names and the help text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+KINDS = ("prop", "state", "derived")
+
+
+@dataclass(frozen=True)
+class FieldType:
+    """A wire type: its name, and how a value is checked and copied."""
+
+    name: str
+    bits: int = 0  # width for integers; 0 for non-integers
+    signed: bool = False
+    max_len: int = 0  # for bytes and arrays
+    elem: "FieldType | None" = None  # for arrays
+
+    def check(self, value: Any) -> Any:
+        """Return ``value`` coerced to this type, or raise ValueError naming the fault."""
+        if self.name == "bool":
+            if not isinstance(value, (bool, int)):
+                raise ValueError(f"expected bool, got {type(value).__name__}")
+            return bool(value)
+        if self.bits:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"expected {self.name}, got {type(value).__name__}")
+            lo = -(1 << (self.bits - 1)) if self.signed else 0
+            hi = (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
+            if not lo <= value <= hi:
+                raise ValueError(f"{value} out of range for {self.name}")
+            return value
+        if self.name == "bytes":
+            if not isinstance(value, (bytes, bytearray)):
+                raise ValueError(f"expected bytes, got {type(value).__name__}")
+            if len(value) > self.max_len:
+                raise ValueError(f"{len(value)} bytes exceeds the cap of {self.max_len}")
+            return bytes(value)
+        if self.name == "str":
+            if not isinstance(value, str):
+                raise ValueError(f"expected str, got {type(value).__name__}")
+            if len(value) > self.max_len:
+                raise ValueError(f"string of {len(value)} exceeds the cap of {self.max_len}")
+            return value
+        if self.name == "array":
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(f"expected a list, got {type(value).__name__}")
+            if len(value) > self.max_len:
+                raise ValueError(f"{len(value)} elements exceeds the cap of {self.max_len}")
+            assert self.elem is not None
+            return [self.elem.check(v) for v in value]
+        raise ValueError(f"unknown field type {self.name}")
+
+
+def _int(name: str, bits: int, signed: bool = False) -> FieldType:
+    return FieldType(name, bits=bits, signed=signed)
+
+
+U8, U16, U32, U64 = _int("u8", 8), _int("u16", 16), _int("u32", 32), _int("u64", 64)
+I8, I16, I32, I64 = (_int(f"i{b}", b, True) for b in (8, 16, 32, 64))
+BOOL = FieldType("bool")
+
+
+class Field:
+    """A declared field; a data descriptor storing its value on the instance."""
+
+    def __init__(self, kind: str, ftype: FieldType, *, reset: Any = None,
+                 doc: str, wire: str | None = None) -> None:
+        assert kind in KINDS
+        self.kind, self.type, self.doc = kind, ftype, doc
+        self.reset_value = ftype.check(reset) if reset is not None else _zero(ftype)
+        self.wire = wire  # declared wire name; defaults to the attribute name
+        self.attr = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attr = name
+        self.wire = self.wire or name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return obj.__dict__[self.attr]
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.attr] = value
+
+    def fresh(self) -> Any:
+        """The reset value, copied so that instances never share a list."""
+        v = self.reset_value
+        return list(v) if isinstance(v, list) else v
+
+
+def _zero(ftype: FieldType) -> Any:
+    if ftype.name == "bool":
+        return False
+    if ftype.bits:
+        return 0
+    if ftype.name == "bytes":
+        return b""
+    if ftype.name == "str":
+        return ""
+    if ftype.name == "array":
+        return []
+    raise ValueError(ftype.name)
+
+
+class _Kind:
+    """``prop.u8(...)``, ``state.bytes(max_len=16, ...)``: the declaration vocabulary."""
+
+    def __init__(self, kind: str) -> None:
+        self._kind = kind
+
+    def _make(self, ftype: FieldType) -> Callable[..., Field]:
+        return lambda **kw: Field(self._kind, ftype, **kw)
+
+    def __getattr__(self, tname: str) -> Callable[..., Field]:
+        types = {"u8": U8, "u16": U16, "u32": U32, "u64": U64,
+                 "i8": I8, "i16": I16, "i32": I32, "i64": I64, "bool": BOOL}
+        if tname not in types:
+            raise AttributeError(tname)
+        return self._make(types[tname])
+
+    def bytes(self, *, max_len: int, **kw: Any) -> Field:
+        return Field(self._kind, FieldType("bytes", max_len=max_len), **kw)
+
+    def str(self, *, max_len: int = 4096, **kw: Any) -> Field:
+        return Field(self._kind, FieldType("str", max_len=max_len), **kw)
+
+    def array(self, elem: str, *, length: int, **kw: Any) -> Field:
+        """A fixed-length array of integers; reset defaults to ``length`` zeros."""
+        et = getattr(self, elem)(doc="").type
+        kw.setdefault("reset", [_zero(et)] * length)
+        return Field(self._kind, FieldType("array", max_len=length, elem=et), **kw)
+
+
+prop = _Kind("prop")
+state = _Kind("state")
+derived = _Kind("derived")
+
+
+def fields_of(cls: type, kind: str | None = None) -> list[Field]:
+    """Declared fields of ``cls`` (base classes first), optionally of one kind."""
+    seen: dict[str, Field] = {}
+    for klass in reversed(cls.__mro__):
+        for name, value in vars(klass).items():
+            if isinstance(value, Field):
+                seen[name] = value
+    return [f for f in seen.values() if kind is None or f.kind == kind]

@@ -1,0 +1,118 @@
+"""The object tree: every board, chip and CPU is an ``Object`` with a path.
+
+DESIGN.md, "The object model". An object is configured through its ``prop`` fields
+before ``realize()``; ``reset()`` puts every ``state`` field back to its declared reset
+value and then calls ``rebuild()`` to recompute the ``derived`` ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from emu.qom.fields import Field, fields_of
+
+TYPES: dict[str, type["Object"]] = {}
+
+
+def register_type(name: str):
+    """Class decorator: make ``cls`` creatable by its type name."""
+
+    def deco(cls: type[Object]) -> type[Object]:
+        if name in TYPES:
+            raise ValueError(f"type {name!r} registered twice")
+        cls.TYPE_NAME = name
+        TYPES[name] = cls
+        return cls
+
+    return deco
+
+
+class Object:
+    """A node of the machine tree, with declared prop/state/derived fields."""
+
+    TYPE_NAME = "object"
+    STATE_VERSION = 1
+
+    def __init__(self, name: str, parent: "Object | None" = None, **props: Any) -> None:
+        self.name = name
+        self.parent = parent
+        self.children: dict[str, Object] = {}
+        self.realized = False
+        for f in fields_of(type(self)):
+            f.__set__(self, f.fresh())
+        for key, value in props.items():
+            self.set_prop(key, value)
+        if parent is not None:
+            parent.add_child(self)
+
+    # -- tree ---------------------------------------------------------------
+    def add_child(self, child: "Object") -> None:
+        if child.name in self.children:
+            raise ValueError(f"{self.path}: a child named {child.name!r} exists already")
+        self.children[child.name] = child
+        child.parent = self
+
+    @property
+    def path(self) -> str:
+        if self.parent is None:
+            return "/" + self.name
+        return f"{self.parent.path}/{self.name}"
+
+    def walk(self) -> Iterator["Object"]:
+        """This object and all its descendants, parents before children."""
+        yield self
+        for child in self.children.values():
+            yield from child.walk()
+
+    def resolve(self, path: str) -> "Object":
+        """Find a descendant by absolute or relative path; KeyError names what is missing."""
+        node: Object = self
+        parts = [p for p in path.split("/") if p]
+        if path.startswith("/"):
+            if not parts or parts[0] != self.name:
+                raise KeyError(f"no object at {path}")
+            parts = parts[1:]
+        for part in parts:
+            if part not in node.children:
+                raise KeyError(f"no object at {path}")
+            node = node.children[part]
+        return node
+
+    # -- fields -------------------------------------------------------------
+    @classmethod
+    def field(cls, name: str) -> Field:
+        for f in fields_of(cls):
+            if f.attr == name or f.wire == name:
+                return f
+        raise KeyError(f"{cls.TYPE_NAME} has no property {name!r}")
+
+    def set_prop(self, name: str, value: Any) -> None:
+        f = self.field(name)
+        if f.kind != "prop":
+            raise ValueError(f"{self.path}: {name!r} is {f.kind}, not a property")
+        if self.realized:
+            raise ValueError(f"{self.path}: property {name!r} is read-only after realize")
+        try:
+            f.__set__(self, f.type.check(value))
+        except ValueError as e:
+            raise ValueError(f"{self.path}: property {name!r}: {e}") from None
+
+    def props(self) -> dict[str, Any]:
+        return {f.wire: f.__get__(self) for f in fields_of(type(self), "prop")}
+
+    # -- life cycle ---------------------------------------------------------
+    def realize(self) -> None:
+        """Bind to buses and host resources; props are frozen from here on."""
+        self.realized = True
+
+    def reset(self) -> None:
+        """Return state fields to their declared reset values and rebuild derived ones."""
+        for f in fields_of(type(self), "state"):
+            f.__set__(self, f.fresh())
+        self.rebuild()
+
+    def rebuild(self) -> None:
+        """Recompute derived fields from state; must not touch other objects."""
+
+    def unrealize(self) -> None:
+        """Release host resources (files, sockets, threads)."""

@@ -1,0 +1,61 @@
+"""Shared fixtures: a board for driving one device through its I/O ports."""
+
+from __future__ import annotations
+
+import pytest
+
+from emu.clock import Clock
+from emu.irq import IrqLine
+from emu.memory.ioport import IoBus
+
+
+class BenchBoard:
+    """A board with a hand-driven clock: tests move time with ``advance()``."""
+
+    def __init__(self) -> None:
+        self.io = IoBus()
+        self.clock = Clock(icount_shift=0)
+        self._now = 0
+        self.clock.insn_count = lambda: self._now
+        self.irqs = [IrqLine(name=f"irq{n}") for n in range(16)]
+        self.resets: list[str] = []
+        self.shutdowns: list[tuple[int, str]] = []
+
+    def isa_irq(self, n: int) -> IrqLine:
+        return self.irqs[n]
+
+    def request_reset(self, reason: str) -> None:
+        self.resets.append(reason)
+
+    def request_shutdown(self, status: int, reason: str) -> None:
+        self.shutdowns.append((status, reason))
+
+    def advance(self, ns: int) -> None:
+        """Move virtual time forward by ``ns``, firing timers at their deadlines in order."""
+        end = self._now + ns
+        while True:
+            nxt = self.clock.next_deadline()
+            if nxt is None or nxt > end:
+                break
+            self._now = max(self._now, nxt)
+            self.clock.run_expired()
+        self._now = end
+        self.clock.run_expired()
+
+    # port helpers, as a guest's IN/OUT instructions would do them
+    def outb(self, port: int, v: int) -> None:
+        self.io.write(port, 1, v)
+
+    def outw(self, port: int, v: int) -> None:
+        self.io.write(port, 2, v)
+
+    def inb(self, port: int) -> int:
+        return self.io.read(port, 1)
+
+    def inw(self, port: int) -> int:
+        return self.io.read(port, 2)
+
+
+@pytest.fixture
+def board() -> BenchBoard:
+    return BenchBoard()

@@ -1,0 +1,3 @@
+#include "guest.h"
+const char guest_name[] = "hlt";
+int main(void) { return 1; }

@@ -1,0 +1,3 @@
+#include "guest.h"
+const char guest_name[] = "stringio";
+int main(void) { return 1; }
