@@ -11,8 +11,8 @@ import logging
 import re
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from emu import __version__
 from emu.machine.config import MachineConfig

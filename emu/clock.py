@@ -14,7 +14,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
-from typing import Callable
+from collections.abc import Callable
 
 NS_PER_SEC = 1_000_000_000
 
@@ -22,7 +22,7 @@ NS_PER_SEC = 1_000_000_000
 class Timer:
     """A one-shot timer; ``mod()`` re-arms it, ``cancel()`` disarms it."""
 
-    def __init__(self, clock: "Clock", callback: Callable[[], None], name: str) -> None:
+    def __init__(self, clock: Clock, callback: Callable[[], None], name: str) -> None:
         self.clock, self.callback, self.name = clock, callback, name
         self.deadline: int | None = None
         self._gen = 0
@@ -48,6 +48,10 @@ class Clock:
         self.icount_shift = icount_shift
         self.insn_count: Callable[[], int] = lambda: 0  # bound to the CPU in icount mode
         self._heap: list[tuple[int, int, int, Timer]] = []
+        # The end of the CPU slice now running, and who shortens it when a timer is armed
+        # to fire before that (set by the machine around each slice).
+        self.slice_end: int | None = None
+        self.shorten_slice: Callable[[int], None] = lambda deadline_ns: None
         self._seq = itertools.count()
         self._warp = 0  # icount: virtual ns skipped while the CPU idled
         self._origin = time.monotonic_ns()
@@ -93,6 +97,9 @@ class Clock:
     def _push(self, t: Timer) -> None:
         assert t.deadline is not None
         heapq.heappush(self._heap, (t.deadline, next(self._seq), t._gen, t))
+        if self.slice_end is not None and t.deadline < self.slice_end:
+            self.slice_end = t.deadline
+            self.shorten_slice(t.deadline)
 
     def _prune(self) -> None:
         while self._heap and self._heap[0][2] != self._heap[0][3]._gen:

@@ -25,6 +25,7 @@
 #define UC_X86_INS_SYSCALL 699
 #define UC_X86_INS_SYSENTER 700
 #define UC_X86_REG_RIP 41
+#define UC_X86_REG_RFLAGS 253
 
 #define IF_MASK (1u << 9)
 #define VM_MASK (1u << 17)
@@ -41,6 +42,7 @@ enum { STOP_KICK = 1, STOP_BUDGET = 2, STOP_UD = 4, STOP_DOUBLE_FAULT = 8 };
 typedef int (*uc_hook_add_fn)(void *, size_t *, int, void *, void *, uint64_t, uint64_t, ...);
 typedef int (*uc_emu_stop_fn)(void *);
 typedef int (*uc_reg_write_fn)(void *, int, const void *);
+typedef int (*uc_reg_read_fn)(void *, int, void *);
 typedef void (*do_interrupt_fn)(void *cpu);
 typedef void (*hardirq_fn)(void *env, int intno, int is_hw);
 typedef void (*raise_exc_err_fn)(void *env, int intno, int error_code);
@@ -67,6 +69,7 @@ struct pyemu_cpu {
     uc_hook_add_fn hook_add;
     uc_emu_stop_fn emu_stop;
     uc_reg_write_fn reg_write;
+    uc_reg_read_fn reg_read;
     do_interrupt_fn do_interrupt;
     hardirq_fn hardirq;
     raise_exc_err_fn raise_exc_err;
@@ -193,12 +196,19 @@ static uint64_t *gpr(struct pyemu_cpu *p, int n)
     return (uint64_t *)(p->env + p->off_regs) + n;
 }
 
-static void set_rflags(struct pyemu_cpu *p, uint32_t value)
+/* QEMU keeps the arithmetic flags and DF outside env->eflags, so RFLAGS goes through
+ * the API, which assembles and splits them. */
+static uint64_t get_rflags(struct pyemu_cpu *p)
 {
-    /* IF, VM, RF and the arithmetic flags the kernel entry clears are all in env->eflags
-     * except the lazily computed arithmetic ones; SYSCALL masks only IF/TF/DF/AC/... which
-     * QEMU keeps in env->eflags, so writing it directly is exact. */
-    ENV(p, off_eflags, uint32_t) = value | 2;
+    uint64_t value = 0;
+    p->reg_read(p->uc, UC_X86_REG_RFLAGS, &value);
+    return value;
+}
+
+static void set_rflags(struct pyemu_cpu *p, uint64_t value)
+{
+    value |= 2;
+    p->reg_write(p->uc, UC_X86_REG_RFLAGS, &value);
 }
 
 /* SYSCALL, which unicorn turns into a no-op: the instruction is 2 bytes and unicorn
@@ -217,16 +227,16 @@ static void on_syscall(void *uc, void *ud)
     if (ENV(p, off_hflags, uint32_t) & HF_LMA_MASK) {
         int cs64 = ((struct seg *)(p->env + p->off_segs))[R_CS].flags & DESC_L;
         *gpr(p, R_ECX) = next;
-        *gpr(p, R_R11) = ENV(p, off_eflags, uint32_t);
+        *gpr(p, R_R11) = get_rflags(p);
         load_flat(p, R_CS, sel, DESC_G | DESC_L | DESC_P | DESC_S | DESC_CODE_RX);
         load_flat(p, R_SS, (sel + 8) & 0xFFFF, DESC_G | DESC_B | DESC_P | DESC_S | DESC_DATA_RW);
-        set_rflags(p, ENV(p, off_eflags, uint32_t) & ~(uint32_t)ENV(p, off_fmask, uint64_t) & ~RF_MASK);
+        set_rflags(p, get_rflags(p) & ~(ENV(p, off_fmask, uint64_t) & 0xFFFFFFFF) & ~RF_MASK);
         ENV(p, off_eip, uint64_t) = (cs64 ? ENV(p, off_lstar, uint64_t) : ENV(p, off_cstar, uint64_t)) - 2;
     } else {
         *gpr(p, R_ECX) = (uint32_t)next;
         load_flat(p, R_CS, sel, DESC_G | DESC_B | DESC_P | DESC_S | DESC_CODE_RX);
         load_flat(p, R_SS, (sel + 8) & 0xFFFF, DESC_G | DESC_B | DESC_P | DESC_S | DESC_DATA_RW);
-        set_rflags(p, ENV(p, off_eflags, uint32_t) & ~(IF_MASK | VM_MASK | RF_MASK));
+        set_rflags(p, get_rflags(p) & ~(uint64_t)(IF_MASK | VM_MASK | RF_MASK));
         ENV(p, off_eip, uint64_t) = (uint32_t)star - 2;
     }
     p->update_hflags(p->env);
@@ -242,7 +252,7 @@ static void on_sysenter(void *uc, void *ud)
         p->raise_exc_err(p->env, EXCP0D_GPF, 0);
         return;
     }
-    set_rflags(p, ENV(p, off_eflags, uint32_t) & ~(IF_MASK | VM_MASK | RF_MASK));
+    set_rflags(p, get_rflags(p) & ~(uint64_t)(IF_MASK | VM_MASK | RF_MASK));
     load_flat(p, R_CS, cs, DESC_G | (lma ? DESC_L : DESC_B) | DESC_P | DESC_S | DESC_CODE_RX);
     load_flat(p, R_SS, cs + 8, DESC_G | DESC_B | DESC_P | DESC_S | DESC_DATA_RW);
     *gpr(p, R_ESP) = ENV(p, off_sysenter_esp, uint64_t);

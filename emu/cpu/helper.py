@@ -42,7 +42,7 @@ class PyemuCpu(ctypes.Structure):
             "off_fmask", "off_sysenter_cs", "off_sysenter_esp", "off_sysenter_eip",
             "off_regs")],
         *[(n, ctypes.c_void_p) for n in (
-            "hook_add", "emu_stop", "reg_write", "do_interrupt", "hardirq",
+            "hook_add", "emu_stop", "reg_write", "reg_read", "do_interrupt", "hardirq",
             "raise_exc_err", "update_hflags", "inta")],
         *[(n, ctypes.c_int64) for n in (
             "intr", "kick", "stop_reason", "icount", "icount_budget", "irqs_delivered",
@@ -101,7 +101,7 @@ def discover_layout(uc: unicorn.Uc) -> Layout:
     uch = _handle(uc)
     marks = [0x5EED0001CAFE0000 + i for i in range(4)]
     for reg, v in zip((x.UC_X86_REG_RAX, x.UC_X86_REG_RCX, x.UC_X86_REG_RDX,
-                       x.UC_X86_REG_RBX), marks):
+                       x.UC_X86_REG_RBX), marks, strict=True):
         uc.reg_write(reg, v)  # the first register access also creates the CPU
     cpu = _u64(uch + UC_CPU_PTR)
     blob = ctypes.string_at(cpu, 0xA000)
@@ -170,12 +170,13 @@ def _find_exc_next_eip(env_off: int) -> int:
 class Helper:
     """The C helper bound to one engine."""
 
-    def __init__(self, uc: unicorn.Uc, inta: "callable", icount: bool) -> None:
+    def __init__(self, uc: unicorn.Uc, inta: callable, icount: bool) -> None:
         self.lib = _load()
         self.layout = lay = discover_layout(uc)
         p = self.p = PyemuCpu()
         p.uc, p.cpu, p.env = _handle(uc), lay.cpu, lay.env
-        p.off_eip, p.off_eflags, p.off_hflags, p.off_segs = ENV_EIP, ENV_EFLAGS, ENV_HFLAGS, ENV_SEGS
+        p.off_eip, p.off_eflags, p.off_hflags = ENV_EIP, ENV_EFLAGS, ENV_HFLAGS
+        p.off_segs = ENV_SEGS
         p.off_regs = ENV_REGS
         p.off_exc_index, p.off_exc_next_eip = lay.exc_index, lay.exc_next_eip
         p.off_efer, p.off_star, p.off_lstar = (lay.msr[MSR_EFER], lay.msr[MSR_STAR],
@@ -185,8 +186,8 @@ class Helper:
         p.off_sysenter_esp = lay.msr[MSR_SYSENTER_ESP]
         p.off_sysenter_eip = lay.msr[MSR_SYSENTER_EIP]
         sym = lambda name: ctypes.cast(getattr(UCLIB, name), ctypes.c_void_p).value  # noqa: E731
-        p.hook_add, p.emu_stop, p.reg_write = (sym("uc_hook_add"), sym("uc_emu_stop"),
-                                               sym("uc_reg_write"))
+        p.hook_add, p.emu_stop = sym("uc_hook_add"), sym("uc_emu_stop")
+        p.reg_write, p.reg_read = sym("uc_reg_write"), sym("uc_reg_read")
         p.do_interrupt = sym("x86_cpu_do_interrupt_x86_64")
         p.hardirq = sym("do_interrupt_x86_hardirq_x86_64")
         p.raise_exc_err = sym("raise_exception_err_x86_64")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import ctypes
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import unicorn
 import unicorn.x86_const as x
@@ -124,7 +124,7 @@ class X86Cpu:
         sub = self.uc.reg_read(x.UC_X86_REG_ECX) & 0xFFFFFFFF
         regs = self._cpuid.get((leaf, sub)) or self._cpuid.get((leaf, 0)) or (0, 0, 0, 0)
         for reg, v in zip((x.UC_X86_REG_RAX, x.UC_X86_REG_RBX, x.UC_X86_REG_RCX,
-                           x.UC_X86_REG_RDX), regs):
+                           x.UC_X86_REG_RDX), regs, strict=True):
             self.uc.reg_write(reg, v)
         return 1  # skip the engine's own CPUID: ours hides the APIC
 
@@ -137,6 +137,10 @@ class X86Cpu:
         """From an I/O callback: end the slice so the machine can act (reset, exit)."""
         self._python_stop = True
         self.uc.emu_stop()
+
+    def set_budget(self, insns: int) -> None:
+        """icount: end the running slice after ``insns`` more instructions."""
+        self.helper.p.icount_budget = self.helper.p.icount + insns
 
     def set_intr(self, level: bool) -> None:
         self.helper.p.intr = int(level)
@@ -193,7 +197,8 @@ class X86Cpu:
 
     def invalidate_code(self, start: int, end: int) -> None:
         """Drop translated code for guest-physical [start, end) after a write from Python."""
-        self.uc.ctl_remove_cache(start, end)
+        if end > start:
+            self.uc.ctl_remove_cache(start, end)
 
     def run(self, *, host_deadline_ns: int | None = None, budget: int | None = None) -> RunResult:
         """Run until the deadline (realtime) or for ``budget`` instructions (icount)."""

@@ -6,7 +6,7 @@ bit 1 gates address line 20. Bit 0 reads back 0 after the reset pulse.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from emu.devices.base import Board, Device
 from emu.qom import register_type, state

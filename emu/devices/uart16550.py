@@ -15,8 +15,9 @@ Modelling choices:
   FIFO has room for, so host input never overruns; overrun happens in loopback or
   when ``receive()`` is called past ``can_receive()``.
 - Framing and parity errors are never generated; a break (``receive_break()``) is.
-- On the PC the OUT2 pin enables the IRQ driver. In loopback the modem outputs are
-  forced inactive, so the IRQ line stays low although IIR still reports interrupts.
+- On the PC the OUT2 bit enables the IRQ driver. The datasheet keeps the receiver and
+  transmitter interrupts "fully operational" in loopback, and guests (and QEMU's
+  model) rely on that for self-tests, so the IRQ follows MCR.OUT2 in loopback too.
 - The modem inputs of a host chardev read as CTS, DSR and DCD asserted, RI not.
 """
 
@@ -273,13 +274,15 @@ class Uart16550(Device):
 
     def _write_fcr(self, value: int) -> None:
         toggled = (value ^ self.fcr) & FCR_ENABLE
-        if toggled or (value & FCR_ENABLE and value & FCR_RX_RESET):
-            self._clear_rx()
+        clear = toggled or (value & FCR_ENABLE and value & FCR_RX_RESET)
         # The other bits are only programmed while FCR0 is (being) set.
         self.fcr = value & (FCR_ENABLE | FCR_DMA | FCR_TRIGGER) if value & FCR_ENABLE else 0
-        self._restart_timeout()
+        if clear:
+            self._clear_rx()
+            self._restart_timeout()  # nothing left to time out
         self._update()
-        self._pull_input()
+        if clear:
+            self._pull_input()
 
     def _clear_rx(self) -> None:
         self.rx_fifo = b""
@@ -350,8 +353,7 @@ class Uart16550(Device):
         return self._pending_source() | (IIR_FIFO_ON if self._fifo_enabled else 0)
 
     def _irq_wanted(self) -> bool:
-        gated_on = self.mcr & (MCR_OUT2 | MCR_LOOP) == MCR_OUT2
-        return bool(gated_on and not self.iir & IIR_NONE)
+        return bool(self.mcr & MCR_OUT2 and not self.iir & IIR_NONE)
 
     def _update(self) -> None:
         """Recompute IIR and drive the IRQ line when its level changes."""

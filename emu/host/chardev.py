@@ -312,6 +312,7 @@ class SocketChardev(Chardev):
         self._stop = False
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
+        self.address = address  # the bound address once listening (port 0 picks one)
         try:
             if server:
                 self._listen(address)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from emu.host.chardev import Chardev, MuxChardev, parse_chardev
 from emu.machine.config import MachineConfig
@@ -44,15 +44,15 @@ def launch(cfg: MachineConfig, signal_handlers: Callable[[Callable[[str], None]]
         for i, spec in enumerate(cfg.serial):
             if spec != "none":
                 cd = _open(spec, "-serial", opened)
-                devices[f"serial{i}"] = MuxChardev.frontend(cd, 0) if isinstance(cd, MuxChardev) else cd
+                devices[f"serial{i}"] = cd.frontend(0) if isinstance(cd, MuxChardev) else cd
                 if isinstance(cd, MuxChardev) and cd.monitor:
-                    monitors.append(MuxChardev.frontend(cd, 1))
+                    monitors.append(cd.frontend(1))
         if cfg.debugcon:
             devices["debugcon"] = _open(cfg.debugcon, "-debugcon", opened)
         for spec in cfg.monitor:
             if spec != "none":
                 cd = _open(spec, "-monitor", opened)
-                monitors.append(MuxChardev.frontend(cd, 1) if isinstance(cd, MuxChardev) else cd)
+                monitors.append(cd.frontend(1) if isinstance(cd, MuxChardev) else cd)
         try:
             machine = PcMachine(cfg, devices)
         except (BootError, ValueError, OSError) as e:
@@ -70,7 +70,7 @@ def _run(machine, cfg: MachineConfig, opened: list[Chardev], monitors: list[Char
     for cd in opened:
         machine.add_input_source(cd)
         if isinstance(cd, MuxChardev):
-            MuxChardev.frontend(cd, 1).set_notify(machine.wake)
+            cd.frontend(1).set_notify(machine.wake)
             cd.on_quit = lambda: machine.request_shutdown(0, "C-a x")
     for cd in monitors:
         mon = HumanMonitor(machine, cd, echo=True)

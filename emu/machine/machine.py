@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Callable
+from typing import Any
 
 from emu.clock import Clock
 from emu.cpu.x86 import X86Cpu
@@ -46,6 +47,7 @@ class Machine(Object):
         self.cpu = X86Cpu(icount=self.clock.icount, port_in=self.io.read,
                           port_out=self.io.write, inta=self.acknowledge_interrupt)
         self.clock.insn_count = lambda: self.cpu.insn_count
+        self.clock.shorten_slice = self._shorten_slice
 
     # -- what boards provide ----------------------------------------------------------
     def acknowledge_interrupt(self) -> int:
@@ -169,16 +171,27 @@ class Machine(Object):
             timeout = max(0.0, (deadline - self.clock.now_ns()) / 1e9)
         self._wake.wait(timeout)
 
+    def _shorten_slice(self, deadline: int) -> None:
+        """A device armed a timer inside the running slice: end the slice in time for it."""
+        if self.clock.icount:
+            self.cpu.set_budget(max(1, self.clock.insns_until(deadline)))
+        else:
+            self.cpu.helper.deadline(self.clock.host_deadline(deadline))
+
     def _run_slice(self) -> None:
         deadline = self.clock.next_deadline()
-        if self.clock.icount:
-            budget = None
-            if deadline is not None:
-                budget = max(1, self.clock.insns_until(deadline))
-            result = self.cpu.run(budget=budget)
-        else:
-            host = self.clock.host_deadline(deadline) if deadline is not None else None
-            result = self.cpu.run(host_deadline_ns=host)
+        self.clock.slice_end = deadline if deadline is not None else 1 << 62
+        try:
+            if self.clock.icount:
+                budget = None
+                if deadline is not None:
+                    budget = max(1, self.clock.insns_until(deadline))
+                result = self.cpu.run(budget=budget)
+            else:
+                host = self.clock.host_deadline(deadline) if deadline is not None else None
+                result = self.cpu.run(host_deadline_ns=host)
+        finally:
+            self.clock.slice_end = None
         if result.error:
             log.error("guest stopped: %s", result.error)
             self.set_runstate("internal-error")

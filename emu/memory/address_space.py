@@ -9,8 +9,8 @@ Reads of unassigned addresses return all ones and writes are dropped, never faul
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import unicorn

@@ -6,8 +6,8 @@ ISA bus with nothing driving the data lines; it never faults.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 PortRead = Callable[[int, int], int]  # (offset from base, size in bytes) -> value
 PortWrite = Callable[[int, int, int], None]  # (offset, size, value)

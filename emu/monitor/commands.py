@@ -7,8 +7,9 @@ A bad command or argument raises ``CommandError`` with a one-line message.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from emu import __version__
 
@@ -48,7 +49,7 @@ def command(name: str, params: str = "", help: str = "", max_args: int = 0):
     return deco
 
 
-def execute(machine: "Machine", line: str) -> str:
+def execute(machine: Machine, line: str) -> str:
     """Run one monitor line; returns its output (possibly empty)."""
     if len(line) > 4096:
         raise CommandError("command line too long")
@@ -79,7 +80,7 @@ def _help_table(table: dict[str, Command], prefix: str = "") -> str:
 
 
 @command("help", "[cmd]", "show the help for all commands or just for one", max_args=1)
-def _help(machine: "Machine", args: list[str]) -> str:
+def _help(machine: Machine, args: list[str]) -> str:
     if not args:
         return _help_table(COMMANDS) + "\n" + _help_table(INFO, "info ")
     cmd = COMMANDS.get(args[0])
@@ -89,7 +90,7 @@ def _help(machine: "Machine", args: list[str]) -> str:
 
 
 @command("info status", help="show the VM status (running|paused)")
-def _info_status(machine: "Machine", args: list[str]) -> str:
+def _info_status(machine: Machine, args: list[str]) -> str:
     state = machine.runstate
     if state == "running":
         return "VM status: running"
@@ -99,12 +100,12 @@ def _info_status(machine: "Machine", args: list[str]) -> str:
 
 
 @command("info version", help="show the version of pyemu")
-def _info_version(machine: "Machine", args: list[str]) -> str:
+def _info_version(machine: Machine, args: list[str]) -> str:
     return f"{__version__} (pyemu)"
 
 
 @command("info registers", help="show the cpu registers")
-def _info_registers(machine: "Machine", args: list[str]) -> str:
+def _info_registers(machine: Machine, args: list[str]) -> str:
     cpu = machine.cpu
     r = cpu.registers()
     gprs = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11",
@@ -128,13 +129,13 @@ def _info_registers(machine: "Machine", args: list[str]) -> str:
 
 
 @command("stop", help="stop emulation")
-def _stop(machine: "Machine", args: list[str]) -> str:
+def _stop(machine: Machine, args: list[str]) -> str:
     machine.stop()
     return ""
 
 
 @command("cont", help="resume emulation")
-def _cont(machine: "Machine", args: list[str]) -> str:
+def _cont(machine: Machine, args: list[str]) -> str:
     if machine.runstate in ("shutdown", "internal-error"):
         raise CommandError(f"cannot continue a machine in state {machine.runstate}")
     machine.cont()
@@ -142,22 +143,22 @@ def _cont(machine: "Machine", args: list[str]) -> str:
 
 
 @command("c", help="resume emulation (short for cont)")
-def _c(machine: "Machine", args: list[str]) -> str:
+def _c(machine: Machine, args: list[str]) -> str:
     return _cont(machine, args)
 
 
 @command("system_reset", help="reset the system")
-def _system_reset(machine: "Machine", args: list[str]) -> str:
+def _system_reset(machine: Machine, args: list[str]) -> str:
     machine.request_reset("system_reset from the monitor")
     return ""
 
 
 @command("quit", help="quit the emulator")
-def _quit(machine: "Machine", args: list[str]) -> str:
+def _quit(machine: Machine, args: list[str]) -> str:
     machine.request_shutdown(0, "quit from the monitor")
     return ""
 
 
 @command("q", help="quit the emulator (short for quit)")
-def _q(machine: "Machine", args: list[str]) -> str:
+def _q(machine: Machine, args: list[str]) -> str:
     return _quit(machine, args)

@@ -27,7 +27,7 @@ HISTORY = 100
 class HumanMonitor:
     """One monitor session bound to a chardev (as its frontend)."""
 
-    def __init__(self, machine: "Machine", chardev: Chardev, *, echo: bool) -> None:
+    def __init__(self, machine: Machine, chardev: Chardev, *, echo: bool) -> None:
         self.machine, self.chardev, self.echo = machine, chardev, echo
         self._line = bytearray()
         self._history: list[str] = []

@@ -8,8 +8,9 @@ table gives reset values, the wire names and the help text.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 KINDS = ("prop", "state", "derived")
 
@@ -22,7 +23,7 @@ class FieldType:
     bits: int = 0  # width for integers; 0 for non-integers
     signed: bool = False
     max_len: int = 0  # for bytes and arrays
-    elem: "FieldType | None" = None  # for arrays
+    elem: FieldType | None = None  # for arrays
 
     def check(self, value: Any) -> Any:
         """Return ``value`` coerced to this type, or raise ValueError naming the fault."""

@@ -7,11 +7,12 @@ value and then calls ``rebuild()`` to recompute the ``derived`` ones.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from emu.qom.fields import Field, fields_of
 
-TYPES: dict[str, type["Object"]] = {}
+TYPES: dict[str, type[Object]] = {}
 
 
 def register_type(name: str):
@@ -33,7 +34,7 @@ class Object:
     TYPE_NAME = "object"
     STATE_VERSION = 1
 
-    def __init__(self, name: str, parent: "Object | None" = None, **props: Any) -> None:
+    def __init__(self, name: str, parent: Object | None = None, **props: Any) -> None:
         self.name = name
         self.parent = parent
         self.children: dict[str, Object] = {}
@@ -46,7 +47,7 @@ class Object:
             parent.add_child(self)
 
     # -- tree ---------------------------------------------------------------
-    def add_child(self, child: "Object") -> None:
+    def add_child(self, child: Object) -> None:
         if child.name in self.children:
             raise ValueError(f"{self.path}: a child named {child.name!r} exists already")
         self.children[child.name] = child
@@ -58,13 +59,13 @@ class Object:
             return "/" + self.name
         return f"{self.parent.path}/{self.name}"
 
-    def walk(self) -> Iterator["Object"]:
+    def walk(self) -> Iterator[Object]:
         """This object and all its descendants, parents before children."""
         yield self
         for child in self.children.values():
             yield from child.walk()
 
-    def resolve(self, path: str) -> "Object":
+    def resolve(self, path: str) -> Object:
         """Find a descendant by absolute or relative path; KeyError names what is missing."""
         node: Object = self
         parts = [p for p in path.split("/") if p]

@@ -336,10 +336,10 @@ def test_read_back_status_and_count(board, pit):
     assert read16(board, CH0) == 10000 - 11
     assert board.inb(CH2) == 0x80 | 0x30  # mode 0 after terminal count: OUT high
     assert read16(board, CH2) == (5 - 9) & 0xFFFF
-    board.outb(CTRL, 0xD2)  # count only, counter 0
+    board.outb(CTRL, 0xD2)  # count only, counter 0, at CLK 12
     goto(board, 17)
-    assert read16(board, CH0) == 10000 - 16
-    assert read16(board, CH0) == 10000 - 16  # latched value read once
+    assert read16(board, CH0) == 10000 - 11
+    assert read16(board, CH0) == 10000 - 16  # the latch is read once
 
 
 def test_bcd_counting(board, pit):

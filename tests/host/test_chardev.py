@@ -6,6 +6,7 @@ import os
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -425,3 +426,47 @@ def test_mux_notify_reaches_frontends():
     mux.frontend(1).set_notify(lambda: calls.append(1))
     backend.feed(b"x")
     assert sorted(calls) == [0, 1]
+
+
+# -- terminals ----------------------------------------------------------------------
+
+def test_tty_goes_raw_and_is_restored_on_close():
+    termios = pytest.importorskip("termios")
+    master, slave = os.openpty()
+    try:
+        before = termios.tcgetattr(slave)
+        cd = StdioChardev("stdio", in_fd=slave, out_fd=slave, signal=False)
+        lflag = termios.tcgetattr(slave)[3]
+        assert not lflag & (termios.ICANON | termios.ECHO | termios.ISIG)
+        sink = Sink()
+        cd.attach(sink)
+        os.write(master, b"\x03\r")  # Ctrl-C and CR reach the guest untranslated
+        pump_until(cd, sink, b"\x03\r")
+        cd.close()
+        assert termios.tcgetattr(slave) == before
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_tty_is_restored_when_the_interpreter_dies_of_an_exception():
+    import subprocess
+    import sys
+
+    termios = pytest.importorskip("termios")
+    master, slave = os.openpty()
+    try:
+        before = termios.tcgetattr(slave)
+        script = ("from emu.host.chardev import parse_chardev\n"
+                  "cd = parse_chardev('stdio')\n"
+                  "import termios, sys\n"
+                  "assert not termios.tcgetattr(0)[3] & termios.ICANON\n"
+                  "raise RuntimeError('boom')\n")
+        proc = subprocess.run([sys.executable, "-c", script], stdin=slave,
+                              capture_output=True, timeout=30,
+                              cwd=Path(__file__).resolve().parents[2])
+        assert b"RuntimeError: boom" in proc.stderr
+        assert termios.tcgetattr(slave) == before
+    finally:
+        os.close(master)
+        os.close(slave)
