@@ -134,7 +134,9 @@ def discover_layout(uc: unicorn.Uc) -> Layout:
     uc.msr_write(MSR_EFER, uc.msr_read(MSR_EFER) ^ 1)  # toggle SCE
     efer_after = ctypes.string_at(env, env_blob_len)
     uc.msr_write(MSR_EFER, uc.msr_read(MSR_EFER) ^ 1)
-    diff = [i for i in range(0, env_blob_len, 8) if efer_before[i:i + 8] != efer_after[i:i + 8]]
+    words = [struct.unpack_from("<QQ", efer_before[i:i + 8] + efer_after[i:i + 8])
+             for i in range(0, env_blob_len, 8)]
+    diff = [i * 8 for i, (a, b) in enumerate(words) if a ^ b == 1]
     if len(diff) != 1:
         raise HelperError("cannot locate EFER in env")
     msr[MSR_EFER] = diff[0]

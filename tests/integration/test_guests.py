@@ -1,0 +1,39 @@
+"""Every test guest boots under pyemu and prints its own PASS verdict on COM1."""
+
+from __future__ import annotations
+
+import pytest
+
+GUESTS = ["hello", "exceptions32", "exceptions64", "pit", "uart", "longmode", "stringio",
+          "hlt", "reset"]
+
+
+@pytest.mark.parametrize("name", GUESTS)
+@pytest.mark.parametrize("mode", [[], ["-icount", "shift=3"]], ids=["realtime", "icount"])
+def test_guest_passes(name, mode, guest, pyemu):
+    r = pyemu("-kernel", guest(name), "-serial", "stdio", "-display", "none", *mode)
+    out = r.stdout.decode(errors="replace")
+    assert f"PASS {name}" in out, out + r.stderr.decode(errors="replace")
+    assert "FAIL" not in out and "BAD " not in out, out
+    assert r.returncode == 1, f"isa-debug-exit status (0 << 1) | 1 expected, got {r.returncode}"
+
+
+def test_hello_prints_like_a_new_user_expects(guest, pyemu):
+    r = pyemu("-kernel", guest("hello"), "-append", "console=ttyS0 verbose", "-nographic")
+    out = r.stdout.decode()
+    assert "Hello from pyemu guest" in out
+    assert "console=ttyS0 verbose" in out  # the multiboot command line reached the guest
+    assert r.stderr == b""
+
+
+def test_triple_fault_is_logged_and_resets(guest, pyemu):
+    r = pyemu("-kernel", guest("reset"), "-serial", "stdio", "-display", "none")
+    assert "triple fault" in r.stderr.decode()
+    assert "PASS reset" in r.stdout.decode()
+
+
+def test_no_reboot_exits_on_triple_fault(guest, pyemu):
+    r = pyemu("-kernel", guest("reset"), "-serial", "stdio", "-display", "none", "-no-reboot")
+    assert "triple fault" in r.stderr.decode()
+    assert "PASS reset" not in r.stdout.decode()
+    assert r.returncode == 0
