@@ -39,9 +39,16 @@ lint: $(STAMP)
 test: build guests lint
 	$(BIN)/pytest -q -p no:cacheprovider
 
-bench: build guests
+BENCH_GUEST := bench/guests/build/compute.elf
+
+$(BENCH_GUEST): bench/guests/compute.S emu/guests/demo.ld
+	mkdir -p bench/guests/build
+	as --32 -o bench/guests/build/compute.o bench/guests/compute.S
+	ld -m elf_i386 --no-warn-rwx-segments -T emu/guests/demo.ld -o $@ bench/guests/build/compute.o
+
+bench: build $(BENCH_GUEST)
 	$(BIN)/python bench/cpu.py
 
 clean:
-	rm -f $(HELPER) $(DEMO)
+	rm -rf $(HELPER) $(DEMO) bench/guests/build
 	$(MAKE) -C tests/guests clean

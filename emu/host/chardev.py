@@ -303,6 +303,8 @@ class SocketChardev(Chardev):
     def __init__(self, spec: str, family: int, address: object, *,
                  server: bool, wait: bool) -> None:
         super().__init__(spec)
+        # Called on the I/O thread when a client arrives (the monitor greets it).
+        self.on_connect: Callable[[], None] | None = None
         self.family, self.server = family, server
         self._listener: socket.socket | None = None
         self._client: socket.socket | None = None
@@ -356,6 +358,8 @@ class SocketChardev(Chardev):
         with self._out_lock:
             self._client = conn
             self._out.clear()
+        if self.on_connect is not None:
+            self.on_connect()
 
     @property
     def connected(self) -> bool:

@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Callable
 
-from emu.host.chardev import Chardev, MuxChardev, parse_chardev
+from emu.host.chardev import Chardev, MuxChardev, SocketChardev, parse_chardev
 from emu.machine.config import MachineConfig
 from emu.machine.pc.multiboot import BootError
 from emu.monitor.hmp import HumanMonitor
@@ -73,8 +73,10 @@ def _run(machine, cfg: MachineConfig, opened: list[Chardev], monitors: list[Char
             cd.frontend(1).set_notify(machine.wake)
             cd.on_quit = lambda: machine.request_shutdown(0, "C-a x")
     for cd in monitors:
-        mon = HumanMonitor(machine, cd, echo=True)
-        if not (isinstance(cd, MuxChardev) or getattr(cd, "mux", None) is not None):
+        mon = HumanMonitor(machine, cd, echo=not isinstance(cd, SocketChardev))
+        if isinstance(cd, SocketChardev):
+            cd.on_connect = lambda mon=mon: machine.post(mon.greet)
+        if getattr(cd, "mux", None) is None and getattr(cd, "connected", True):
             mon.greet()
     machine.set_runstate("paused" if cfg.start_paused else "running")
     if cfg.start_paused:

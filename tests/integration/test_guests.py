@@ -37,3 +37,12 @@ def test_no_reboot_exits_on_triple_fault(guest, pyemu):
     assert "triple fault" in r.stderr.decode()
     assert "PASS reset" not in r.stdout.decode()
     assert r.returncode == 0
+
+
+@pytest.mark.parametrize("name", ["pit", "hlt"])
+def test_icount_runs_are_reproducible(name, guest, pyemu):
+    """In -icount mode time is instructions: two runs print exactly the same bytes."""
+    runs = [pyemu("-kernel", guest(name), "-serial", "stdio", "-icount", "shift=2").stdout
+            for _ in range(2)]
+    assert f"PASS {name}".encode() in runs[0]
+    assert runs[0] == runs[1]

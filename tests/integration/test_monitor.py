@@ -1,0 +1,152 @@
+"""The human monitor on its chardev spellings, driven as a person or a script would."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+PROMPT = b"(pyemu) "
+
+
+class MonitorClient:
+    """A socket client that sends a line and returns the text up to the next prompt."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.sock.settimeout(15)
+        self.buf = b""
+
+    def until_prompt(self) -> str:
+        while PROMPT not in self.buf:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError(f"monitor closed; got {self.buf!r}")
+            self.buf += chunk
+        text, _, self.buf = self.buf.partition(PROMPT)
+        return text.decode().replace("\r\n", "\n").strip()
+
+    def cmd(self, line: str) -> str:
+        self.sock.sendall(line.encode() + b"\n")
+        return self.until_prompt()
+
+
+def _connect_unix(path: Path, proc) -> MonitorClient:
+    for _ in range(200):
+        if proc.poll() is not None:
+            raise AssertionError(proc.stderr.read().decode())
+        try:
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(str(path))
+            return MonitorClient(s)
+        except OSError:
+            s.close()
+            time.sleep(0.05)
+    raise AssertionError("monitor socket never appeared")
+
+
+@pytest.fixture
+def monitor(tmp_path, pyemu_proc):
+    path = tmp_path / "mon.sock"
+    proc = pyemu_proc("-serial", "null", "-monitor", f"unix:{path},server,nowait")
+    client = _connect_unix(path, proc)
+    greeting = client.until_prompt()
+    assert greeting.startswith("pyemu ") and "monitor" in greeting
+    yield client, proc
+    client.sock.close()
+
+
+def test_status_stop_cont(monitor):
+    mon, _ = monitor
+    assert mon.cmd("info status") == "VM status: running"
+    assert mon.cmd("stop") == ""
+    assert mon.cmd("info status") == "VM status: paused"
+    assert mon.cmd("cont") == ""
+    assert mon.cmd("info status") == "VM status: running"
+
+
+def test_registers_show_a_stopped_cpu_that_does_not_move(monitor):
+    mon, _ = monitor
+    mon.cmd("stop")
+    first = mon.cmd("info registers")
+    time.sleep(0.2)
+    assert mon.cmd("info registers") == first  # paused means paused
+    assert "RIP=" in first and "CS =0008" in first and "CR0=00000011" in first
+    mon.cmd("cont")
+    time.sleep(0.2)
+
+
+def test_bad_input_gets_one_line_and_the_monitor_survives(monitor):
+    mon, _ = monitor
+    assert mon.cmd("frobnicate now") == "unknown command: 'frobnicate'"
+    assert mon.cmd("info nothing") == "unknown info command: 'nothing'"
+    assert mon.cmd("stop extra args") .startswith("stop: too many arguments")
+    assert mon.cmd("x" * 10000).startswith("unknown command")
+    assert mon.cmd("\x00\xff garbage") != ""
+    assert mon.cmd("info status") == "VM status: running"
+    assert "info registers" in mon.cmd("help")
+
+
+def test_system_reset_restarts_the_guest(tmp_path, pyemu_proc):
+    path = tmp_path / "mon.sock"
+    out = tmp_path / "serial.txt"
+    proc = pyemu_proc("-serial", f"file:{out}", "-monitor", f"unix:{path},server,nowait")
+    mon = _connect_unix(path, proc)
+    mon.until_prompt()
+    time.sleep(0.5)
+    mon.cmd("system_reset")
+    time.sleep(1.0)
+    assert out.read_bytes().count(b"pyemu demo guest: the machine is alive.") == 2
+
+
+def test_quit_ends_the_process(monitor):
+    mon, proc = monitor
+    mon.sock.sendall(b"quit\n")
+    assert proc.wait(15) == 0
+
+
+def test_start_paused_then_cont(tmp_path, pyemu_proc):
+    path = tmp_path / "mon.sock"
+    out = tmp_path / "serial.txt"
+    proc = pyemu_proc("-S", "-serial", f"file:{out}", "-monitor", f"unix:{path},server,nowait")
+    mon = _connect_unix(path, proc)
+    mon.until_prompt()
+    assert mon.cmd("info status") == "VM status: paused (prelaunch)"
+    time.sleep(0.3)
+    assert out.read_bytes() == b""  # the CPU has not run
+    mon.cmd("cont")
+    time.sleep(0.5)
+    assert b"the machine is alive" in out.read_bytes()
+
+
+def test_tcp_monitor(pyemu_proc):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = pyemu_proc("-serial", "null", "-monitor", f"tcp:127.0.0.1:{port},server,nowait")
+    for _ in range(200):
+        try:
+            mon = MonitorClient(socket.create_connection(("127.0.0.1", port)))
+            break
+        except OSError:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.05)
+    mon.until_prompt()
+    assert mon.cmd("info version").endswith("(pyemu)")
+    mon.sock.sendall(b"quit\n")
+    assert proc.wait(15) == 0
+
+
+def test_muxed_console_switches_to_monitor(pyemu_proc):
+    proc = pyemu_proc("-serial", "mon:stdio")
+    time.sleep(1.5)
+    proc.stdin.write(b"\x01cinfo status\r")
+    proc.stdin.flush()
+    time.sleep(0.5)
+    proc.stdin.write(b"quit\r")
+    proc.stdin.flush()
+    out, _ = proc.communicate(timeout=15)
+    assert b"VM status: running" in out
+    assert proc.returncode == 0
