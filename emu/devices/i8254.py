@@ -442,7 +442,8 @@ class Pit8254(Device):
         self.channels[0].set_prop("irq", self.irq)
         for ch in self.channels:
             ch.realize(board)
-        board.io.register(self.iobase, 4, self._io_read, self._io_write, owner=self.path)
+        board.io.register(self.iobase, 4, self._read_byte, self._write_byte, owner=self.path,
+                          byte_wide=True)
         board.io.register(self.port_b, 1, self._port_b_read, self._port_b_write,
                           owner=self.path)
 
@@ -456,20 +457,12 @@ class Pit8254(Device):
         return "\n".join(ch.describe() for ch in self.channels)
 
     # -- 40h-43h ------------------------------------------------------------------
-    def _io_read(self, offset: int, size: int) -> int:
-        # The 8254 is byte-wide: a wider access reads consecutive ports.
-        return sum(self._read_byte(offset + i) << (8 * i) for i in range(size))
-
-    def _io_write(self, offset: int, size: int, value: int) -> None:
-        for i in range(size):
-            self._write_byte(offset + i, (value >> (8 * i)) & 0xFF)
-
-    def _read_byte(self, offset: int) -> int:
+    def _read_byte(self, offset: int, _size: int) -> int:
         if offset >= 3:
             return 0xFF  # the control word register cannot be read
         return self.channels[offset].read_byte()
 
-    def _write_byte(self, offset: int, value: int) -> None:
+    def _write_byte(self, offset: int, _size: int, value: int) -> None:
         if offset < 3:
             self.channels[offset].write_count(value)
         elif offset == 3:

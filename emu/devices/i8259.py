@@ -24,7 +24,6 @@ from typing import Any
 
 from emu.devices.base import Board, Device
 from emu.irq import IrqLine
-from emu.memory.ioport import IoBus
 from emu.qom import Object, derived, prop, register_type, state
 
 CASCADE_IR = 2  # the master input driven by the slave's INT on the PC
@@ -43,16 +42,6 @@ POLL_REQUEST = 0x80  # poll word bit "I": an interrupt was pending
 
 def _ignore(level: bool) -> None:
     """Default output sink until a board wires the pin."""
-
-
-def _bytewise_read(io: IoBus, port: int, size: int) -> int:
-    """The ISA bus splits a wide access into byte cycles on consecutive ports."""
-    return sum(io.read(port + i, 1) << (8 * i) for i in range(size))
-
-
-def _bytewise_write(io: IoBus, port: int, size: int, value: int) -> None:
-    for i in range(size):
-        io.write(port + i, 1, (value >> (8 * i)) & 0xFF)
 
 
 @register_type("i8259")
@@ -91,8 +80,10 @@ class Pic8259(Device):
 
     def realize(self, board: Board) -> None:  # type: ignore[override]
         super().realize(board)
-        board.io.register(self.iobase, 2, self._port_read, self._port_write, owner=self.path)
-        board.io.register(self.elcr_base, 1, self._elcr_read, self._elcr_write, owner=self.path)
+        board.io.register(self.iobase, 2, self._port_read, self._port_write, owner=self.path,
+                          byte_wide=True)
+        board.io.register(self.elcr_base, 1, self._elcr_read, self._elcr_write,
+                          owner=self.path, byte_wide=True)
 
     def rebuild(self) -> None:
         self.int_level = self.pending_ir() >= 0
@@ -172,8 +163,6 @@ class Pic8259(Device):
 
     # -- ports ----------------------------------------------------------------
     def _port_read(self, off: int, size: int) -> int:
-        if size > 1:
-            return _bytewise_read(self.board.io, self.iobase + off, size)
         if self.poll:
             value = self._poll()
             self._update()
@@ -183,9 +172,6 @@ class Pic8259(Device):
         return self.imr
 
     def _port_write(self, off: int, size: int, value: int) -> None:
-        if size > 1:
-            _bytewise_write(self.board.io, self.iobase + off, size, value)
-            return
         if off == 1:
             self._write_data(value)
         elif value & ICW1_SELECT:
@@ -197,14 +183,9 @@ class Pic8259(Device):
         self._update()
 
     def _elcr_read(self, off: int, size: int) -> int:
-        if size > 1:
-            return _bytewise_read(self.board.io, self.elcr_base + off, size)
         return self.elcr
 
     def _elcr_write(self, off: int, size: int, value: int) -> None:
-        if size > 1:
-            _bytewise_write(self.board.io, self.elcr_base + off, size, value)
-            return
         self.elcr = value & self.elcr_mask
         # A level-triggered request is the line itself, from now on.
         self.irr = (self.irr & ~self.elcr) | (self.last_irr & self.elcr)

@@ -22,6 +22,7 @@ class PortRange:
     read: PortRead | None
     write: PortWrite | None
     owner: str
+    byte_wide: bool = False  # an 8-bit ISA chip: wider accesses become byte cycles
 
 
 class IoBus:
@@ -31,14 +32,17 @@ class IoBus:
         self._slots: list[PortRange | None] = [None] * 0x10000
 
     def register(self, base: int, count: int, read: PortRead | None, write: PortWrite | None,
-                 owner: str) -> None:
+                 owner: str, *, byte_wide: bool = False) -> None:
+        """Claim [base, base+count). ``byte_wide``: the device sits on the 8-bit ISA data
+        bus, so a 16/32-bit access reaches it as byte cycles on consecutive ports (each
+        port dispatched on its own, whoever owns it), and handlers only see size 1."""
         if not (0 <= base and base + count <= 0x10000 and count > 0):
             raise ValueError(f"{owner}: port range {base:#x}+{count} outside 0-0xffff")
         for port in range(base, base + count):
             slot = self._slots[port]
             if slot is not None:
                 raise ValueError(f"{owner}: port {port:#x} already belongs to {slot.owner}")
-        rng = PortRange(base, count, read, write, owner)
+        rng = PortRange(base, count, read, write, owner, byte_wide)
         for port in range(base, base + count):
             self._slots[port] = rng
 
@@ -54,9 +58,16 @@ class IoBus:
         slot = self._slots[port & 0xFFFF]
         if slot is None or slot.read is None:
             return ONES[size]
+        if slot.byte_wide and size > 1:
+            return sum(self.read(port + i, 1) << (8 * i) for i in range(size))
         return slot.read(port - slot.base, size) & ONES[size]
 
     def write(self, port: int, size: int, value: int) -> None:
         slot = self._slots[port & 0xFFFF]
-        if slot is not None and slot.write is not None:
+        if slot is None or slot.write is None:
+            return
+        if slot.byte_wide and size > 1:
+            for i in range(size):
+                self.write(port + i, 1, (value >> (8 * i)) & 0xFF)
+        else:
             slot.write(port - slot.base, size, value & ONES[size])
