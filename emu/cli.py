@@ -44,9 +44,7 @@ usage: pyemu [options]
 
 LOG_ITEMS = {
     "cpu_reset": ("emu.machine", "machine and CPU resets"),
-    "int": ("emu.cpu", "CPU interrupts and exceptions handled outside the guest"),
-    "guest_errors": ("emu.devices", "guest accesses that hardware would reject"),
-    "monitor": ("emu.monitor", "monitor commands"),
+    "guest_errors": ("emu.memory", "guest accesses to ports no device decodes"),
 }
 
 

@@ -6,6 +6,7 @@ ISA bus with nothing driving the data lines; it never faults.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ PortRead = Callable[[int, int], int]  # (offset from base, size in bytes) -> val
 PortWrite = Callable[[int, int, int], None]  # (offset, size, value)
 
 ONES = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF}
+log = logging.getLogger("emu.memory")
 
 
 @dataclass
@@ -57,6 +59,7 @@ class IoBus:
     def read(self, port: int, size: int) -> int:
         slot = self._slots[port & 0xFFFF]
         if slot is None or slot.read is None:
+            log.debug("read of unassigned port %#x (size %d)", port, size)
             return ONES[size]
         if slot.byte_wide and size > 1:
             return sum(self.read(port + i, 1) << (8 * i) for i in range(size))
@@ -65,6 +68,7 @@ class IoBus:
     def write(self, port: int, size: int, value: int) -> None:
         slot = self._slots[port & 0xFFFF]
         if slot is None or slot.write is None:
+            log.debug("write of %#x to unassigned port %#x (size %d)", value, port, size)
             return
         if slot.byte_wide and size > 1:
             for i in range(size):

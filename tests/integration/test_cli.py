@@ -67,3 +67,13 @@ def test_default_guest_boots_and_ctrl_a_x_quits(pyemu_proc):
     assert b"abc" in out  # typed keys echoed by the guest's UART interrupt handler
     assert b"pyemu: terminated" in out
     assert p.returncode == 0, err
+
+
+def test_log_items_go_to_the_log_file(guest, pyemu, tmp_path):
+    log = tmp_path / "pyemu.log"
+    r = pyemu("-kernel", guest("stringio"), "-serial", "null", "-d", "guest_errors,cpu_reset",
+              "-D", str(log))
+    assert r.returncode == 1 and r.stderr == b""
+    text = log.read_text()
+    assert "read of unassigned port 0x218 (size 4)" in text
+    assert "machine reset: power on" in text
