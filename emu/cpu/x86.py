@@ -28,8 +28,10 @@ from emu.cpu.helper import (
 
 log = logging.getLogger("emu.cpu")
 
-# emu_start's "until": a non-canonical address no guest can reach.
-NEVER = 0x8000_0000_0000_0000
+# emu_start's "until" argument, ignored: exits are enabled with an empty set, because
+# unicorn otherwise translates until-1 through the guest's page tables at every stop,
+# which clobbers CR2 and turns the next #PF into a #DF.
+NEVER = 0
 IF_FLAG = 1 << 9
 SEG_NAMES = ("es", "cs", "ss", "ds", "fs", "gs")
 HF_INHIBIT_IRQ = 1 << 3
@@ -76,6 +78,8 @@ class X86Cpu:
     def __init__(self, *, icount: bool, port_in: Callable[[int, int], int],
                  port_out: Callable[[int, int, int], None], inta: Callable[[], int]) -> None:
         self.uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
+        self.uc.ctl_exits_enabled(True)
+        self.uc.ctl_set_exits([])
         self.icount = icount
         self._cpuid = _cpuid_table()
         self._port_in, self._port_out = port_in, port_out
