@@ -199,12 +199,7 @@ static void test_syscall(void)
 
 int main(void)
 {
-    uint32_t a, b, c, d;
-    cpuid(0x80000000u, &a, &b, &c, &d);
-    uint32_t max_ext = a;
-    cpuid(0x80000001u, &a, &b, &c, &d);
-    if (max_ext < 0x80000001u || !(d & (1u << 29)))
-        guest_fail("CPUID reports no long mode");
+    lm_require();
 
     lm_build_identity();
     lm_enter();

@@ -202,6 +202,7 @@ int wait_count(volatile int *p, int target, uint32_t ms);
 /* ---- long mode (long.c, long.S) ---- */
 extern uint64_t lm_pml4[512], lm_pdpt[512], lm_pd[512];
 /* Identity-maps 0..1 GiB with 2 MiB pages (user-accessible, writable) into lm_pml4. */
+void lm_require(void); /* fails the guest unless CPUID reports long mode */
 void lm_build_identity(void);
 /* Paging off -> IA-32e: PAE, CR3=lm_pml4, EFER.LME, CR0.PG; returns in compatibility mode. */
 void lm_enter(void);

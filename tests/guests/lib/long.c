@@ -21,6 +21,16 @@ extern void lidt64_fn(void);
 static uint64_t idt64[512] __attribute__((aligned(16))); /* 256 gates x 16 bytes */
 static isr64_fn handlers64[256];
 
+void lm_require(void)
+{
+    uint32_t a, b, c, d;
+    cpuid(0x80000000u, &a, &b, &c, &d);
+    uint32_t max_ext = a;
+    cpuid(0x80000001u, &a, &b, &c, &d);
+    if (max_ext < 0x80000001u || !(d & (1u << 29)))
+        guest_fail("CPUID reports no long mode");
+}
+
 void lm_build_identity(void)
 {
     memset(lm_pml4, 0, sizeof(lm_pml4));
