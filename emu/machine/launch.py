@@ -52,7 +52,9 @@ def launch(cfg: MachineConfig, signal_handlers: Callable[[Callable[[str], None]]
         for spec in cfg.monitor:
             if spec != "none":
                 cd = _open(spec, "-monitor", opened)
-                monitors.append(cd.frontend(1) if isinstance(cd, MuxChardev) else cd)
+                # a plain stdio backend is a mux without a monitor: the monitor is its
+                # only user, so it takes the focused frontend
+                monitors.append(cd.frontend(0) if isinstance(cd, MuxChardev) else cd)
         try:
             machine = PcMachine(cfg, devices)
         except (BootError, ValueError, OSError) as e:
@@ -76,7 +78,8 @@ def _run(machine, cfg: MachineConfig, opened: list[Chardev], monitors: list[Char
         mon = HumanMonitor(machine, cd, echo=not isinstance(cd, SocketChardev))
         if isinstance(cd, SocketChardev):
             cd.on_connect = lambda mon=mon: machine.post(mon.greet)
-        if getattr(cd, "mux", None) is None and getattr(cd, "connected", True):
+        shares_console = getattr(getattr(cd, "mux", None), "monitor", False)
+        if not shares_console and getattr(cd, "connected", True):
             mon.greet()
     machine.set_runstate("paused" if cfg.start_paused else "running")
     if cfg.start_paused:

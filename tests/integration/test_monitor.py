@@ -150,3 +150,13 @@ def test_muxed_console_switches_to_monitor(pyemu_proc):
     out, _ = proc.communicate(timeout=15)
     assert b"VM status: running" in out
     assert proc.returncode == 0
+
+
+def test_monitor_on_stdio(pyemu):
+    r = pyemu("-S", "-serial", "null", "-monitor", "stdio",
+              stdin=b"info status\ncont\ninfo status\nquit\n", timeout=30)
+    out = r.stdout.decode().replace("\r\n", "\n")
+    assert out.startswith("pyemu ")
+    assert "VM status: paused (prelaunch)\n" in out
+    assert "VM status: running\n" in out
+    assert r.returncode == 0
