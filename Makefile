@@ -19,8 +19,8 @@ $(STAMP): pyproject.toml
 $(HELPER): emu/cpu/cpuhelper.c
 	gcc -O2 -Wall -Wextra -Werror -fPIC -shared -o $@ $< -lpthread
 
-$(DEMO): emu/guests/demo.S emu/guests/demo.ld
-	as --32 -o emu/guests/demo.o emu/guests/demo.S
+$(DEMO): emu/guests/demo.S emu/guests/multiboot32.inc emu/guests/demo.ld
+	as --32 -I emu/guests -o emu/guests/demo.o emu/guests/demo.S
 	ld -m elf_i386 --no-warn-rwx-segments -T emu/guests/demo.ld -o $@ emu/guests/demo.o
 	rm -f emu/guests/demo.o
 
@@ -41,9 +41,9 @@ test: build guests lint
 
 BENCH_GUEST := bench/guests/build/compute.elf
 
-$(BENCH_GUEST): bench/guests/compute.S emu/guests/demo.ld
+$(BENCH_GUEST): bench/guests/compute.S emu/guests/multiboot32.inc emu/guests/demo.ld
 	mkdir -p bench/guests/build
-	as --32 -o bench/guests/build/compute.o bench/guests/compute.S
+	as --32 -I emu/guests -o bench/guests/build/compute.o bench/guests/compute.S
 	ld -m elf_i386 --no-warn-rwx-segments -T emu/guests/demo.ld -o $@ bench/guests/build/compute.o
 
 bench: build $(BENCH_GUEST)

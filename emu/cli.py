@@ -91,7 +91,6 @@ def parse_args(argv: list[str]) -> Options:
     cfg = MachineConfig()
     log_items: list[str] = []
     log_file: str | None = None
-    it = iter(range(len(argv)))
     i = 0
 
     def arg() -> str:
@@ -136,7 +135,6 @@ def parse_args(argv: list[str]) -> Options:
             what = "invalid option" if opt.startswith("-") else "unexpected argument"
             raise UsageError(f"{opt}: {what}")
         i += 1
-    del it
     _finish(cfg)
     return Options(cfg, log_items, log_file)
 

@@ -3,26 +3,14 @@
  * interrupts at 250 Hz (as a Linux kernel with HZ=250 would), then exit through
  * isa-debug-exit. bench/cpu.py runs the same loop on a bare unicorn engine.
  */
-        .set MB_MAGIC, 0x1BADB002
-        .set MB_FLAGS, 0x00000003
+        .include "multiboot32.inc"
         .set PIT_DIVISOR, 4773              /* 1193182 Hz / 250 */
-
-        .section .multiboot, "a"
-        .align 4
-        .long MB_MAGIC, MB_FLAGS, -(MB_MAGIC + MB_FLAGS)
 
         .text
         .code32
         .globl _start, compute_loop, compute_end
 _start:
-        cli
-        mov     $stack_top, %esp
-        lgdt    gdt_desc
-        ljmp    $0x08, $1f
-1:      mov     $0x10, %ax
-        mov     %ax, %ds
-        mov     %ax, %es
-        mov     %ax, %ss
+        MB32_START stack_top
         mov     $tick, %eax                 /* IDT gate 0x20 -> tick */
         mov     %ax, idt + 0x20 * 8
         movw    $0x08, idt + 0x20 * 8 + 2
@@ -91,13 +79,7 @@ tick:   push    %eax
         .globl iterations, ticks
 iterations: .long 30000000
 ticks:  .long   0
-        .align 8
-gdt:    .quad   0
-        .quad   0x00CF9A000000FFFF
-        .quad   0x00CF92000000FFFF
-gdt_desc:
-        .word   23
-        .long   gdt
+        MB32_GDT
 idt_desc:
         .word   48 * 8 - 1
         .long   idt

@@ -214,9 +214,6 @@ class Helper:
     def env_u32(self, off: int) -> int:
         return ctypes.c_uint32.from_address(self.layout.env + off).value
 
-    def set_env_u64(self, off: int, value: int) -> None:
-        ctypes.c_uint64.from_address(self.layout.env + off).value = value
-
     def env_addr(self, off: int) -> int:
         return self.layout.env + off
 

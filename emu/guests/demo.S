@@ -4,29 +4,15 @@
  * uptime every 5 seconds, and echoes what you type through the UART's receive
  * interrupt (IRQ4). Between interrupts it idles in HLT.
  */
-        .set MB_MAGIC, 0x1BADB002
-        .set MB_FLAGS, 0x00000003
+        .include "multiboot32.inc"
         .set COM1, 0x3F8
         .set PIT_DIVISOR, 11932          /* 1193182 Hz / 100 */
-
-        .section .multiboot, "a"
-        .align 4
-        .long MB_MAGIC, MB_FLAGS, -(MB_MAGIC + MB_FLAGS)
 
         .text
         .code32
         .globl _start
 _start:
-        cli
-        mov     $stack_top, %esp
-        lgdt    gdt_desc
-        ljmp    $0x08, $1f
-1:      mov     $0x10, %ax
-        mov     %ax, %ds
-        mov     %ax, %es
-        mov     %ax, %ss
-        mov     %ax, %fs
-        mov     %ax, %gs
+        MB32_START stack_top
         call    serial_init
         mov     $banner, %esi
         call    puts
@@ -206,13 +192,7 @@ banner:
 uptime_msg:     .asciz "[demo] uptime "
 uptime_end:     .asciz " s\r\n"
 unexpected_msg: .asciz "\r\n[demo] unexpected exception; halting\r\n"
-        .align 8
-gdt:    .quad   0
-        .quad   0x00CF9A000000FFFF       /* 0x08: flat 32-bit code */
-        .quad   0x00CF92000000FFFF       /* 0x10: flat 32-bit data */
-gdt_desc:
-        .word   gdt_desc - gdt - 1
-        .long   gdt
+        MB32_GDT
 idt_desc:
         .word   48 * 8 - 1
         .long   idt

@@ -81,9 +81,7 @@ def _run(machine, cfg: MachineConfig, opened: list[Chardev], monitors: list[Char
         shares_console = getattr(getattr(cd, "mux", None), "monitor", False)
         if not shares_console and getattr(cd, "connected", True):
             mon.greet()
-    machine.set_runstate("paused" if cfg.start_paused else "running")
-    if cfg.start_paused:
-        machine.runstate = "prelaunch"
+    machine.set_runstate("prelaunch" if cfg.start_paused else "running")
 
     def on_signal(name: str) -> None:
         machine.post(lambda: machine.request_shutdown(0, f"terminating on signal {name}"))

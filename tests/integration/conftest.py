@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,16 +22,28 @@ def _guest(name: str) -> str:
     return str(path)
 
 
+def _command(*args: str) -> dict:
+    return {"args": [sys.executable, "-m", "emu.cli", *args], "cwd": ROOT,
+            "env": dict(os.environ, PYTHONPATH=str(ROOT))}
+
+
 def _run(*args: str, stdin: bytes = b"", timeout: float = 60) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "emu.cli", *args], input=stdin,
-                          capture_output=True, timeout=timeout, cwd=ROOT, env=env)
+    return subprocess.run(**_command(*args), input=stdin, capture_output=True, timeout=timeout)
 
 
 def _spawn(*args: str) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, "-m", "emu.cli", *args], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=env)
+    return subprocess.Popen(**_command(*args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def _type_into(proc: subprocess.Popen, *steps: float | bytes) -> None:
+    """Act at a console: each float waits that many seconds, each bytes is typed."""
+    for step in steps:
+        if isinstance(step, bytes):
+            proc.stdin.write(step)
+            proc.stdin.flush()
+        else:
+            time.sleep(step)
 
 
 @pytest.fixture
@@ -43,6 +56,12 @@ def guest() -> Callable[[str], str]:
 def pyemu() -> Callable[..., subprocess.CompletedProcess]:
     """Run ``pyemu ARGS`` to completion; returns the CompletedProcess (bytes)."""
     return _run
+
+
+@pytest.fixture
+def type_into() -> Callable[..., None]:
+    """Type into a running pyemu's stdin with pauses: ``type_into(proc, 1.0, b"keys")``."""
+    return _type_into
 
 
 @pytest.fixture

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 
@@ -53,15 +51,10 @@ def test_help_and_version(pyemu):
     assert r.returncode == 0 and b"pc " in r.stdout
 
 
-def test_default_guest_boots_and_ctrl_a_x_quits(pyemu_proc):
+def test_default_guest_boots_and_ctrl_a_x_quits(pyemu_proc, type_into):
     # no guest options: the bundled demo guest; Ctrl-a x on the console ends pyemu
     p = pyemu_proc()
-    time.sleep(2)
-    p.stdin.write(b"abc\r")
-    p.stdin.flush()
-    time.sleep(1)
-    p.stdin.write(b"\x01x")
-    p.stdin.flush()
+    type_into(p, 2.0, b"abc\r", 1.0, b"\x01x")
     out, err = p.communicate(timeout=20)
     assert b"pyemu demo guest: the machine is alive." in out
     assert b"abc" in out  # typed keys echoed by the guest's UART interrupt handler

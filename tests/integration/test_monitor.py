@@ -139,14 +139,9 @@ def test_tcp_monitor(pyemu_proc):
     assert proc.wait(15) == 0
 
 
-def test_muxed_console_switches_to_monitor(pyemu_proc):
+def test_muxed_console_switches_to_monitor(pyemu_proc, type_into):
     proc = pyemu_proc("-serial", "mon:stdio")
-    time.sleep(1.5)
-    proc.stdin.write(b"\x01cinfo status\r")
-    proc.stdin.flush()
-    time.sleep(0.5)
-    proc.stdin.write(b"quit\r")
-    proc.stdin.flush()
+    type_into(proc, 1.5, b"\x01cinfo status\r", 0.5, b"quit\r")
     out, _ = proc.communicate(timeout=15)
     assert b"VM status: running" in out
     assert proc.returncode == 0
