@@ -36,11 +36,13 @@
 #define EXCP06_ILLOP 6
 #define EXCP0D_GPF 13
 
-/* why the helper ended an emu_start; Python reads and clears it */
-enum { STOP_KICK = 1, STOP_BUDGET = 2, STOP_UD = 4, STOP_DOUBLE_FAULT = 8 };
+/* stop_reason: a #DF was being delivered when emu_start returned, i.e. its delivery
+ * faulted and the engine stopped on a triple fault (it does so silently) */
+enum { STOP_DOUBLE_FAULT = 8 };
 
 typedef int (*uc_hook_add_fn)(void *, size_t *, int, void *, void *, uint64_t, uint64_t, ...);
 typedef int (*uc_emu_stop_fn)(void *);
+typedef int (*uc_hook_del_fn)(void *, size_t);
 typedef int (*uc_reg_write_fn)(void *, int, const void *);
 typedef int (*uc_reg_read_fn)(void *, int, void *);
 typedef void (*do_interrupt_fn)(void *cpu);
@@ -67,6 +69,7 @@ struct pyemu_cpu {
     int64_t off_efer, off_star, off_lstar, off_cstar, off_fmask;
     int64_t off_sysenter_cs, off_sysenter_esp, off_sysenter_eip, off_regs;
     uc_hook_add_fn hook_add;
+    uc_hook_del_fn hook_del;
     uc_emu_stop_fn emu_stop;
     uc_reg_write_fn reg_write;
     uc_reg_read_fn reg_read;
@@ -76,14 +79,20 @@ struct pyemu_cpu {
     update_hflags_fn update_hflags;
     inta_fn inta;
     volatile int64_t intr;          /* the INTR line from the PIC */
-    volatile int64_t kick;          /* leave emu_start at the next block boundary */
+    volatile int64_t kick;          /* end the running slice as soon as possible */
     int64_t stop_reason;
     int64_t icount;                 /* instructions executed (icount mode only) */
     int64_t icount_budget;
     int64_t irqs_delivered;
     int64_t exceptions_delivered;
-    /* deadline thread: sets `kick` when CLOCK_MONOTONIC reaches `deadline_ns` */
+    /* block hooks: the global one (icount, or realtime while an IRQ waits for IF=1 or
+     * the end of a shadow) and the one-shot one that delivers at a slice's first block */
+    int64_t watch_hook;
+    int64_t once_hook;
+    /* deadline thread: ends the slice (uc_emu_stop, retried) once CLOCK_MONOTONIC
+     * reaches `deadline_ns` or someone kicks, while a slice runs (`in_run`) */
     int64_t deadline_ns;
+    int64_t in_run;
     int64_t thread_running;
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -124,9 +133,7 @@ static int on_insn_invalid(void *uc, void *ud)
     p->do_interrupt(p->cpu);
     *(int32_t *)(p->cpu + p->off_exc_index) = -1;
     p->exceptions_delivered++;
-    /* unicorn ends emu_start after this hook whatever it returns: tell Python to resume */
-    p->stop_reason |= STOP_UD;
-    return 1;
+    return 1;  /* unicorn ends emu_start after this hook anyway; the machine resumes */
 }
 
 static inline int irq_deliverable(struct pyemu_cpu *p)
@@ -135,17 +142,8 @@ static inline int irq_deliverable(struct pyemu_cpu *p)
            !(ENV(p, off_hflags, uint32_t) & HF_INHIBIT_IRQ_MASK);
 }
 
-static void on_block(void *uc, uint64_t addr, uint32_t size, void *ud)
+static void deliver_irq(struct pyemu_cpu *p)
 {
-    struct pyemu_cpu *p = ud;
-    (void)addr;
-    (void)size;
-    if (p->kick) {
-        p->kick = 0;
-        p->stop_reason |= STOP_KICK;
-        p->emu_stop(uc);
-        return;
-    }
     if (irq_deliverable(p)) {
         int vector = p->inta();
         if (vector >= 0) {
@@ -156,14 +154,37 @@ static void on_block(void *uc, uint64_t addr, uint32_t size, void *ud)
     }
 }
 
+static void on_block(void *uc, uint64_t addr, uint32_t size, void *ud)
+{
+    struct pyemu_cpu *p = ud;
+    (void)addr;
+    (void)size;
+    if (p->kick) {
+        p->emu_stop(uc);
+        return;
+    }
+    deliver_irq(p);
+}
+
+/* The first block of a slice that began with an interrupt ready to deliver. */
+static void on_block_once(void *uc, uint64_t addr, uint32_t size, void *ud)
+{
+    struct pyemu_cpu *p = ud;
+    (void)addr;
+    (void)size;
+    if (p->once_hook) {
+        p->hook_del(uc, (size_t)p->once_hook);
+        p->once_hook = 0;
+    }
+    deliver_irq(p);
+}
+
 static void on_code_icount(void *uc, uint64_t addr, uint32_t size, void *ud)
 {
     struct pyemu_cpu *p = ud;
     (void)addr;
     (void)size;
     if (p->icount >= p->icount_budget || p->kick) {
-        p->kick = 0;
-        p->stop_reason |= STOP_BUDGET;
         p->emu_stop(uc);
         return;
     }
@@ -260,6 +281,8 @@ static void on_sysenter(void *uc, void *ud)
     p->update_hflags(p->env);
 }
 
+int pyemu_watch(struct pyemu_cpu *p, int on);
+
 int pyemu_cpu_attach(struct pyemu_cpu *p, int icount)
 {
     size_t h;
@@ -267,14 +290,52 @@ int pyemu_cpu_attach(struct pyemu_cpu *p, int icount)
     err |= p->hook_add(p->uc, &h, UC_HOOK_INTR, (void *)on_intr, p, (uint64_t)1, (uint64_t)0);
     err |= p->hook_add(p->uc, &h, UC_HOOK_INSN_INVALID, (void *)on_insn_invalid, p,
                        (uint64_t)1, (uint64_t)0);
-    err |= p->hook_add(p->uc, &h, UC_HOOK_BLOCK, (void *)on_block, p, (uint64_t)1, (uint64_t)0);
     err |= p->hook_add(p->uc, &h, UC_HOOK_INSN, (void *)on_syscall, p, (uint64_t)1, (uint64_t)0,
                        UC_X86_INS_SYSCALL);
     err |= p->hook_add(p->uc, &h, UC_HOOK_INSN, (void *)on_sysenter, p, (uint64_t)1, (uint64_t)0,
                        UC_X86_INS_SYSENTER);
-    if (icount)
+    if (icount) {
         err |= p->hook_add(p->uc, &h, UC_HOOK_CODE, (void *)on_code_icount, p, (uint64_t)1,
                            (uint64_t)0);
+        err |= pyemu_watch(p, 1);
+    }
+    return err;
+}
+
+/* Turn the global block hook on or off; the caller flushes translated code after, so
+ * that blocks are translated with (or without) the hook call. */
+int pyemu_watch(struct pyemu_cpu *p, int on)
+{
+    size_t h = 0;
+    int err = 0;
+    if (on && !p->watch_hook) {
+        err = p->hook_add(p->uc, &h, UC_HOOK_BLOCK, (void *)on_block, p, (uint64_t)1,
+                          (uint64_t)0);
+        p->watch_hook = (int64_t)h;
+    } else if (!on && p->watch_hook) {
+        err = p->hook_del(p->uc, (size_t)p->watch_hook);
+        p->watch_hook = 0;
+    }
+    return err;
+}
+
+static void disarm(struct pyemu_cpu *p)
+{
+    if (p->once_hook) {
+        p->hook_del(p->uc, (size_t)p->once_hook);
+        p->once_hook = 0;
+    }
+}
+
+/* Deliver the pending interrupt in the block at linear address `pc`, the first of the
+ * next slice; the caller drops that block's translation so the hook is compiled in. */
+int pyemu_arm_delivery(struct pyemu_cpu *p, uint64_t pc)
+{
+    size_t h = 0;
+    int err;
+    disarm(p);
+    err = p->hook_add(p->uc, &h, UC_HOOK_BLOCK, (void *)on_block_once, p, pc, pc);
+    p->once_hook = (int64_t)h;
     return err;
 }
 
@@ -287,23 +348,31 @@ static int64_t mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+static void wait_until(struct pyemu_cpu *p, int64_t ns)
+{
+    struct timespec ts = {ns / 1000000000, ns % 1000000000};
+    pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+}
+
+/* An emu_stop that lands between two emu_starts is lost, so the thread repeats it
+ * every RETRY_NS until the slice has ended (`in_run` cleared by pyemu_run_end). */
+#define RETRY_NS 200000
+
 static void *deadline_main(void *arg)
 {
     struct pyemu_cpu *p = arg;
     pthread_mutex_lock(&p->lock);
     while (p->thread_running) {
-        int64_t d = p->deadline_ns;
-        if (d == INT64_MAX) {
+        int64_t now = mono_ns();
+        int due = p->kick || now >= p->deadline_ns;
+        if (due && p->in_run) {
+            p->emu_stop(p->uc);
+            wait_until(p, now + RETRY_NS);
+        } else if (due || p->deadline_ns == INT64_MAX) {
             pthread_cond_wait(&p->cond, &p->lock);
-            continue;
+        } else {
+            wait_until(p, p->deadline_ns);
         }
-        if (mono_ns() >= d) {
-            p->kick = 1;
-            p->deadline_ns = INT64_MAX;
-            continue;
-        }
-        struct timespec ts = {d / 1000000000, d % 1000000000};
-        pthread_cond_timedwait(&p->cond, &p->lock, &ts);
     }
     pthread_mutex_unlock(&p->lock);
     return NULL;
@@ -321,11 +390,40 @@ int pyemu_deadline_start(struct pyemu_cpu *p)
     return pthread_create(&p->thread, NULL, deadline_main, p);
 }
 
-/* Kick the CPU out of emu_start when CLOCK_MONOTONIC reaches `ns` (INT64_MAX: never). */
+/* A slice starts: it ends when CLOCK_MONOTONIC reaches `ns` (INT64_MAX: never). */
+void pyemu_run_begin(struct pyemu_cpu *p, int64_t ns)
+{
+    pthread_mutex_lock(&p->lock);
+    p->deadline_ns = ns;
+    p->in_run = 1;
+    pthread_cond_signal(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* Move the running slice's end (a timer was armed to fire before it). */
 void pyemu_deadline_set(struct pyemu_cpu *p, int64_t ns)
 {
     pthread_mutex_lock(&p->lock);
     p->deadline_ns = ns;
+    pthread_cond_signal(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+}
+
+void pyemu_run_end(struct pyemu_cpu *p)
+{
+    pthread_mutex_lock(&p->lock);
+    p->in_run = 0;
+    p->kick = 0;
+    p->deadline_ns = INT64_MAX;
+    pthread_mutex_unlock(&p->lock);
+    disarm(p);
+}
+
+/* From any thread: end the running slice, or the next one, promptly. */
+void pyemu_kick(struct pyemu_cpu *p)
+{
+    pthread_mutex_lock(&p->lock);
+    p->kick = 1;
     pthread_cond_signal(&p->cond);
     pthread_mutex_unlock(&p->lock);
 }

@@ -19,7 +19,7 @@ from unicorn.unicorn_py3 import unicorn as _ucmod
 HELPER_PATH = Path(__file__).with_name("_cpuhelper.so")
 UCLIB = _ucmod.uclib
 
-STOP_KICK, STOP_BUDGET, STOP_UD, STOP_DOUBLE_FAULT = 1, 2, 4, 8
+STOP_DOUBLE_FAULT = 8  # stop_reason bit: the engine stopped on a triple fault
 
 # Offsets within CPUX86State that the notes measured and the code verifies.
 ENV_REGS, ENV_EIP, ENV_EFLAGS, ENV_HFLAGS, ENV_SEGS = 0, 128, 136, 176, 184
@@ -42,11 +42,12 @@ class PyemuCpu(ctypes.Structure):
             "off_fmask", "off_sysenter_cs", "off_sysenter_esp", "off_sysenter_eip",
             "off_regs")],
         *[(n, ctypes.c_void_p) for n in (
-            "hook_add", "emu_stop", "reg_write", "reg_read", "do_interrupt", "hardirq",
+            "hook_add", "hook_del", "emu_stop", "reg_write", "reg_read", "do_interrupt", "hardirq",
             "raise_exc_err", "update_hflags", "inta")],
         *[(n, ctypes.c_int64) for n in (
             "intr", "kick", "stop_reason", "icount", "icount_budget", "irqs_delivered",
-            "exceptions_delivered", "deadline_ns", "thread_running")],
+            "exceptions_delivered", "watch_hook", "once_hook", "deadline_ns", "in_run",
+            "thread_running")],
         ("lock", ctypes.c_byte * 40), ("cond", ctypes.c_byte * 48), ("thread", ctypes.c_ulong),
     ]
 
@@ -64,14 +65,22 @@ class Layout:
     exc_next_eip: int
 
 
+def _ns(host_ns: int | None) -> int:
+    return host_ns if host_ns is not None else (1 << 63) - 1
+
+
 def _load() -> ctypes.CDLL:
     if not HELPER_PATH.exists():
         raise HelperError(f"{HELPER_PATH} is missing: run 'make' to build the C helper")
     lib = ctypes.CDLL(str(HELPER_PATH))
     lib.pyemu_cpu_attach.argtypes = [ctypes.POINTER(PyemuCpu), ctypes.c_int]
-    lib.pyemu_deadline_start.argtypes = [ctypes.POINTER(PyemuCpu)]
-    lib.pyemu_deadline_set.argtypes = [ctypes.POINTER(PyemuCpu), ctypes.c_int64]
-    lib.pyemu_deadline_stop.argtypes = [ctypes.POINTER(PyemuCpu)]
+    ref = ctypes.POINTER(PyemuCpu)
+    for name, args in (("pyemu_deadline_start", []), ("pyemu_deadline_stop", []),
+                       ("pyemu_deadline_set", [ctypes.c_int64]),
+                       ("pyemu_run_begin", [ctypes.c_int64]), ("pyemu_run_end", []),
+                       ("pyemu_kick", []), ("pyemu_watch", [ctypes.c_int]),
+                       ("pyemu_arm_delivery", [ctypes.c_uint64])):
+        getattr(lib, name).argtypes = [ref, *args]
     lib.pyemu_struct_size.restype = ctypes.c_int64
     if lib.pyemu_struct_size() != ctypes.sizeof(PyemuCpu):
         raise HelperError("the C helper's struct does not match emu/cpu/helper.py: rebuild it")
@@ -188,7 +197,8 @@ class Helper:
         p.off_sysenter_esp = lay.msr[MSR_SYSENTER_ESP]
         p.off_sysenter_eip = lay.msr[MSR_SYSENTER_EIP]
         sym = lambda name: ctypes.cast(getattr(UCLIB, name), ctypes.c_void_p).value  # noqa: E731
-        p.hook_add, p.emu_stop = sym("uc_hook_add"), sym("uc_emu_stop")
+        p.hook_add, p.hook_del = sym("uc_hook_add"), sym("uc_hook_del")
+        p.emu_stop = sym("uc_emu_stop")
         p.reg_write, p.reg_read = sym("uc_reg_write"), sym("uc_reg_read")
         p.do_interrupt = sym("x86_cpu_do_interrupt_x86_64")
         p.hardirq = sym("do_interrupt_x86_hardirq_x86_64")
@@ -218,7 +228,25 @@ class Helper:
         return self.layout.env + off
 
     def deadline(self, host_ns: int | None) -> None:
-        self.lib.pyemu_deadline_set(self.ref, host_ns if host_ns is not None else (1 << 63) - 1)
+        """Move the end of the running slice to host monotonic time ``host_ns``."""
+        self.lib.pyemu_deadline_set(self.ref, _ns(host_ns))
+
+    def run_begin(self, host_ns: int | None) -> None:
+        self.lib.pyemu_run_begin(self.ref, _ns(host_ns))
+
+    def run_end(self) -> None:
+        self.lib.pyemu_run_end(self.ref)
+
+    def kick(self) -> None:
+        self.lib.pyemu_kick(self.ref)
+
+    def watch(self, on: bool) -> None:
+        if self.lib.pyemu_watch(self.ref, int(on)) != 0:
+            raise HelperError("unicorn refused the interrupt-window hook")
+
+    def arm_delivery(self, pc: int) -> None:
+        if self.lib.pyemu_arm_delivery(self.ref, pc) != 0:
+            raise HelperError("unicorn refused the delivery hook")
 
     def close(self) -> None:
         self.lib.pyemu_deadline_stop(self.ref)

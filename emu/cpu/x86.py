@@ -18,10 +18,7 @@ import unicorn.x86_const as x
 from emu.cpu.helper import (
     ENV_HFLAGS,
     ENV_SEGS,
-    STOP_BUDGET,
     STOP_DOUBLE_FAULT,
-    STOP_KICK,
-    STOP_UD,
     UCLIB,
     Helper,
 )
@@ -49,6 +46,7 @@ SET_A20 = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int)
 UPDATE_HFLAGS = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 # Descriptor-cache flags of flat 4 GiB ring-0 segments (granular, 32-bit, present).
 CODE32_FLAGS, DATA32_FLAGS = 0x00CF9B00, 0x00CF9300
+CS_LONG = 1 << 21  # descriptor L bit: 64-bit code, where CS.base is ignored
 CR0_PE, CR0_ET = 1, 0x10
 
 CPUID_APIC_EDX = 1 << 9
@@ -85,7 +83,8 @@ class X86Cpu:
         self._port_in, self._port_out = port_in, port_out
         self._inta_fn = inta
         self.helper = Helper(self.uc, self._inta, icount)
-        self._python_stop = False
+        self._in_run = False
+        self._watching = icount  # icount keeps the global block hook for good
         self._hooks: list[object] = []
         self._add_insn_hook(IN_CB(self._on_in), x.UC_X86_INS_IN)
         self._add_insn_hook(OUT_CB(self._on_out), x.UC_X86_INS_OUT)
@@ -134,12 +133,11 @@ class X86Cpu:
 
     # -- control -----------------------------------------------------------------
     def kick(self) -> None:
-        """Make the CPU leave its current slice at the next block boundary."""
-        self.helper.p.kick = 1
+        """Make the CPU leave its current (or next) slice promptly; any thread."""
+        self.helper.kick()
 
     def request_stop(self) -> None:
         """From an I/O callback: end the slice so the machine can act (reset, exit)."""
-        self._python_stop = True
         self.uc.emu_stop()
 
     def set_budget(self, insns: int) -> None:
@@ -147,7 +145,12 @@ class X86Cpu:
         self.helper.p.icount_budget = self.helper.p.icount + insns
 
     def set_intr(self, level: bool) -> None:
+        """The INTR line. Raised inside a slice with no block hook to see it, it ends the
+        slice, so that the next one starts by delivering."""
+        rising = level and not self.helper.p.intr
         self.helper.p.intr = int(level)
+        if rising and self._in_run and not self._watching:
+            self.uc.emu_stop()
 
     def set_a20(self, enabled: bool) -> None:
         fn = SET_A20(ctypes.cast(UCLIB.x86_cpu_set_a20_x86_64, ctypes.c_void_p).value)
@@ -208,25 +211,43 @@ class X86Cpu:
         """Run until the deadline (realtime) or for ``budget`` instructions (icount)."""
         p = self.helper.p
         p.stop_reason = 0
-        self._python_stop = False
+        rip = self.uc.reg_read(x.UC_X86_REG_RIP)
         if self.icount:
             p.icount_budget = p.icount + (budget if budget is not None else 1 << 62)
         else:
-            self.helper.deadline(host_deadline_ns)
-        rip = self.uc.reg_read(x.UC_X86_REG_RIP)
+            self._prepare_delivery(rip)
+        self.helper.run_begin(None if self.icount else host_deadline_ns)
+        self._in_run = True
         try:
             self.uc.emu_start(rip, NEVER)
         except unicorn.UcError as e:
             return RunResult(error=f"{e} at RIP {self.uc.reg_read(x.UC_X86_REG_RIP):#x}")
         finally:
-            if not self.icount:
-                self.helper.deadline(None)
+            self._in_run = False
+            self.helper.run_end()
         if self.helper.halted:
             return RunResult(halted=True)
-        explained = p.stop_reason & (STOP_KICK | STOP_BUDGET | STOP_UD) or self._python_stop
-        if p.stop_reason & STOP_DOUBLE_FAULT or not explained:
-            return RunResult(triple_fault=True)
-        return RunResult()
+        # #DF delivery that itself faulted is a triple fault: the engine stops silently.
+        return RunResult(triple_fault=bool(p.stop_reason & STOP_DOUBLE_FAULT))
+
+    def _prepare_delivery(self, rip: int) -> None:
+        """Realtime mode runs without a per-block hook. An interrupt that can be taken now
+        is delivered by a one-shot hook on the slice's first block; one that waits for
+        IF=1 or the end of an STI/MOV SS shadow needs the global hook until it goes."""
+        p = self.helper.p
+        blocked = False
+        if p.intr:
+            if self.irq_deliverable() and not self.hflags & HF_INHIBIT_IRQ:
+                cs = self._segs[1]
+                pc = rip if cs.flags & CS_LONG else (cs.base + rip) & 0xFFFFFFFF
+                self.helper.arm_delivery(pc)
+                self.uc.ctl_remove_cache(pc, pc + 1)
+            else:
+                blocked = True
+        if blocked != self._watching:
+            self._watching = blocked
+            self.helper.watch(blocked)
+            self.uc.ctl_flush_tb()
 
     # -- registers ------------------------------------------------------------------
     @property
