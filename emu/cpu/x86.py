@@ -47,7 +47,7 @@ UPDATE_HFLAGS = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 # Descriptor-cache flags of flat 4 GiB ring-0 segments (granular, 32-bit, present).
 CODE32_FLAGS, DATA32_FLAGS = 0x00CF9B00, 0x00CF9300
 CS_LONG = 1 << 21  # descriptor L bit: 64-bit code, where CS.base is ignored
-CR0_PE, CR0_ET = 1, 0x10
+CR0_PE, CR0_ET, CR0_PG = 1, 0x10, 1 << 31
 
 CPUID_APIC_EDX = 1 << 9
 CPUID_X2APIC_ECX = 1 << 21
@@ -203,8 +203,14 @@ class X86Cpu:
         self.uc.ctl(unicorn.UC_CTL_TLB_FLUSH, unicorn.UC_CTL_IO_WRITE)
 
     def invalidate_code(self, start: int, end: int) -> None:
-        """Drop translated code for guest-physical [start, end) after a write from Python."""
-        if end > start:
+        """Drop translated code for guest-physical [start, end) after a write from Python.
+        The engine's range removal takes *virtual* addresses through the current page
+        tables, so with paging on the only exact choice is to drop all translations."""
+        if end <= start:
+            return
+        if self.uc.reg_read(x.UC_X86_REG_CR0) & CR0_PG:
+            self.uc.ctl_flush_tb()
+        else:
             self.uc.ctl_remove_cache(start, end)
 
     def run(self, *, host_deadline_ns: int | None = None, budget: int | None = None) -> RunResult:

@@ -476,6 +476,21 @@ def test_code_patched_from_python_is_seen_after_invalidation(rig: Rig, how: str)
     assert rig.reg("rax") == 0x22222222
 
 
+def test_code_patched_from_python_under_paging_is_seen(rig: Rig) -> None:
+    # physical page 50000h holds the code and is mapped only at virtual 1F0000h
+    _paging_then(rig, bytes([0xB8, *struct.pack("<I", 0x1F0000),   # mov eax,1F0000h
+                             0xFF, 0xE0]))                         # jmp eax
+    rig.mem.write(PAGE_TABLE + 0x1F0 * 4, struct.pack("<I", 0x50000 | 3))
+    rig.mem.write(PAGE_TABLE + 0x50 * 4, struct.pack("<I", 0))
+    rig.mem.write(0x50000, bytes([0xB8, 0x11, 0x11, 0x11, 0x11, 0xF4]))  # mov eax,..; hlt
+    assert rig.run().halted
+    assert (rig.reg("rip"), rig.reg("rax")) == (0x1F0006, 0x11111111)
+    rig.mem.write(0x50001, b"\x22" * 4)
+    rig.set_reg("rip", 0x1F0000)
+    assert rig.run().halted
+    assert rig.reg("rax") == 0x22222222
+
+
 # -- port I/O ----------------------------------------------------------------------------------
 def test_port_io_sizes_ports_and_values(rig: Rig) -> None:
     rig.real_mode(bytes([
