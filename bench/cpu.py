@@ -65,8 +65,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs per engine; the best counts")
     args = ap.parse_args()
     n, insns = args.iterations, args.iterations * INSNS_PER_ITERATION
-    bare = min(bare_unicorn(n) for _ in range(args.repeat))
-    real, ticks = min(pyemu(n, None) for _ in range(args.repeat))
+    runs = []
+    for _ in range(args.repeat):  # interleaved, so both see the same machine load
+        runs.append((bare_unicorn(n), *pyemu(n, None)))
+    bare = min(r[0] for r in runs)
+    real, ticks = min((r[1], r[2]) for r in runs)
     icount = pyemu(n // 10, 3)[0] * 10  # icount is slow: a tenth of the loop, scaled
     print(f"compute loop, {insns / 1e6:.0f} M guest instructions, best of {args.repeat}, "
           f"{os.cpu_count()} cores")
