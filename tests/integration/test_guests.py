@@ -8,11 +8,22 @@ GUESTS = ["hello", "exceptions32", "exceptions64", "pit", "uart", "longmode", "s
           "hlt", "reset"]
 
 
+# In realtime mode virtual time is host time: if the host deschedules pyemu for longer
+# than a timer period, PIT edges collapse in the PIC as on a real PC whose CPU stalls,
+# and these guests' timing checks fail through no fault of the emulator. They get a
+# second run in realtime mode; in icount mode they must pass at once, and exactly.
+HOST_TIMING = {"pit", "hlt"}
+
+
 @pytest.mark.parametrize("name", GUESTS)
 @pytest.mark.parametrize("mode", [[], ["-icount", "shift=3"]], ids=["realtime", "icount"])
 def test_guest_passes(name, mode, guest, pyemu):
-    r = pyemu("-kernel", guest(name), "-serial", "stdio", "-display", "none", *mode)
-    out = r.stdout.decode(errors="replace")
+    attempts = 2 if name in HOST_TIMING and not mode else 1
+    for _ in range(attempts):
+        r = pyemu("-kernel", guest(name), "-serial", "stdio", "-display", "none", *mode)
+        out = r.stdout.decode(errors="replace")
+        if f"PASS {name}" in out:
+            break
     assert f"PASS {name}" in out, out + r.stderr.decode(errors="replace")
     assert "FAIL" not in out and "BAD " not in out, out
     assert r.returncode == 1, f"isa-debug-exit status (0 << 1) | 1 expected, got {r.returncode}"
