@@ -9,6 +9,25 @@ from emu.irq import IrqLine
 from emu.memory.ioport import IoBus
 
 
+class BenchMemory:
+    """Guest RAM for DMA tests: a bytearray with the AddressSpace's checks."""
+
+    def __init__(self, size: int = 1 << 20) -> None:
+        self.ram = bytearray(size)
+
+    def _check(self, addr: int, length: int) -> None:
+        if addr < 0 or length < 0 or addr + length > len(self.ram):
+            raise ValueError(f"guest address {addr:#x}+{length:#x} is outside RAM")
+
+    def read(self, addr: int, length: int) -> bytes:
+        self._check(addr, length)
+        return bytes(self.ram[addr:addr + length])
+
+    def write(self, addr: int, data: bytes) -> None:
+        self._check(addr, len(data))
+        self.ram[addr:addr + len(data)] = data
+
+
 class BenchBoard:
     """A board with a hand-driven clock: tests move time with ``advance()``."""
 
@@ -20,6 +39,8 @@ class BenchBoard:
         self.irqs = [IrqLine(name=f"irq{n}") for n in range(16)]
         self.resets: list[str] = []
         self.shutdowns: list[tuple[int, str]] = []
+        self.mem = BenchMemory()
+        self.a20: dict[str, bool] = {}
 
     def isa_irq(self, n: int) -> IrqLine:
         return self.irqs[n]
@@ -29,6 +50,9 @@ class BenchBoard:
 
     def request_shutdown(self, status: int, reason: str) -> None:
         self.shutdowns.append((status, reason))
+
+    def set_a20(self, source: str, enabled: bool) -> None:
+        self.a20[source] = enabled
 
     def advance(self, ns: int) -> None:
         """Move virtual time forward by ``ns``, firing timers at their deadlines in order."""
@@ -54,6 +78,12 @@ class BenchBoard:
 
     def inw(self, port: int) -> int:
         return self.io.read(port, 2)
+
+    def outl(self, port: int, v: int) -> None:
+        self.io.write(port, 4, v)
+
+    def inl(self, port: int) -> int:
+        return self.io.read(port, 4)
 
 
 @pytest.fixture

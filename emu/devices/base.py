@@ -10,11 +10,24 @@ from emu.memory.ioport import IoBus
 from emu.qom import Object
 
 
+class GuestMemory(Protocol):
+    """Guest-physical memory as DMA sees it: checked, and code caches kept coherent."""
+
+    def read(self, addr: int, length: int) -> bytes:
+        """Bytes at [addr, addr+length); ValueError naming the address if not RAM."""
+        ...
+
+    def write(self, addr: int, data: bytes) -> None:
+        """Store ``data`` at ``addr``; ValueError naming the address if not RAM."""
+        ...
+
+
 class Board(Protocol):
     """The services a board offers its devices at realize time."""
 
     io: IoBus
     clock: Clock
+    mem: GuestMemory
 
     def isa_irq(self, n: int) -> IrqLine:
         """The ISA interrupt line ``n`` (0-15), wired to the PICs."""
@@ -26,6 +39,11 @@ class Board(Protocol):
 
     def request_shutdown(self, status: int, reason: str) -> None:
         """Ask the machine to stop and pyemu to exit with ``status``."""
+        ...
+
+    def set_a20(self, source: str, enabled: bool) -> None:
+        """One source of the A20 gate (the i8042 output port, port 0x92): the line is
+        enabled while any source enables it."""
         ...
 
 

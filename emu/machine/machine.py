@@ -105,9 +105,9 @@ class Machine(Object):
 
     def system_reset(self, reason: str = "requested") -> None:
         log.info("machine reset: %s", reason)
+        self.cpu.reset()  # first: devices then drive its input lines (A20, INTR)
         for dev in self.children.values():
             dev.reset()  # composite devices reset their own children
-        self.cpu.reset()
         self.boot()
 
     # -- the loop -------------------------------------------------------------------------

@@ -70,8 +70,8 @@ class PcMachine(Machine):
                 con.chardev = chardevs["debugcon"]
         DebugExit("debug-exit", self)
         PostPort("post", self)
-        self.port92 = Port92("port92", self)
-        self.port92.set_a20 = self.cpu.set_a20
+        self._a20: dict[str, bool] = {}
+        Port92("port92", self)
         for dev in self.children.values():
             dev.realize(self)  # composite devices realize their own children
         self.mem.fill_unassigned()
@@ -79,6 +79,10 @@ class PcMachine(Machine):
 
     def isa_irq(self, n: int) -> IrqLine:
         return self.pic.irq_line(n)
+
+    def set_a20(self, source: str, enabled: bool) -> None:
+        self._a20[source] = enabled
+        self.cpu.set_a20(any(self._a20.values()))
 
     def acknowledge_interrupt(self) -> int:
         return self.pic.acknowledge()
