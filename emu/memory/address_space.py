@@ -1,10 +1,17 @@
 """Guest physical address space: RAM shared with unicorn, ROM, MMIO, unassigned holes.
 
 PC memory map (as QEMU's i440FX board lays it out): RAM from 0 to 640 KiB, the legacy
-VGA window 0xA0000-0xBFFFF, option ROM space 0xC0000-0xDFFFF (RAM here), the last
-128 KiB of the BIOS at 0xE0000-0xFFFFF, RAM from 1 MiB up to the PCI hole (at most
-3.5 GiB below 4 GiB, the rest above 4 GiB), and the whole BIOS image just below 4 GiB.
+VGA window 0xA0000-0xBFFFF, then 0xC0000-0xFFFFF in the 13 segments the i440FX PAM
+registers switch between ROM/PCI and shadow RAM (82441FX datasheet, 3.2.16: 16 KiB
+segments from 0xC0000, one 64 KiB segment at 0xF0000), RAM from 1 MiB up to the PCI
+hole (at most 3.5 GiB below 4 GiB, the rest above 4 GiB), and the whole BIOS image just
+below 4 GiB, whose last 128 KiB also show at 0xE0000 while shadowing is off.
 Reads of unassigned addresses return all ones and writes are dropped, never faulting.
+
+One shortcut: a segment whose PAM mode is read-only shadow RAM (RE without WE) is
+mapped as plain RAM, so guest writes to it are not dropped; the engine cannot ignore a
+write to a read-only page and go on, and firmware only write-protects what it no longer
+writes.
 """
 
 from __future__ import annotations
@@ -17,10 +24,15 @@ import unicorn
 
 PAGE = 0x1000
 LOW_RAM_END = 0xA0000
+LEGACY_BASE = 0xC0000
 BIOS_LOW = 0xE0000
 ONE_MIB = 0x100000
 FOUR_GIB = 1 << 32
 LOWMEM_MAX = 0xE0000000
+# PAM segments: (base, size); mode bit 0 = reads from RAM, bit 1 = writes to RAM.
+PAM_SEGMENTS = tuple((LEGACY_BASE + i * 0x4000, 0x4000) for i in range(12)) + (
+    (0xF0000, 0x10000),)
+PAM_OFF, PAM_RE, PAM_WE = 0, 1, 2
 
 MmioRead = Callable[[int, int], int]  # (offset, size) -> value
 MmioWrite = Callable[[int, int, int], None]
@@ -54,6 +66,7 @@ class AddressSpace:
         self._invalidate = invalidate
         self.regions: list[Region] = []
         self._mmio_keep: list[object] = []
+        self.pam: dict[int, int] = {}  # segment base -> PAM mode now mapped
         self._map_fixed()
 
     def _map_ptr(self, name: str, base: int, size: int, array: np.ndarray, offset: int) -> None:
@@ -62,13 +75,47 @@ class AddressSpace:
 
     def _map_fixed(self) -> None:
         self._map_ptr("ram-low", 0, LOW_RAM_END, self.ram, 0)
-        self._map_ptr("ram-rom-area", 0xC0000, BIOS_LOW - 0xC0000, self.ram, 0xC0000)
-        rom_low = min(len(self.rom), ONE_MIB - BIOS_LOW)
-        self._map_ptr("bios-low", ONE_MIB - rom_low, rom_low, self.rom, len(self.rom) - rom_low)
+        for base, size in PAM_SEGMENTS:
+            self.set_pam(base, size, PAM_OFF)
         self._map_ptr("ram", ONE_MIB, self.below_4g - ONE_MIB, self.ram, ONE_MIB)
         self._map_ptr("bios", FOUR_GIB - len(self.rom), len(self.rom), self.rom, 0)
         if self.above_4g:
             self._map_ptr("ram-above-4g", FOUR_GIB, self.above_4g, self.ram, self.below_4g)
+
+    def _rom_offset(self, base: int) -> int | None:
+        """Offset in the ROM image of legacy address ``base``, if the image shows there."""
+        rom_low = min(len(self.rom), ONE_MIB - BIOS_LOW)
+        if base >= ONE_MIB - rom_low:
+            return len(self.rom) - (ONE_MIB - base)
+        return None
+
+    def set_pam(self, base: int, size: int, mode: int) -> None:
+        """Map PAM segment [base, base+size) for ``mode`` (PAM_RE | PAM_WE bits)."""
+        if self.pam.get(base) == mode:
+            return
+        if base in self.pam:
+            self.uc.mem_unmap(base, size)
+            self.regions = [r for r in self.regions if r.base != base]
+        rom = self._rom_offset(base)
+        name = f"pam@{base:#x}"
+        if mode & PAM_RE:
+            self._map_ptr(name, base, size, self.ram, base)
+        elif mode == PAM_OFF and rom is not None:
+            self._map_ptr(name, base, size, self.rom, rom)
+        else:  # reads from ROM or nothing; writes to RAM (WE) or dropped
+            def read(off: int, sz: int, rom: int | None = rom) -> int:
+                if rom is None:
+                    return (1 << (8 * sz)) - 1
+                return int.from_bytes(self.rom[rom + off:rom + off + sz].tobytes(), "little")
+
+            def write(off: int, sz: int, value: int, we: bool = bool(mode & PAM_WE)) -> None:
+                if we:
+                    self.ram[base + off:base + off + sz] = np.frombuffer(
+                        value.to_bytes(sz, "little"), dtype=np.uint8)
+
+            self.map_mmio(name, base, size, read, write)
+        self.pam[base] = mode
+        self._invalidate(base, base + size)
 
     def map_mmio(self, name: str, base: int, size: int, read: MmioRead, write: MmioWrite) -> None:
         """Route guest accesses to [base, base+size) to Python handlers (offsets from base)."""
@@ -108,12 +155,19 @@ class AddressSpace:
             raise ValueError("negative length")
         if 0 <= addr and addr + length <= self.below_4g:
             if addr < ONE_MIB and not (addr + length <= LOW_RAM_END or
-                                       (0xC0000 <= addr and addr + length <= BIOS_LOW)):
+                                       self._shadow_writable(addr, length)):
                 raise ValueError(f"guest address {addr:#x}+{length:#x} is not RAM")
             return addr
         if FOUR_GIB <= addr and addr + length <= FOUR_GIB + self.above_4g:
             return addr - FOUR_GIB + self.below_4g
         raise ValueError(f"guest address {addr:#x}+{length:#x} is outside RAM")
+
+    def _shadow_writable(self, addr: int, length: int) -> bool:
+        """[addr, addr+length) lies in PAM segments whose writes go to RAM."""
+        if addr < LEGACY_BASE:
+            return False
+        return all(self.pam[b] & PAM_WE for b, s in PAM_SEGMENTS
+                   if b < addr + length and addr < b + s)
 
     def is_ram(self, addr: int, length: int) -> bool:
         try:

@@ -108,9 +108,14 @@ class Object:
 
     def reset(self) -> None:
         """Return state fields to their declared reset values and rebuild derived ones."""
+        self.reset_state()
+        self.rebuild()
+
+    def reset_state(self) -> None:
+        """State fields to their reset values; a reset value the table cannot express
+        (computed from props) is set by an override."""
         for f in fields_of(type(self), "state"):
             f.__set__(self, f.fresh())
-        self.rebuild()
 
     def rebuild(self) -> None:
         """Recompute derived fields from state; must not touch other objects."""

@@ -17,7 +17,16 @@ import unicorn
 import unicorn.x86_const as x
 
 from emu.cpu.x86 import X86Cpu
-from emu.memory.address_space import FOUR_GIB, LOWMEM_MAX, ONE_MIB, AddressSpace
+from emu.memory.address_space import (
+    FOUR_GIB,
+    LOWMEM_MAX,
+    ONE_MIB,
+    PAM_OFF,
+    PAM_RE,
+    PAM_SEGMENTS,
+    PAM_WE,
+    AddressSpace,
+)
 
 RAM_SIZE = 2 * ONE_MIB
 ONES32 = 0xFFFFFFFF
@@ -100,7 +109,8 @@ def test_small_ram_layout() -> None:
     assert (mem.below_4g, mem.above_4g) == (RAM_SIZE, 0)
     spans = {r.name: (r.base, r.end) for r in mem.regions}
     assert spans["ram-low"] == (0, 0xA0000)
-    assert spans["ram-rom-area"] == (0xC0000, 0xE0000)
+    assert spans["pam@0xc0000"] == (0xC0000, 0xC4000)  # shadow segments, PAM off
+    assert spans["pam@0xf0000"] == (0xF0000, ONE_MIB)
     assert spans["ram"] == (ONE_MIB, RAM_SIZE)
     assert spans["bios"] == (FOUR_GIB - 0x10000, FOUR_GIB)
     assert "ram-above-4g" not in spans
@@ -216,6 +226,9 @@ def test_checked_access_outside_ram_is_refused(addr: int, length: int) -> None:
 def test_checked_access_inside_ram() -> None:
     inv = Recorder()
     mem = _space(invalidate=inv)
+    for base, size in PAM_SEGMENTS[:8]:  # 0xC0000-0xDFFFF: shadow RAM, read-write
+        mem.set_pam(base, size, PAM_RE | PAM_WE)
+    inv.invalidated.clear()
     for addr, data in ((0, b"\x01"), (0x9FFFC, b"abcd"), (0xC0000, b"opt"), (0xDFFFF, b"z"),
                        (ONE_MIB, b"hi"), (RAM_SIZE - 3, b"end")):
         assert mem.is_ram(addr, len(data))
@@ -256,3 +269,25 @@ def test_largest_bios_accepted() -> None:
     mem = _space(bios=bios)
     assert bytes(mem.uc.mem_read(FOUR_GIB - 16, 16)) == bios[-16:]
     assert bytes(mem.uc.mem_read(0xE0000, 16)) == bios[-0x20000:-0x20000 + 16]
+
+
+def test_pam_switches_segments_between_rom_and_shadow_ram() -> None:
+    bios = bytes(range(256)) * 256  # 64 KiB: shows at 0xF0000 only
+    mem = _space(bios=bios)
+    f_seg, c_seg = PAM_SEGMENTS[-1], PAM_SEGMENTS[0]
+    read = lambda addr, n: bytes(mem.uc.mem_read(addr, n))  # noqa: E731
+    assert read(0xF0010, 4) == bios[0x10:0x14]            # off: the BIOS ROM
+    assert read(0xC0000, 4) == b"\xff" * 4                 # off: nothing decodes C0000
+    assert not mem.is_ram(0xC0000, 4) and not mem.is_ram(0xF0000, 4)
+    mem.set_pam(*f_seg, PAM_RE | PAM_WE)                   # shadow RAM, read-write
+    assert read(0xF0010, 4) == b"\0" * 4
+    mem.write(0xF0010, b"shdw")
+    assert read(0xF0010, 4) == b"shdw"
+    mem.set_pam(*f_seg, PAM_OFF)                           # back to ROM; RAM keeps its data
+    assert read(0xF0010, 4) == bios[0x10:0x14]
+    mem.set_pam(*f_seg, PAM_WE)                            # write RAM, read ROM
+    mem.uc.mem_write(0xF0020, b"wr")
+    assert read(0xF0020, 2) == bios[0x20:0x22]
+    assert mem.ram[0xF0020:0xF0022].tobytes() == b"wr"
+    mem.set_pam(*c_seg, PAM_RE)                            # read-only shadow reads RAM
+    assert read(0xC0000, 2) == b"\0\0"

@@ -10,9 +10,12 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from emu.devices.i440fx import I440fx
 from emu.devices.i8254 import Pit8254
 from emu.devices.i8259 import IsaPic
 from emu.devices.isa_debug import DebugCon, DebugExit, PostPort
+from emu.devices.pci import PciHost
+from emu.devices.piix3 import Piix3Ide, Piix3Isa, Piix4Pm
 from emu.devices.port92 import Port92
 from emu.devices.uart16550 import Uart16550
 from emu.host.chardev import Chardev
@@ -55,6 +58,7 @@ class PcMachine(Machine):
         self.kernel = cfg.kernel or default_guest()
         self.mem = AddressSpace(self.cpu.uc, cfg.ram_size, _bios_image(cfg.bios),
                                 self.cpu.invalidate_code)
+        self._build_pci()
         self.pic = IsaPic("pic", self)
         self.pic.on_intr = self.cpu.set_intr
         self.pit = Pit8254("pit", self)
@@ -76,6 +80,16 @@ class PcMachine(Machine):
             dev.realize(self)  # composite devices realize their own children
         self.mem.fill_unassigned()
         self.system_reset("power on")
+
+    def _build_pci(self) -> None:
+        """Bus 0: 00:00.0 i440FX, 00:01.0 PIIX3 ISA, 00:01.1 IDE, 00:01.3 PM."""
+        self.pci = PciHost("pci", self)
+        self.i440fx = I440fx("i440fx", self, devfn=0)
+        self.piix3 = Piix3Isa("piix3", self, devfn=8)
+        self.ide = Piix3Ide("ide", self, devfn=9)
+        self.pm = Piix4Pm("pm", self, devfn=11)
+        self.pci.attach([self.i440fx, self.piix3, self.ide, self.pm])
+        self.pci.reset_control = (self.piix3.rcr_read, self.piix3.rcr_write)
 
     def isa_irq(self, n: int) -> IrqLine:
         return self.pic.irq_line(n)

@@ -1,0 +1,174 @@
+"""Intel 82371SB PIIX3 functions on bus 0, device 1, and the PIIX4 power-management
+function QEMU's pc machine puts beside them.
+
+- 00:01.0 ISA bridge (82371SB datasheet 2.2): identity 8086:7000, PIRQ route control
+  60h-63h (stored: no PCI device here raises INTx), and the reset control register at
+  I/O 0xCF9 (2.7.4): writing bit 2 (RST_CPU) resets the machine.
+- 00:01.1 IDE (2.3): 8086:7010, class 010180 (legacy-mode IDE, bus master). The legacy
+  ports belong to the IDE channels; BAR4 decodes the 16 bus-master registers (SFF-8038i).
+- 00:01.3 power management (82371AB PIIX4 datasheet 3.4 and 7): 8086:7113. PMBA (40h) with
+  PMREGMISC bit 0 (80h) places the ACPI registers: PM1 status/enable/control and the 24-bit
+  PM timer at 3.579545 MHz (PMBASE+8), which SeaBIOS uses as its clock. APM control and
+  status ports 0xB2/0xB3: ACPI_ENABLE (F1h) and ACPI_DISABLE (F0h) written to 0xB2 set and
+  clear SCI_EN, as QEMU's firmware interface expects. SLP_EN with SLP_TYP 0 powers off.
+  The SMBus function is inert: its base register is stored, nothing decodes it.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from emu.devices.base import Board
+from emu.devices.pci import COMMAND, INTERRUPT_LINE, PciDevice
+from emu.memory.ioport import PortRead, PortWrite
+from emu.qom import prop, register_type, state
+
+PM_TIMER_HZ = 3_579_545
+NS_PER_SEC = 1_000_000_000
+PMBA, PMREGMISC, SMBBA, SMBHSTCFG = 0x40, 0x80, 0x90, 0xD2
+PM_SIZE = 64
+SCI_EN, SLP_EN = 1, 1 << 13
+ACPI_ENABLE, ACPI_DISABLE = 0xF1, 0xF0
+
+
+@register_type("PIIX3")
+class Piix3Isa(PciDevice):
+    """The PCI-to-ISA bridge function and the reset control register."""
+
+    device_id = prop.u16(reset=0x7000, doc="82371SB ISA bridge")
+    class_code = prop.u32(reset=0x060100, doc="ISA bridge")
+    header_type = prop.u8(reset=0x80, doc="multi-function device")
+    reset_control = state.u8(reset=0, doc="RCR (I/O CF9h): bits 1 (SRST) and 3 (FULL_RST)")
+
+    WRITABLE = ((COMMAND, b"\x0f\x01"), (0x4C, b"\xff" * 0xB4))
+
+    def initial_config(self) -> bytes:
+        cfg = bytearray(super().initial_config())
+        cfg[0x4C], cfg[0x4E] = 0x4D, 0x03       # ISA recovery timer, X-bus chip select
+        cfg[0x60:0x64] = b"\x80" * 4            # PIRQA-D routing disabled
+        cfg[0x69], cfg[0x70] = 0x02, 0x80       # top of memory, MBIRQ0 disabled
+        cfg[0x76:0x79] = b"\x0c\x0c\x02"        # MBDMA0/1 disabled, PCSC
+        cfg[0xA0] = 0x08                        # SMI control
+        return bytes(cfg)
+
+    def rcr_read(self) -> int:
+        return self.reset_control
+
+    def rcr_write(self, value: int) -> None:
+        self.reset_control = value & 0x0A
+        if value & 0x04:
+            self.board.request_reset("reset through the PIIX3 reset control register")
+
+
+@register_type("piix3-ide")
+class Piix3Ide(PciDevice):
+    """The IDE function: bus-master registers at BAR4 for the two legacy channels."""
+
+    device_id = prop.u16(reset=0x7010, doc="82371SB IDE")
+    class_code = prop.u32(reset=0x010180, doc="IDE controller, bus master, legacy ports")
+    WRITABLE = ((COMMAND, b"\x07\x01"), (INTERRUPT_LINE, b"\xff"), (0x40, b"\xff" * 5))
+    IO_BARS = {4: 16}
+
+    channels: list = []  # the two IdeChannel objects, bound by the board
+
+    def bar_handlers(self, index: int) -> tuple[PortRead, PortWrite]:
+        def read(off: int, size: int) -> int:
+            return self.channels[off >> 3].bm_read(off & 7, size)
+
+        def write(off: int, size: int, value: int) -> None:
+            self.channels[off >> 3].bm_write(off & 7, size, value)
+
+        return read, write
+
+
+@register_type("piix4-pm")
+class Piix4Pm(PciDevice):
+    """ACPI power management: PM1 registers, the PM timer, APM ports, an inert SMBus."""
+
+    device_id = prop.u16(reset=0x7113, doc="82371AB PIIX4 power management")
+    class_code = prop.u32(reset=0x068000, doc="other bridge device")
+    revision = prop.u8(reset=0x03, doc="revision as QEMU reports it")
+    WRITABLE = ((COMMAND, b"\x07\x01"), (INTERRUPT_LINE, b"\xff"),
+                (PMBA, b"\xc0\xff"), (PMREGMISC, b"\x01"), (SMBBA, b"\xf0\xff"),
+                (SMBHSTCFG, b"\x01"))
+
+    pm1_sts = state.u16(reset=0, doc="PM1a status (write 1 to clear)")
+    pm1_en = state.u16(reset=0, doc="PM1a enable")
+    pm1_cnt = state.u16(reset=0, doc="PM1a control: SCI_EN, SLP_TYP, SLP_EN")
+    apm_cnt = state.u8(reset=0, doc="APM control port 0xB2, last value written")
+    apm_sts = state.u8(reset=0, doc="APM status port 0xB3")
+
+    def initial_config(self) -> bytes:
+        cfg = bytearray(super().initial_config())
+        struct.pack_into("<I", cfg, PMBA, 1)    # I/O space indicator
+        struct.pack_into("<I", cfg, SMBBA, 1)
+        cfg[0x3D], cfg[INTERRUPT_LINE] = 1, 9   # INTA#, SCI on IRQ 9
+        return bytes(cfg)
+
+    def realize(self, board: Board) -> None:  # type: ignore[override]
+        super().realize(board)
+        self._pm_base: int | None = None
+        board.io.register(0xB2, 2, self._apm_read, self._apm_write, owner=f"{self.path}/apm")
+
+    def rebuild(self) -> None:
+        super().rebuild()
+        if self.realized:
+            self._decode_pm()
+
+    def config_written(self, offset: int, size: int, old: bytes) -> None:
+        super().config_written(offset, size, old)
+        self._decode_pm()
+
+    def _decode_pm(self) -> None:
+        base = None
+        if self.config[PMREGMISC] & 1:
+            base = self.config_read(PMBA, 4) & 0xFFC0 or None
+        if base == self._pm_base:
+            return
+        if self._pm_base is not None:
+            self.board.io.unregister(self._pm_base, PM_SIZE)
+            self._pm_base = None
+        if base is not None:
+            try:
+                self.board.io.register(base, PM_SIZE, self._pm_read, self._pm_write,
+                                       owner=f"{self.path}/pm")
+            except ValueError:
+                return
+            self._pm_base = base
+
+    def pm_timer(self) -> int:
+        """The 24-bit ACPI PM timer, from virtual time."""
+        return (self.board.clock.now_ns() * PM_TIMER_HZ // NS_PER_SEC) & 0xFFFFFF
+
+    def _pm_read(self, off: int, size: int) -> int:
+        if 8 <= off < 12:
+            return self.pm_timer() >> (8 * (off - 8))
+        regs = struct.pack("<HHH", self.pm1_sts, self.pm1_en, self.pm1_cnt)
+        return int.from_bytes(regs[off:off + size].ljust(size, b"\0"), "little")
+
+    def _pm_write(self, off: int, size: int, value: int) -> None:
+        if off == 0 and size >= 2:
+            self.pm1_sts &= ~value & 0xFFFF
+        elif off == 2 and size >= 2:
+            self.pm1_en = value & 0xFFFF
+        elif off == 4 and size >= 2:
+            self._pm1_control(value & 0xFFFF)
+
+    def _pm1_control(self, value: int) -> None:
+        self.pm1_cnt = value & ~SLP_EN
+        if value & SLP_EN and (value >> 10) & 7 == 0:
+            self.board.request_shutdown(0, "ACPI power off (S5)")
+
+    def _apm_read(self, off: int, size: int) -> int:
+        return self.apm_cnt if off == 0 else self.apm_sts
+
+    def _apm_write(self, off: int, size: int, value: int) -> None:
+        if off == 1:
+            self.apm_sts = value & 0xFF
+            return
+        self.apm_cnt = value & 0xFF
+        if self.apm_cnt == ACPI_ENABLE:
+            self.pm1_cnt |= SCI_EN
+        elif self.apm_cnt == ACPI_DISABLE:
+            self.pm1_cnt &= ~SCI_EN
+

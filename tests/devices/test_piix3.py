@@ -1,0 +1,111 @@
+"""PIIX3 functions: reset control at 0xCF9, IDE bus-master BAR4, PM timer and APM."""
+
+from __future__ import annotations
+
+import pytest
+
+from emu.devices.pci import PciHost
+from emu.devices.piix3 import PM_TIMER_HZ, Piix3Ide, Piix3Isa, Piix4Pm
+
+
+class Channel:
+    def __init__(self):
+        self.regs = bytearray(8)
+
+    def bm_read(self, off, size):
+        return int.from_bytes(self.regs[off:off + size], "little")
+
+    def bm_write(self, off, size, value):
+        self.regs[off:off + size] = value.to_bytes(size, "little")
+
+
+@pytest.fixture
+def piix(board):
+    host = PciHost("pci", None)
+    isa = Piix3Isa("piix3", None, devfn=8)
+    ide = Piix3Ide("ide", None, devfn=9)
+    ide.channels = [Channel(), Channel()]
+    pm = Piix4Pm("pm", None, devfn=11)
+    host.attach([isa, ide, pm])
+    host.reset_control = (isa.rcr_read, isa.rcr_write)
+    for obj in (host, isa, ide, pm):
+        obj.realize(board)
+        obj.reset()
+    return isa, ide, pm
+
+
+def cfg(board, devfn, reg, size=4, value=None):
+    board.outl(0xCF8, 0x80000000 | devfn << 8 | (reg & 0xFC))
+    port = 0xCFC + (reg & 3)
+    if value is None:
+        return board.io.read(port, size)
+    board.io.write(port, size, value)
+    return None
+
+
+def test_identities(board, piix):
+    assert cfg(board, 8, 0) == 0x70008086 and cfg(board, 8, 0x0E, 1) == 0x80
+    assert cfg(board, 9, 0) == 0x70108086 and cfg(board, 9, 8) >> 8 == 0x010180
+    assert cfg(board, 11, 0) == 0x71138086
+    assert cfg(board, 8, 0x60) == 0x80808080  # PIRQ routing disabled at reset
+
+
+def test_reset_control_register(board, piix):
+    board.outb(0xCF9, 0x02)
+    assert board.resets == [] and board.inb(0xCF9) == 0x02
+    board.outb(0xCF9, 0x06)
+    assert board.resets == ["reset through the PIIX3 reset control register"]
+    board.outl(0xCF8, 0x80000800)  # a dword at 0xCF8 is still CONFIG_ADDRESS
+    assert board.inl(0xCF8) == 0x80000800
+
+
+def test_bus_master_registers_at_bar4(board, piix):
+    _, ide, _ = piix
+    cfg(board, 9, 0x20, 4, 0xC040)
+    cfg(board, 9, 0x04, 2, 0x5)  # I/O space and bus master enable
+    board.outb(0xC042, 0x60)
+    board.outl(0xC04C, 0x12340)
+    assert ide.channels[0].regs[2] == 0x60
+    assert ide.channels[1].bm_read(4, 4) == 0x12340
+    assert board.inl(0xC04C) == 0x12340
+
+
+def test_pm_timer_where_seabios_puts_it(board, piix):
+    assert board.inl(0x608) == 0xFFFFFFFF  # not decoded until enabled
+    cfg(board, 11, 0x40, 4, 0x601)         # PMBA = 0x600
+    cfg(board, 11, 0x80, 1, 0x01)          # PMREGMISC: I/O enable
+    t0 = board.inl(0x608)
+    board.advance(1_000_000_000)
+    t1 = board.inl(0x608)
+    assert (t1 - t0) & 0xFFFFFF == PM_TIMER_HZ & 0xFFFFFF
+    assert t1 < 1 << 24
+    cfg(board, 11, 0x80, 1, 0x00)
+    assert board.inl(0x608) == 0xFFFFFFFF
+
+
+def test_apm_acpi_enable_and_soft_off(board, piix):
+    cfg(board, 11, 0x40, 4, 0x601)
+    cfg(board, 11, 0x80, 1, 0x01)
+    board.outb(0xB2, 0xF1)                 # ACPI_ENABLE
+    assert board.inw(0x604) & 1 == 1 and board.inb(0xB2) == 0xF1
+    board.outb(0xB3, 0x5A)
+    assert board.inb(0xB3) == 0x5A
+    board.outw(0x604, 0x2001)              # SLP_TYP 0 (S5) with SLP_EN
+    assert board.shutdowns == [(0, "ACPI power off (S5)")]
+
+
+def test_pm_state_round_trip(board, piix):
+    _, _, pm = piix
+    cfg(board, 11, 0x40, 4, 0x701)
+    cfg(board, 11, 0x80, 1, 0x01)
+    board.outb(0xB2, 0xF1)
+    board.outw(0x702, 0x0120)
+    other = type(board)()
+    other.advance(5)
+    copy = Piix4Pm("pm", None, devfn=11)
+    copy.realize(other)
+    copy.reset()
+    for name in ("config", "pm1_sts", "pm1_en", "pm1_cnt", "apm_cnt", "apm_sts"):
+        setattr(copy, name, getattr(pm, name))
+    copy.rebuild()
+    assert other.inw(0x702) == 0x0120 and other.inw(0x704) & 1 == 1
