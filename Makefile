@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HELPER := emu/cpu/_cpuhelper.so
 DEMO := emu/guests/demo.elf
 
-.PHONY: all build run test lint guests bench clean
+.PHONY: all build run test lint guests firmware bench clean
 
 all: build
 
@@ -32,11 +32,15 @@ run: build
 guests:
 	$(MAKE) -C tests/guests
 
+# Third-party firmware the tests boot (Debian's seabios), installed when missing.
+firmware:
+	tests/guests/firmware/fetch-seabios.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check emu tests bench
 
 # pytest exits 5 when it collected nothing; make fails on any non-zero status.
-test: build guests lint
+test: build guests firmware lint
 	$(BIN)/pytest -q -p no:cacheprovider
 
 BENCH_GUEST := bench/guests/build/compute.elf

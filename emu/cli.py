@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from emu import __version__
+from emu.host.block import assign_indexes, drive_for_option, parse_drive
 from emu.machine.config import MachineConfig
 
 USAGE = """\
@@ -25,7 +26,12 @@ usage: pyemu [options]
   -kernel FILE          boot a Multiboot ELF kernel (default: the bundled demo guest)
   -append STRING        kernel command line
   -initrd FILES         Multiboot modules: "file1 args,file2"
-  -bios FILE            firmware image mapped below 4 GiB
+  -bios FILE            firmware image mapped below 4 GiB (e.g. SeaBIOS's bios.bin)
+  -drive file=F[,if=ide][,index=0-3][,media=disk|cdrom][,readonly=on][,snapshot=on]
+                        an IDE drive with a raw image (format=raw)
+  -hda/-hdb/-hdc/-hdd F IDE drive 0-3 from image F; -cdrom F: a CD-ROM as drive 2
+  -snapshot             writes to every drive go to a temporary overlay, lost on exit
+  -boot [order=]DRIVES  firmware boot order: c disk, d cdrom, a floppy, n network
   -serial SPEC          next serial port: stdio, mon:stdio, null, none, file:PATH,
                         tcp:HOST:PORT[,server][,nowait], unix:PATH[,server][,nowait]
   -monitor SPEC         human monitor on a chardev (stdio, none, tcp:..., unix:...)
@@ -115,6 +121,8 @@ def parse_args(argv: list[str]) -> Options:
             try:
                 result = _VALUED[name](cfg, value)
             except ValueError as e:
+                if str(e).startswith(name + " "):  # the parser named the part at fault
+                    raise UsageError(str(e)) from None
                 detail = f": {e}" if str(e) and str(e) != value else ""
                 raise UsageError(f"{name} {value}: invalid value{detail}") from None
             if isinstance(result, str):
@@ -158,6 +166,25 @@ def _memory(cfg: MachineConfig, value: str) -> None:
     cfg.ram_size = (size + 0xFFF) & ~0xFFF
 
 
+def _boot(cfg: MachineConfig, value: str) -> None:
+    order = value
+    for part in value.split(","):
+        key, eq, val = part.partition("=")
+        if eq and key in ("order", "once"):
+            order = val
+        elif eq and key not in ("menu", "splash-time", "reboot-timeout", "strict"):
+            raise ValueError(f"unknown parameter {key!r}")
+        elif not eq:
+            order = part
+    if not order or any(c not in "acdn" for c in order):
+        raise ValueError(f"boot order {order!r}: letters a, c, d, n only")
+    cfg.boot_order = order
+
+
+def _drive_option(name: str) -> Callable[[MachineConfig, str], None]:
+    return lambda cfg, value: cfg.drives.append(drive_for_option(name, value))
+
+
 def _display(cfg: MachineConfig, value: str) -> None:
     if value.split(",")[0] not in ("none", "curses", "nographic"):
         raise ValueError("pyemu has no graphical display; use 'none'")
@@ -177,16 +204,24 @@ _VALUED: dict[str, Callable[[MachineConfig, str], str | None]] = {
     "-bios": _set("bios"), "-serial": _append("serial"), "-monitor": _append("monitor"),
     "-debugcon": _set("debugcon"), "-name": _set("name"), "-display": _display,
     "-icount": lambda cfg, v: setattr(cfg, "icount_shift", _icount(v)),
+    "-boot": _boot,
+    "-drive": lambda cfg, v: cfg.drives.append(parse_drive(v)),
+    **{f"-{name}": _drive_option(name) for name in ("hda", "hdb", "hdc", "hdd", "cdrom")},
 }
 _FLAGS: dict[str, Callable[[MachineConfig], None]] = {
     "-nographic": lambda cfg: setattr(cfg, "nographic", True),
     "-S": lambda cfg: setattr(cfg, "start_paused", True),
     "-no-reboot": lambda cfg: setattr(cfg, "no_reboot", True),
+    "-snapshot": lambda cfg: setattr(cfg, "snapshot", True),
 }
 
 
 def _finish(cfg: MachineConfig) -> None:
     """Defaults that depend on other options, as QEMU applies them."""
+    try:
+        cfg.drives = assign_indexes(cfg.drives)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     if len(cfg.serial) > 4:
         raise UsageError(f"-serial {cfg.serial[4]}: at most 4 serial ports")
     if not cfg.serial:

@@ -69,7 +69,16 @@ class Piix3Ide(PciDevice):
     WRITABLE = ((COMMAND, b"\x07\x01"), (INTERRUPT_LINE, b"\xff"), (0x40, b"\xff" * 5))
     IO_BARS = {4: 16}
 
-    channels: list = []  # the two IdeChannel objects, bound by the board
+    def realize(self, board: Board) -> None:  # type: ignore[override]
+        self.channels = list(self.children.values())  # ide0, ide1, added by the board
+        super().realize(board)
+        for channel in self.channels:
+            channel.realize(board)
+
+    def reset(self) -> None:
+        super().reset()
+        for channel in self.channels:
+            channel.reset()
 
     def bar_handlers(self, index: int) -> tuple[PortRead, PortWrite]:
         def read(off: int, size: int) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from emu.host.block import DriveSpec
+
 
 @dataclass
 class MachineConfig:
@@ -21,3 +23,6 @@ class MachineConfig:
     icount_shift: int | None = None
     no_reboot: bool = False
     name: str = ""
+    drives: list[DriveSpec] = field(default_factory=list)  # IDE index 0-3, assigned
+    snapshot: bool = False  # -snapshot: every drive's writes vanish on exit
+    boot_order: str = "cad"  # -boot: drive letters, a floppy c disk d cdrom n network

@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import Callable
 
+from emu.host.block import BlockBackend
 from emu.host.chardev import Chardev, MuxChardev, SocketChardev, parse_chardev
 from emu.machine.config import MachineConfig
 from emu.machine.pc.multiboot import BootError
@@ -39,7 +40,13 @@ def launch(cfg: MachineConfig, signal_handlers: Callable[[Callable[[str], None]]
 
     opened: list[Chardev] = []
     monitors: list[Chardev] = []
+    blocks: dict[int, BlockBackend] = {}
     try:
+        for spec in cfg.drives:
+            try:
+                blocks[spec.index] = spec.open(snapshot=cfg.snapshot)
+            except OSError as e:
+                raise LaunchError(f"-drive file={spec.file}: {e.strerror or e}") from None
         devices: dict[str, Chardev] = {}
         for i, spec in enumerate(cfg.serial):
             if spec != "none":
@@ -56,15 +63,25 @@ def launch(cfg: MachineConfig, signal_handlers: Callable[[Callable[[str], None]]
                 # only user, so it takes the focused frontend
                 monitors.append(cd.frontend(0) if isinstance(cd, MuxChardev) else cd)
         try:
-            machine = PcMachine(cfg, devices)
+            machine = PcMachine(cfg, devices, blocks)
         except (BootError, ValueError, OSError) as e:
             raise LaunchError(str(e)) from None
     except LaunchError as e:
-        for cd in opened:
-            cd.close()
+        _close(opened, blocks)
         print(f"pyemu: {e}", file=sys.stderr)
         return 1
-    return _run(machine, cfg, opened, monitors, signal_handlers)
+    try:
+        return _run(machine, cfg, opened, monitors, signal_handlers)
+    finally:
+        _close([], blocks)
+
+
+def _close(chardevs: list[Chardev], blocks: dict[int, BlockBackend]) -> None:
+    """Release host resources; closing an image flushes what the guest wrote."""
+    for cd in chardevs:
+        cd.close()
+    for backend in blocks.values():
+        backend.close()
 
 
 def _run(machine, cfg: MachineConfig, opened: list[Chardev], monitors: list[Chardev],
@@ -95,7 +112,6 @@ def _run(machine, cfg: MachineConfig, opened: list[Chardev], monitors: list[Char
         while thread.is_alive():
             thread.join(0.25)  # the main thread stays free to take signals
     finally:
-        for cd in opened:
-            cd.close()
+        _close(opened, {})
     log.info("exit: %s", machine.exit_reason)
     return status[0] if status else 1

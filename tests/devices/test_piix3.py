@@ -24,13 +24,13 @@ def piix(board):
     host = PciHost("pci", None)
     isa = Piix3Isa("piix3", None, devfn=8)
     ide = Piix3Ide("ide", None, devfn=9)
-    ide.channels = [Channel(), Channel()]
     pm = Piix4Pm("pm", None, devfn=11)
     host.attach([isa, ide, pm])
     host.reset_control = (isa.rcr_read, isa.rcr_write)
     for obj in (host, isa, ide, pm):
         obj.realize(board)
         obj.reset()
+    ide.channels = [Channel(), Channel()]  # stand-ins for the two IDE channels
     return isa, ide, pm
 
 

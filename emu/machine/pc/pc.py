@@ -7,17 +7,23 @@ Ports and IRQs as on an IBM PC/AT compatible: PICs 0x20/0xA0 (+ ELCR 0x4D0), PIT
 
 from __future__ import annotations
 
+import struct
 from importlib import resources
 from pathlib import Path
 
+from emu.devices import fw_cfg
+from emu.devices.fw_cfg import FwCfg, e820_table
 from emu.devices.i440fx import I440fx
+from emu.devices.i8042 import I8042
 from emu.devices.i8254 import Pit8254
 from emu.devices.i8259 import IsaPic
+from emu.devices.ide import IdeChannel, IdeDrive
 from emu.devices.isa_debug import DebugCon, DebugExit, PostPort
 from emu.devices.pci import PciHost
 from emu.devices.piix3 import Piix3Ide, Piix3Isa, Piix4Pm
 from emu.devices.port92 import Port92
 from emu.devices.uart16550 import Uart16550
+from emu.host.block import BlockBackend
 from emu.host.chardev import Chardev
 from emu.irq import IrqLine
 from emu.machine.config import MachineConfig
@@ -26,6 +32,8 @@ from emu.machine.pc.multiboot import BootError, load_multiboot
 from emu.memory.address_space import AddressSpace
 
 COM_PORTS = ((0x3F8, 4), (0x2F8, 3), (0x3E8, 4), (0x2E8, 3))
+IDE_CHANNELS = ((0x1F0, 0x3F6, 14), (0x170, 0x376, 15))
+E820_RAM = 1
 BIOS_STUB_SIZE = 0x10000
 RESET_VECTOR_STUB = bytes([0xFA, 0xF4, 0xEB, 0xFD])  # cli; hlt; jmp back to hlt
 
@@ -51,17 +59,25 @@ class PcMachine(Machine):
 
     TYPE_NAME = "pc"
 
-    def __init__(self, cfg: MachineConfig, chardevs: dict[str, Chardev]) -> None:
-        """``chardevs`` binds host backends: "serial0".."serial3", "debugcon"."""
+    def __init__(self, cfg: MachineConfig, chardevs: dict[str, Chardev],
+                 blocks: dict[int, BlockBackend] | None = None) -> None:
+        """Host bindings: ``chardevs`` for "serial0".."serial3" and "debugcon", ``blocks``
+        the opened image of each IDE index in ``cfg.drives``."""
         super().__init__(icount_shift=cfg.icount_shift, no_reboot=cfg.no_reboot)
         self.cfg = cfg
-        self.kernel = cfg.kernel or default_guest()
+        # -kernel: our Multiboot loader; -bios or drives: the firmware from the reset
+        # vector; neither: the bundled demo guest.
+        firmware_boot = cfg.kernel is None and (cfg.bios is not None or bool(cfg.drives))
+        self.kernel = None if firmware_boot else cfg.kernel or default_guest()
         self.mem = AddressSpace(self.cpu.uc, cfg.ram_size, _bios_image(cfg.bios),
                                 self.cpu.invalidate_code)
         self._build_pci()
+        self._build_ide(cfg, blocks or {})
+        self._build_fw_cfg(cfg)
         self.pic = IsaPic("pic", self)
         self.pic.on_intr = self.cpu.set_intr
         self.pit = Pit8254("pit", self)
+        self.i8042 = I8042("i8042", self)
         self.uarts = []
         for i, (base, irq) in enumerate(COM_PORTS):
             if f"serial{i}" in chardevs:
@@ -91,6 +107,29 @@ class PcMachine(Machine):
         self.pci.attach([self.i440fx, self.piix3, self.ide, self.pm])
         self.pci.reset_control = (self.piix3.rcr_read, self.piix3.rcr_write)
 
+    def _build_ide(self, cfg: MachineConfig, blocks: dict[int, BlockBackend]) -> None:
+        """Two legacy channels under the PIIX3 IDE function, a drive per -drive index."""
+        channels = [IdeChannel(f"ide{n}", self.ide, iobase=base, ctlbase=ctl, irq=irq)
+                    for n, (base, ctl, irq) in enumerate(IDE_CHANNELS)]
+        for spec in cfg.drives:
+            drive = IdeDrive("master" if spec.unit == 0 else "slave", channels[spec.channel],
+                             media=spec.media)
+            drive.backend = blocks[spec.index]
+
+    def _build_fw_cfg(self, cfg: MachineConfig) -> None:
+        """The firmware's view of the machine, as QEMU's pc board fills fw_cfg."""
+        fw = self.fw_cfg = FwCfg("fw_cfg", self)
+        fw.add_u64(fw_cfg.RAM_SIZE, cfg.ram_size)
+        fw.add_u16(fw_cfg.NB_CPUS, 1)
+        fw.add_u16(fw_cfg.MAX_CPUS, 1)
+        fw.add_u16(fw_cfg.NOGRAPHIC, 1)  # no VGA at all: firmware talks on COM1
+        fw.add_u16(fw_cfg.BOOT_DEVICE, ord(cfg.boot_order[0]))
+        ram = [(0, self.mem.below_4g, E820_RAM)]
+        if self.mem.above_4g:
+            ram.append((1 << 32, self.mem.above_4g, E820_RAM))
+        fw.add_file("etc/e820", e820_table(ram))
+        fw.add_file("etc/boot-fail-wait", struct.pack("<i", -1))
+
     def isa_irq(self, n: int) -> IrqLine:
         return self.pic.irq_line(n)
 
@@ -102,5 +141,7 @@ class PcMachine(Machine):
         return self.pic.acknowledge()
 
     def boot(self) -> None:
+        if self.kernel is None:
+            return  # the CPU is at the reset vector; the firmware takes it from there
         image = load_multiboot(self.kernel, self.cfg.append, self.cfg.initrd, self.mem)
         self.cpu.enter_flat32(image.entry, rax=0x2BADB002, rbx=image.info_addr)
