@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from emu import __version__
+from emu.devices.mc146818 import boot_order_nibbles, parse_rtc_base
 from emu.host.block import assign_indexes, drive_for_option, parse_drive
 from emu.machine.config import MachineConfig
 
@@ -32,6 +33,7 @@ usage: pyemu [options]
   -hda/-hdb/-hdc/-hdd F IDE drive 0-3 from image F; -cdrom F: a CD-ROM as drive 2
   -snapshot             writes to every drive go to a temporary overlay, lost on exit
   -boot [order=]DRIVES  firmware boot order: c disk, d cdrom, a floppy, n network
+  -rtc base=utc|localtime|DATE  the RTC's start (DATE: 2006-06-17 or 2006-06-17T16:01:21)
   -serial SPEC          next serial port: stdio, mon:stdio, null, none, file:PATH,
                         tcp:HOST:PORT[,server][,nowait], unix:PATH[,server][,nowait]
   -monitor SPEC         human monitor on a chardev (stdio, none, tcp:..., unix:...)
@@ -176,9 +178,20 @@ def _boot(cfg: MachineConfig, value: str) -> None:
             raise ValueError(f"unknown parameter {key!r}")
         elif not eq:
             order = part
-    if not order or any(c not in "acdn" for c in order):
-        raise ValueError(f"boot order {order!r}: letters a, c, d, n only")
+    if not order:
+        raise ValueError("empty boot order")
+    boot_order_nibbles(order)
     cfg.boot_order = order
+
+
+def _rtc(cfg: MachineConfig, value: str) -> None:
+    for part in value.split(","):
+        key, _, val = part.partition("=")
+        if key == "base":
+            parse_rtc_base(val)
+            cfg.rtc_base = val
+        elif key not in ("clock", "driftfix"):
+            raise ValueError(f"unknown parameter {key!r}")
 
 
 def _drive_option(name: str) -> Callable[[MachineConfig, str], None]:
@@ -205,6 +218,7 @@ _VALUED: dict[str, Callable[[MachineConfig, str], str | None]] = {
     "-debugcon": _set("debugcon"), "-name": _set("name"), "-display": _display,
     "-icount": lambda cfg, v: setattr(cfg, "icount_shift", _icount(v)),
     "-boot": _boot,
+    "-rtc": _rtc,
     "-drive": lambda cfg, v: cfg.drives.append(parse_drive(v)),
     **{f"-{name}": _drive_option(name) for name in ("hda", "hdb", "hdc", "hdd", "cdrom")},
 }

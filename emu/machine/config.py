@@ -26,3 +26,4 @@ class MachineConfig:
     drives: list[DriveSpec] = field(default_factory=list)  # IDE index 0-3, assigned
     snapshot: bool = False  # -snapshot: every drive's writes vanish on exit
     boot_order: str = "cad"  # -boot: drive letters, a floppy c disk d cdrom n network
+    rtc_base: str = "utc"  # -rtc base=: utc, localtime or a date

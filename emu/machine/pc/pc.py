@@ -19,6 +19,7 @@ from emu.devices.i8254 import Pit8254
 from emu.devices.i8259 import IsaPic
 from emu.devices.ide import IdeChannel, IdeDrive
 from emu.devices.isa_debug import DebugCon, DebugExit, PostPort
+from emu.devices.mc146818 import Rtc, pc_nvram
 from emu.devices.pci import PciHost
 from emu.devices.piix3 import Piix3Ide, Piix3Isa, Piix4Pm
 from emu.devices.port92 import Port92
@@ -78,6 +79,8 @@ class PcMachine(Machine):
         self.pic.on_intr = self.cpu.set_intr
         self.pit = Pit8254("pit", self)
         self.i8042 = I8042("i8042", self)
+        self.rtc = Rtc("rtc", self, base=cfg.rtc_base, nvram_init=pc_nvram(
+            self.mem.below_4g, self.mem.above_4g, cfg.boot_order))
         self.uarts = []
         for i, (base, irq) in enumerate(COM_PORTS):
             if f"serial{i}" in chardevs:
