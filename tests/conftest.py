@@ -41,6 +41,7 @@ class BenchBoard:
         self.shutdowns: list[tuple[int, str]] = []
         self.mem = BenchMemory()
         self.a20: dict[str, bool] = {}
+        self.window: list | None = None  # [port, data, pos, end], as the CPU keeps it
 
     def isa_irq(self, n: int) -> IrqLine:
         return self.irqs[n]
@@ -50,6 +51,23 @@ class BenchBoard:
 
     def request_shutdown(self, status: int, reason: str) -> None:
         self.shutdowns.append((status, reason))
+
+    def pio_window(self, port: int, data: bytes, pos: int, end: int) -> None:
+        self.window = [port, data, pos, end]
+
+    def pio_window_take(self, port: int) -> int | None:
+        if self.window is None or self.window[0] != port:
+            return None
+        pos, self.window = self.window[2], None
+        return pos
+
+    def _in(self, port: int, size: int) -> int:
+        """A guest IN, served from a PIO window the way the CPU's C hook serves it."""
+        w = self.window
+        if w is not None and w[0] == port and w[2] + size < w[3]:
+            w[2] += size
+            return int.from_bytes(w[1][w[2] - size:w[2]], "little")
+        return self.io.read(port, size)
 
     def set_a20(self, source: str, enabled: bool) -> None:
         self.a20[source] = enabled
@@ -77,13 +95,13 @@ class BenchBoard:
         return self.io.read(port, 1)
 
     def inw(self, port: int) -> int:
-        return self.io.read(port, 2)
+        return self._in(port, 2)
 
     def outl(self, port: int, v: int) -> None:
         self.io.write(port, 4, v)
 
     def inl(self, port: int) -> int:
-        return self.io.read(port, 4)
+        return self._in(port, 4)
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@
 #define UC_HOOK_INSN_INVALID (1 << 14)
 #define UC_X86_INS_SYSCALL 699
 #define UC_X86_INS_SYSENTER 700
+#define UC_X86_INS_IN 218
 #define UC_X86_REG_RIP 41
 #define UC_X86_REG_RFLAGS 253
 
@@ -50,6 +51,7 @@ typedef void (*hardirq_fn)(void *env, int intno, int is_hw);
 typedef void (*raise_exc_err_fn)(void *env, int intno, int error_code);
 typedef void (*update_hflags_fn)(void *env);
 typedef int (*inta_fn)(void);
+typedef uint32_t (*port_in_fn)(void *uc, uint32_t port, int size, void *ud);
 
 /* One segment cache entry of CPUX86State (QEMU's SegmentCache). */
 struct seg {
@@ -78,6 +80,13 @@ struct pyemu_cpu {
     raise_exc_err_fn raise_exc_err;
     update_hflags_fn update_hflags;
     inta_fn inta;
+    port_in_fn py_in;               /* Python's port-read dispatcher */
+    /* PIO window: reads of `fast_port` are served from fast_buf[fast_pos:fast_end] here,
+     * except the one that reaches fast_end, which goes to the device (end of a block) */
+    int64_t fast_port;
+    const uint8_t *fast_buf;
+    int64_t fast_pos;
+    int64_t fast_end;
     volatile int64_t intr;          /* the INTR line from the PIC */
     volatile int64_t kick;          /* end the running slice as soon as possible */
     int64_t stop_reason;
@@ -283,6 +292,18 @@ static void on_sysenter(void *uc, void *ud)
 
 int pyemu_watch(struct pyemu_cpu *p, int on);
 
+static uint32_t on_in(void *uc, uint32_t port, int size, void *ud)
+{
+    struct pyemu_cpu *p = ud;
+    if ((int64_t)port == p->fast_port && p->fast_pos + size < p->fast_end) {
+        uint32_t value = 0;
+        memcpy(&value, p->fast_buf + p->fast_pos, (size_t)size);  /* x86 host: little-endian */
+        p->fast_pos += size;
+        return value;
+    }
+    return p->py_in(uc, port, size, NULL);
+}
+
 int pyemu_cpu_attach(struct pyemu_cpu *p, int icount)
 {
     size_t h;
@@ -292,6 +313,8 @@ int pyemu_cpu_attach(struct pyemu_cpu *p, int icount)
                        (uint64_t)1, (uint64_t)0);
     err |= p->hook_add(p->uc, &h, UC_HOOK_INSN, (void *)on_syscall, p, (uint64_t)1, (uint64_t)0,
                        UC_X86_INS_SYSCALL);
+    err |= p->hook_add(p->uc, &h, UC_HOOK_INSN, (void *)on_in, p, (uint64_t)1, (uint64_t)0,
+                       UC_X86_INS_IN);
     err |= p->hook_add(p->uc, &h, UC_HOOK_INSN, (void *)on_sysenter, p, (uint64_t)1, (uint64_t)0,
                        UC_X86_INS_SYSENTER);
     if (icount) {

@@ -43,7 +43,9 @@ class PyemuCpu(ctypes.Structure):
             "off_regs")],
         *[(n, ctypes.c_void_p) for n in (
             "hook_add", "hook_del", "emu_stop", "reg_write", "reg_read", "do_interrupt", "hardirq",
-            "raise_exc_err", "update_hflags", "inta")],
+            "raise_exc_err", "update_hflags", "inta", "py_in")],
+        ("fast_port", ctypes.c_int64), ("fast_buf", ctypes.c_void_p),
+        ("fast_pos", ctypes.c_int64), ("fast_end", ctypes.c_int64),
         *[(n, ctypes.c_int64) for n in (
             "intr", "kick", "stop_reason", "icount", "icount_budget", "irqs_delivered",
             "exceptions_delivered", "watch_hook", "once_hook", "deadline_ns", "in_run",
@@ -181,7 +183,7 @@ def _find_exc_next_eip(env_off: int) -> int:
 class Helper:
     """The C helper bound to one engine."""
 
-    def __init__(self, uc: unicorn.Uc, inta: callable, icount: bool) -> None:
+    def __init__(self, uc: unicorn.Uc, inta: callable, port_in: object, icount: bool) -> None:
         self.lib = _load()
         self.layout = lay = discover_layout(uc)
         p = self.p = PyemuCpu()
@@ -206,6 +208,9 @@ class Helper:
         p.update_hflags = sym("x86_update_hflags_x86_64")
         self._inta = INTA_FN(inta)  # kept alive: C holds the pointer
         p.inta = ctypes.cast(self._inta, ctypes.c_void_p).value
+        self._port_in = port_in  # a ctypes callback: kept alive while C holds it
+        p.py_in = ctypes.cast(port_in, ctypes.c_void_p).value
+        p.fast_port = -1
         self.ref = ctypes.byref(p)
         if self.lib.pyemu_cpu_attach(self.ref, int(icount)) != 0:
             raise HelperError("unicorn refused the helper's hooks")

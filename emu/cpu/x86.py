@@ -82,11 +82,11 @@ class X86Cpu:
         self._cpuid = _cpuid_table()
         self._port_in, self._port_out = port_in, port_out
         self._inta_fn = inta
-        self.helper = Helper(self.uc, self._inta, icount)
+        self.helper = Helper(self.uc, self._inta, IN_CB(self._on_in), icount)
+        self._window: bytes | None = None
         self._in_run = False
         self._watching = icount  # icount keeps the global block hook for good
         self._hooks: list[object] = []
-        self._add_insn_hook(IN_CB(self._on_in), x.UC_X86_INS_IN)
         self._add_insn_hook(OUT_CB(self._on_out), x.UC_X86_INS_OUT)
         self._add_insn_hook(CPUID_CB(self._on_cpuid), x.UC_X86_INS_CPUID)
         self._reset_ctx = _real_mode_context()
@@ -139,6 +139,23 @@ class X86Cpu:
     def request_stop(self) -> None:
         """From an I/O callback: end the slice so the machine can act (reset, exit)."""
         self.uc.emu_stop()
+
+    def pio_window(self, port: int, data: bytes, pos: int, end: int) -> None:
+        """Serve 16/32-bit reads of ``port`` from data[pos:end] in C; the read that would
+        reach ``end`` still goes to the device, which ends its block there."""
+        p = self.helper.p
+        self._window = data  # the C side points into this object: keep it alive
+        p.fast_buf = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value
+        p.fast_pos, p.fast_end, p.fast_port = pos, end, port
+
+    def pio_window_take(self, port: int) -> int | None:
+        """Close the window on ``port``: the position reads reached, or None if none."""
+        p = self.helper.p
+        if p.fast_port != port:
+            return None
+        p.fast_port = -1
+        self._window = None
+        return p.fast_pos
 
     def set_budget(self, insns: int) -> None:
         """icount: end the running slice after ``insns`` more instructions."""

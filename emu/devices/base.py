@@ -41,6 +41,16 @@ class Board(Protocol):
         """Ask the machine to stop and pyemu to exit with ``status``."""
         ...
 
+    def pio_window(self, port: int, data: bytes, pos: int, end: int) -> None:
+        """Let the CPU serve 16/32-bit reads of ``port`` from data[pos:end] itself, without
+        calling the device, except the read that would reach ``end`` (a block's end)."""
+        ...
+
+    def pio_window_take(self, port: int) -> int | None:
+        """Close the window on ``port``: the position reads reached, or None if none was
+        open. A device takes it back before anything else touches that transfer."""
+        ...
+
     def set_a20(self, source: str, enabled: bool) -> None:
         """One source of the A20 gate (the i8042 output port, port 0x92): the line is
         enabled while any source enables it."""

@@ -386,7 +386,9 @@ class IdeDrive(Device):
     def pio_write(self, size: int, value: int) -> None:
         phase = self.phase
         if phase == PH_ATA_OUT:
-            self.io_buffer += value.to_bytes(size, "little")
+            # bytes past the sector's end are outside the DRQ block: the drive drops them
+            room = SECTOR - len(self.io_buffer)
+            self.io_buffer += value.to_bytes(size, "little")[:room]
             if len(self.io_buffer) >= SECTOR:
                 self._sector_written()
         elif phase == PH_PACKET:
@@ -907,6 +909,8 @@ class IdeChannel(Device):
         self.board.io.unregister(self.ctlbase, 1)
 
     def reset(self) -> None:
+        if self.realized:
+            self._take_window()
         super().reset()
         for drv in self.drives:
             if drv is not None:
@@ -950,12 +954,29 @@ class IdeChannel(Device):
     def _selected(self) -> IdeDrive | None:
         return self.drives[(self.select >> 4) & 1]
 
+    def _take_window(self) -> None:
+        """Bring back what the CPU read from the PIO window: its drive's position."""
+        pos = self.board.pio_window_take(self.iobase)
+        if pos is not None:
+            self._window_drive.io_pos = pos
+
+    def sync_state(self) -> None:
+        self._take_window()
+
     def _data_read(self, _off: int, size: int) -> int:
         if size == 1:
             return 0xFF
-        return self._current.pio_read(size)
+        self._take_window()
+        drv = self._current
+        value = drv.pio_read(size)
+        if isinstance(drv, IdeDrive) and drv.io_pos < drv.io_end:
+            # the rest of this block: the CPU serves it without calling back
+            self._window_drive = drv
+            self.board.pio_window(self.iobase, drv.io_buffer, drv.io_pos, drv.io_end)
+        return value
 
     def _data_write(self, _off: int, size: int, value: int) -> None:
+        self._take_window()
         if size != 1:
             self._current.pio_write(size, value)
 
@@ -973,6 +994,7 @@ class IdeChannel(Device):
         return drv.read_register(reg, bool(self.devctl & HOB))
 
     def _reg_write(self, off: int, size: int, value: int) -> None:
+        self._take_window()
         reg = off + 1
         value &= 0xFF
         self.devctl &= ~HOB  # a taskfile write ends high-order byte readback
@@ -992,6 +1014,7 @@ class IdeChannel(Device):
         return drv.status if drv is not None else 0
 
     def _ctl_write(self, _off: int, _size: int, value: int) -> None:
+        self._take_window()
         old, self.devctl = self.devctl, value & (NIEN | SRST | HOB)
         if (old ^ value) & SRST:
             asserted = bool(value & SRST)

@@ -165,6 +165,14 @@ class DriveSpec:
     readonly: bool = False
     snapshot: bool = False
     id: str | None = None
+    option: str = "-drive"  # the option the user typed: -drive, -hda..-hdd, -cdrom
+
+    @property
+    def origin(self) -> str:
+        """The drive as the command line named it, for error messages."""
+        if self.option == "-drive":
+            return f"-drive file={self.file}"
+        return f"{self.option} {self.file}"
 
     @property
     def channel(self) -> int:
@@ -268,10 +276,10 @@ def drive_for_option(option: str, path: str) -> DriveSpec:
     """``-hda FILE`` .. ``-hdd FILE`` and ``-cdrom FILE`` as QEMU maps them."""
     name = option.lstrip("-")
     if name == "cdrom":
-        return DriveSpec(file=path, index=2, media="cdrom", readonly=True)
+        return DriveSpec(file=path, index=2, media="cdrom", readonly=True, option="-cdrom")
     if name not in _SHORT_OPTIONS:
         raise ValueError(f"-{name}: not a drive option")
-    return DriveSpec(file=path, index=_SHORT_OPTIONS[name])
+    return DriveSpec(file=path, index=_SHORT_OPTIONS[name], option=f"-{name}")
 
 
 def assign_indexes(specs: list[DriveSpec]) -> list[DriveSpec]:

@@ -46,7 +46,7 @@ def launch(cfg: MachineConfig, signal_handlers: Callable[[Callable[[str], None]]
             try:
                 blocks[spec.index] = spec.open(snapshot=cfg.snapshot)
             except OSError as e:
-                raise LaunchError(f"-drive file={spec.file}: {e.strerror or e}") from None
+                raise LaunchError(f"{spec.origin}: {e.strerror or e}") from None
         devices: dict[str, Chardev] = {}
         for i, spec in enumerate(cfg.serial):
             if spec != "none":

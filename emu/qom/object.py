@@ -120,5 +120,9 @@ class Object:
     def rebuild(self) -> None:
         """Recompute derived fields from state; must not touch other objects."""
 
+    def sync_state(self) -> None:
+        """Bring state fields up to date with what lives elsewhere for speed (a PIO
+        window the CPU serves); called before state is read for saving."""
+
     def unrealize(self) -> None:
         """Release host resources (files, sockets, threads)."""

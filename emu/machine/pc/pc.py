@@ -136,6 +136,12 @@ class PcMachine(Machine):
     def isa_irq(self, n: int) -> IrqLine:
         return self.pic.irq_line(n)
 
+    def pio_window(self, port: int, data: bytes, pos: int, end: int) -> None:
+        self.cpu.pio_window(port, data, pos, end)
+
+    def pio_window_take(self, port: int) -> int | None:
+        return self.cpu.pio_window_take(port)
+
     def set_a20(self, source: str, enabled: bool) -> None:
         self._a20[source] = enabled
         self.cpu.set_a20(any(self._a20.values()))
