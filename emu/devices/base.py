@@ -65,3 +65,16 @@ class Device(Object):
     def realize(self, board: Board) -> None:  # type: ignore[override]
         self.board = board
         super().realize()
+
+    def realize_all(self, board: Board) -> None:
+        """This device, then its descendants: a parent configures its children's props
+        before they freeze, and children find their parent realized."""
+        self.realize(board)
+        for child in self.children.values():
+            child.realize_all(board)  # type: ignore[attr-defined]
+
+    def reset_all(self) -> None:
+        """Descendants first, then this device, whose rebuild may read theirs."""
+        for child in self.children.values():
+            child.reset_all()  # type: ignore[attr-defined]
+        self.reset()

@@ -295,8 +295,6 @@ class I8042(Device):
     # -- life cycle -----------------------------------------------------------------
     def realize(self, board: Board) -> None:  # type: ignore[override]
         super().realize(board)
-        if not self.kbd.realized:
-            self.kbd.realize(board)
         board.io.register(DATA_PORT, 1, self._data_read, self._data_write, owner=self.path,
                           byte_wide=True)
         board.io.register(STATUS_PORT, 1, self._status_read, self._command_write,
@@ -308,7 +306,6 @@ class I8042(Device):
         self.board.io.unregister(STATUS_PORT, 1)
 
     def reset(self) -> None:
-        self.kbd.reset()
         super().reset()
         if self.realized:
             for line, level in self._levels():

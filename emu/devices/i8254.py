@@ -439,18 +439,11 @@ class Pit8254(Device):
 
     def realize(self, board: Board) -> None:  # type: ignore[override]
         super().realize(board)
-        self.channels[0].set_prop("irq", self.irq)
-        for ch in self.channels:
-            ch.realize(board)
+        self.channels[0].set_prop("irq", self.irq)  # before the channels realize
         board.io.register(self.iobase, 4, self._read_byte, self._write_byte, owner=self.path,
                           byte_wide=True)
         board.io.register(self.port_b, 1, self._port_b_read, self._port_b_write,
                           owner=self.path)
-
-    def reset(self) -> None:
-        super().reset()
-        for ch in self.channels:
-            ch.reset()
 
     def describe(self) -> str:
         """One line per counter, for the monitor."""

@@ -307,17 +307,9 @@ class IsaPic(Device):
         # IR2 carries the cascade, so the AT routes the bus's IRQ2 pin to IRQ9.
         return self._lines[9 if n == CASCADE_IR else n]
 
-    def realize(self, board: Board) -> None:  # type: ignore[override]
-        super().realize(board)
-        for chip in (self.master, self.slave):
-            if not chip.realized:
-                chip.realize(board)
-
     def reset(self) -> None:
-        for chip in (self.master, self.slave):
-            chip.reset()
         super().reset()
-        self.on_intr(self.intr_level())
+        self.on_intr(self.intr_level())  # the chips, reset before us, decide the output
 
     def intr_level(self) -> bool:
         """The master's INT output, i.e. the CPU's INTR input."""

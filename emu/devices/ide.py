@@ -160,6 +160,8 @@ class IdeDrive(Device):
         self.channel: IdeChannel = self.parent  # type: ignore[assignment]
 
     def reset_state(self) -> None:
+        if self.realized:  # a transfer the CPU was serving ends here
+            self.board.pio_window_take(self.channel.iobase)
         super().reset_state()
         self._signature()  # power-on registers hold the device signature (9.1)
 
@@ -894,9 +896,6 @@ class IdeChannel(Device):
         super().realize(board)
         self.drives: list[IdeDrive | None] = [
             self.children.get("master"), self.children.get("slave")]  # type: ignore[list-item]
-        for drv in self.drives:
-            if drv is not None:
-                drv.realize(board)
         board.io.register(self.iobase, 1, self._data_read, self._data_write, owner=self.path)
         board.io.register(self.iobase + 1, 7, self._reg_read, self._reg_write,
                           owner=self.path)
@@ -909,12 +908,7 @@ class IdeChannel(Device):
         self.board.io.unregister(self.ctlbase, 1)
 
     def reset(self) -> None:
-        if self.realized:
-            self._take_window()
         super().reset()
-        for drv in self.drives:
-            if drv is not None:
-                drv.reset()
         if self.realized:
             self._irq.lower()
 

@@ -72,13 +72,6 @@ class Piix3Ide(PciDevice):
     def realize(self, board: Board) -> None:  # type: ignore[override]
         self.channels = list(self.children.values())  # ide0, ide1, added by the board
         super().realize(board)
-        for channel in self.channels:
-            channel.realize(board)
-
-    def reset(self) -> None:
-        super().reset()
-        for channel in self.channels:
-            channel.reset()
 
     def bar_handlers(self, index: int) -> tuple[PortRead, PortWrite]:
         def read(off: int, size: int) -> int:

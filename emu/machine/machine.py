@@ -107,7 +107,7 @@ class Machine(Object):
         log.info("machine reset: %s", reason)
         self.cpu.reset()  # first: devices then drive its input lines (A20, INTR)
         for dev in self.children.values():
-            dev.reset()  # composite devices reset their own children
+            dev.reset_all()
         self.boot()
 
     # -- the loop -------------------------------------------------------------------------

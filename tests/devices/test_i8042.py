@@ -20,8 +20,8 @@ ACK = 0xFA
 
 def make_kbc(board: BenchBoard) -> I8042:
     dev = I8042("i8042", None)
-    dev.realize(board)
-    dev.reset()
+    dev.realize_all(board)
+    dev.reset_all()
     return dev
 
 
@@ -339,7 +339,7 @@ def test_device_reset_empties_everything(board, kbc):
     set_cmd_byte(board, XLAT | KBD_INT)
     kbc.send_keys("a")
     assert board.irqs[1].level
-    kbc.reset()
+    kbc.reset_all()
     assert not board.irqs[1].level and not board.inb(CMD) & OBF
     assert ask(board, 0x20) == b"\x03"
 

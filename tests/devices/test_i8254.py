@@ -31,8 +31,8 @@ def goto(board: BenchBoard, k: int) -> None:
 
 def make_pit(board: BenchBoard) -> Pit8254:
     pit = Pit8254("pit", None)
-    pit.realize(board)
-    pit.reset()
+    pit.realize_all(board)
+    pit.reset_all()
     return pit
 
 
@@ -415,7 +415,7 @@ def test_reset_resets_channels_and_describe(board, pit):
     lines = pit.describe().splitlines()
     assert len(lines) == 3 and "mode 2" in lines[0] and "reload 1193" in lines[0]
     assert "gate 1" in lines[2]
-    pit.reset()
+    pit.reset_all()
     assert board.inb(PORT_B) & 0x0F == 0
     assert "mode 0" in pit.describe().splitlines()[0]
     events = record_edges(board)

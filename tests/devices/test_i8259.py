@@ -30,8 +30,8 @@ def init_pair(board: BenchBoard, master_icw4: int = 0x01, slave_icw4: int = 0x01
 
 def make_pic(board: BenchBoard) -> IsaPic:
     pic = IsaPic("pic", None)
-    pic.realize(board)
-    pic.reset()
+    pic.realize_all(board)
+    pic.reset_all()
     return pic
 
 
@@ -452,7 +452,7 @@ def test_intr_callback_only_on_change(board: BenchBoard) -> None:
     assert seen == [True]  # the master's IR2 edge is latched; nothing changed on INT
     pic.acknowledge()
     assert seen == [True, False]
-    pic.reset()
+    pic.reset_all()
     assert seen == [True, False, False]
 
 
@@ -460,7 +460,7 @@ def test_reset_resets_both_chips(pic: IsaPic, board: BenchBoard) -> None:
     board.outb(ELCR2, 0x08)
     pic.irq_line(12).raise_()
     pic.acknowledge()
-    pic.reset()
+    pic.reset_all()
     for chip in (pic.master, pic.slave):
         assert (chip.irr, chip.isr, chip.imr, chip.elcr) == (0, 0, 0xFF, 0)
     assert not pic.intr_level()

@@ -44,8 +44,8 @@ def make_channel(board, master=None, slave=None, **props) -> IdeChannel:
         if spec is not None:
             drv = IdeDrive(name, ch, media=spec[0])
             drv.backend = spec[1]
-    ch.realize(board)
-    ch.reset()
+    ch.realize_all(board)
+    ch.reset_all()
     return ch
 
 

@@ -96,7 +96,7 @@ class PcMachine(Machine):
         self._a20: dict[str, bool] = {}
         Port92("port92", self)
         for dev in self.children.values():
-            dev.realize(self)  # composite devices realize their own children
+            dev.realize_all(self)
         self.mem.fill_unassigned()
         self.system_reset("power on")
 
