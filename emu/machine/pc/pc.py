@@ -36,6 +36,8 @@ COM_PORTS = ((0x3F8, 4), (0x2F8, 3), (0x3E8, 4), (0x2E8, 3))
 IDE_CHANNELS = ((0x1F0, 0x3F6, 14), (0x170, 0x376, 15))
 E820_RAM = 1
 BIOS_STUB_SIZE = 0x10000
+BIOS_MAX = 0x40000  # SeaBIOS's largest build; the board has no flash for more
+BZIMAGE_MAGIC_OFFSET, BZIMAGE_MAGIC = 0x202, b"HdrS"
 RESET_VECTOR_STUB = bytes([0xFA, 0xF4, 0xEB, 0xFD])  # cli; hlt; jmp back to hlt
 
 
@@ -50,9 +52,38 @@ def _bios_image(path: str | None) -> bytes:
         rom[0xFFF0:0xFFF0 + len(RESET_VECTOR_STUB)] = RESET_VECTOR_STUB
         return bytes(rom)
     try:
-        return Path(path).read_bytes()
+        image = Path(path).read_bytes()
     except OSError as e:
         raise BootError(f"-bios {path}: {e.strerror}") from None
+    if not image or len(image) % 0x10000 or len(image) > BIOS_MAX:
+        raise BootError(f"-bios {path}: {len(image)} bytes: a BIOS image is a multiple of "
+                        f"64 KiB, at most {BIOS_MAX // 1024} KiB")
+    return image
+
+
+def _read(path: str, option: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise BootError(f"{option} {path}: {e.strerror}") from None
+
+
+def _linux_items(fw: FwCfg, kernel: bytes, cmdline: str, initrd: bytes | None) -> None:
+    """The kernel, initrd and command line items firmware loads ``-kernel`` from, split as
+    QEMU splits a bzImage: the real-mode setup (setup_sects + 1 sectors) and the rest."""
+    if kernel[BZIMAGE_MAGIC_OFFSET:BZIMAGE_MAGIC_OFFSET + 4] == BZIMAGE_MAGIC:
+        setup_len = ((kernel[0x1F1] or 4) + 1) * 512
+        fw.add_u32(fw_cfg.SETUP_SIZE, setup_len)
+        fw.add_bytes(fw_cfg.SETUP_DATA, kernel[:setup_len])
+        kernel = kernel[setup_len:]
+    fw.add_u32(fw_cfg.KERNEL_SIZE, len(kernel))
+    fw.add_bytes(fw_cfg.KERNEL_DATA, kernel)
+    line = cmdline.encode() + b"\0"
+    fw.add_u32(fw_cfg.CMDLINE_SIZE, len(line))
+    fw.add_bytes(fw_cfg.CMDLINE_DATA, line)
+    if initrd is not None:
+        fw.add_u32(fw_cfg.INITRD_SIZE, len(initrd))
+        fw.add_bytes(fw_cfg.INITRD_DATA, initrd)
 
 
 class PcMachine(Machine):
@@ -132,6 +163,9 @@ class PcMachine(Machine):
             ram.append((1 << 32, self.mem.above_4g, E820_RAM))
         fw.add_file("etc/e820", e820_table(ram))
         fw.add_file("etc/boot-fail-wait", struct.pack("<i", -1))
+        if cfg.kernel is not None:
+            _linux_items(fw, _read(cfg.kernel, "-kernel"), cfg.append,
+                         _read(cfg.initrd, "-initrd") if cfg.initrd else None)
 
     def isa_irq(self, n: int) -> IrqLine:
         return self.pic.irq_line(n)
