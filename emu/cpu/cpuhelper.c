@@ -455,7 +455,7 @@ void pyemu_deadline_stop(struct pyemu_cpu *p)
 {
     pthread_mutex_lock(&p->lock);
     p->thread_running = 0;
-    pthread_cond_signal(&p->cond);
+    pthread_cond_broadcast(&p->cond);
     pthread_mutex_unlock(&p->lock);
     pthread_join(p->thread, NULL);
 }

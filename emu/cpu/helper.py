@@ -254,4 +254,9 @@ class Helper:
             raise HelperError("unicorn refused the delivery hook")
 
     def close(self) -> None:
-        self.lib.pyemu_deadline_stop(self.ref)
+        """Stop the deadline thread; idempotent. It must run before the struct the thread
+        waits on is freed, so an engine dropped without close() is closed here too."""
+        if getattr(self, "ref", None) is not None and self.p.thread_running:
+            self.lib.pyemu_deadline_stop(self.ref)
+
+    __del__ = close
