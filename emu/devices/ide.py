@@ -955,7 +955,8 @@ class IdeChannel(Device):
             self._window_drive.io_pos = pos
 
     def sync_state(self) -> None:
-        self._take_window()
+        if self.realized:
+            self._take_window()
 
     def _data_read(self, _off: int, size: int) -> int:
         if size == 1:
