@@ -41,6 +41,7 @@ usage: pyemu [options]
   -nographic            no display: serial port and monitor on stdio (Ctrl-a h: help)
   -display none         no display (pyemu has none anyway)
   -S                    do not start the CPU; 'cont' in the monitor starts it
+  -loadvm TAG           start from snapshot TAG (saved with savevm in $PYEMU_SNAPSHOT_DIR)
   -icount [shift=]N     deterministic time: each instruction takes 2^N ns
   -no-reboot            exit instead of resetting the machine
   -name NAME            name of the guest
@@ -219,6 +220,7 @@ _VALUED: dict[str, Callable[[MachineConfig, str], str | None]] = {
     "-icount": lambda cfg, v: setattr(cfg, "icount_shift", _icount(v)),
     "-boot": _boot,
     "-rtc": _rtc,
+    "-loadvm": _set("loadvm"),
     "-drive": lambda cfg, v: cfg.drives.append(parse_drive(v)),
     **{f"-{name}": _drive_option(name) for name in ("hda", "hdb", "hdc", "hdd", "cdrom")},
 }

@@ -67,6 +67,15 @@ class Clock:
         host = self._stopped_at if self._stopped_at is not None else time.monotonic_ns()
         return host - self._origin
 
+    def set_now(self, virtual_ns: int) -> None:
+        """Make virtual time read ``virtual_ns`` from here on (a loaded snapshot)."""
+        if self.icount_shift is not None:
+            self._warp = virtual_ns - (self.insn_count() << self.icount_shift)
+        elif self._stopped_at is not None:
+            self._origin = self._stopped_at - virtual_ns
+        else:
+            self._origin = time.monotonic_ns() - virtual_ns
+
     def warp_to(self, virtual_ns: int) -> None:
         """icount: jump idle time forward to ``virtual_ns`` (the CPU executed nothing)."""
         self._warp += max(0, virtual_ns - self.now_ns())

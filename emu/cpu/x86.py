@@ -91,6 +91,7 @@ class X86Cpu:
         self._add_insn_hook(CPUID_CB(self._on_cpuid), x.UC_X86_INS_CPUID)
         self._reset_ctx = _real_mode_context()
         self._segs = (Segment * 6).from_address(self.helper.env_addr(ENV_SEGS))
+        self.a20 = True  # the engine's own a20_mask starts all ones
 
     # -- hooks -----------------------------------------------------------------
     def _add_insn_hook(self, cb: object, insn: int) -> None:
@@ -172,6 +173,7 @@ class X86Cpu:
     def set_a20(self, enabled: bool) -> None:
         fn = SET_A20(ctypes.cast(UCLIB.x86_cpu_set_a20_x86_64, ctypes.c_void_p).value)
         fn(self.helper.layout.cpu, int(enabled))
+        self.a20 = bool(enabled)  # env's a20_mask has no API to read it back
 
     @property
     def halted(self) -> bool:

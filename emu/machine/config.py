@@ -27,3 +27,4 @@ class MachineConfig:
     snapshot: bool = False  # -snapshot: every drive's writes vanish on exit
     boot_order: str = "cad"  # -boot: drive letters, a floppy c disk d cdrom n network
     rtc_base: str = "utc"  # -rtc base=: utc, localtime or a date
+    loadvm: str | None = None  # -loadvm: a snapshot to start from

@@ -66,6 +66,8 @@ def launch(cfg: MachineConfig, signal_handlers: Callable[[Callable[[str], None]]
             machine = PcMachine(cfg, devices, blocks)
         except (BootError, ValueError, OSError) as e:
             raise LaunchError(str(e)) from None
+        if cfg.loadvm is not None:
+            _loadvm(machine, cfg.loadvm)
     except LaunchError as e:
         _close(opened, blocks)
         print(f"pyemu: {e}", file=sys.stderr)
@@ -74,6 +76,16 @@ def launch(cfg: MachineConfig, signal_handlers: Callable[[Callable[[str], None]]
         return _run(machine, cfg, opened, monitors, signal_handlers)
     finally:
         _close([], blocks)
+
+
+def _loadvm(machine, tag: str) -> None:
+    from emu.monitor.commands import CommandError, execute
+
+    try:
+        execute(machine, f"loadvm {tag}")
+    except CommandError as e:
+        machine.cpu.close()
+        raise LaunchError(f"-loadvm {tag}: {str(e).removeprefix('Error: ')}") from None
 
 
 def _close(chardevs: list[Chardev], blocks: dict[int, BlockBackend]) -> None:

@@ -86,6 +86,31 @@ class Machine(Object):
         self._input_sources.append(source)
         source.set_notify(self.wake)
 
+    # -- snapshots ------------------------------------------------------------------------
+    def save_snapshot(self, out) -> int:
+        """Write the whole machine (on the machine thread, between slices)."""
+        from emu.migration.stream import write_stream
+
+        self.check_snapshot_allowed()
+        return write_stream(self, out)
+
+    def load_snapshot(self, data: bytes) -> None:
+        """Check the whole stream first (StreamError names what is wrong, and nothing has
+        changed), then install it."""
+        from emu.migration.stream import apply_snapshot, parse_stream
+
+        snap = parse_stream(data, self)
+        apply_snapshot(self, snap)
+        self.after_load()
+
+    def check_snapshot_allowed(self) -> None:
+        """Boards refuse snapshots that could not restore everything (writable disks)."""
+
+    def after_load(self) -> None:
+        """Re-drive wires that no object's rebuild() may touch, and drop stale code."""
+        self.cpu.flush_tlb()
+        self.cpu.uc.ctl_flush_tb()
+
     # -- run state ----------------------------------------------------------------------
     def set_runstate(self, state: str) -> None:
         assert state in RUNSTATES
@@ -122,6 +147,16 @@ class Machine(Object):
                 obj.unrealize()
         return self.exit_status
 
+    def run_until(self, virtual_ns: int) -> None:
+        """Run on this thread until virtual time reaches ``virtual_ns``, then pause. In
+        icount mode that is an exact instruction: slices end on timer deadlines."""
+        timer = self.clock.timer(lambda: self.set_runstate("paused"), "run-until")
+        timer.mod(virtual_ns)
+        self.set_runstate("running")
+        while self.runstate == "running" and self.exit_status is None:
+            self._step()
+        timer.cancel()
+
     def _service(self) -> None:
         self._wake.clear()
         while True:
@@ -150,6 +185,8 @@ class Machine(Object):
             self._wake.wait()
             return
         self.clock.run_expired()
+        if self.runstate != "running" or self.exit_status is not None:
+            return  # a timer stopped the machine
         if self.cpu.halted:
             if not self.cpu.irq_deliverable():
                 self._idle()

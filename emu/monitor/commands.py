@@ -7,8 +7,12 @@ A bad command or argument raises ``CommandError`` with a one-line message.
 
 from __future__ import annotations
 
+import os
+import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emu import __version__
@@ -162,3 +166,79 @@ def _quit(machine: Machine, args: list[str]) -> str:
 @command("q", help="quit the emulator (short for quit)")
 def _q(machine: Machine, args: list[str]) -> str:
     return _quit(machine, args)
+
+
+# -- snapshots ---------------------------------------------------------------------------
+
+SNAPSHOT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+SNAPSHOT_SUFFIX = ".pyemu"
+
+
+def snapshot_dir() -> Path:
+    """Where savevm keeps snapshots: $PYEMU_SNAPSHOT_DIR, else the XDG state directory."""
+    if os.environ.get("PYEMU_SNAPSHOT_DIR"):
+        return Path(os.environ["PYEMU_SNAPSHOT_DIR"])
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(state) / "pyemu" / "snapshots"
+
+
+def _snapshot_path(name: str) -> Path:
+    if not SNAPSHOT_NAME.fullmatch(name):
+        raise CommandError(f"Error: invalid snapshot name {name!r} (letters, digits, . _ -)")
+    return snapshot_dir() / (name + SNAPSHOT_SUFFIX)
+
+
+@command("savevm", "[tag]", "save a VM snapshot (to $PYEMU_SNAPSHOT_DIR)", max_args=1)
+def _savevm(machine: Machine, args: list[str]) -> str:
+    path = _snapshot_path(args[0] if args else time.strftime("vm-%Y%m%d%H%M%S"))
+    tmp = path.with_name(path.name + ".part")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            machine.save_snapshot(f)
+        os.replace(tmp, path)  # a snapshot appears whole or not at all
+    except (OSError, ValueError) as e:
+        tmp.unlink(missing_ok=True)
+        raise CommandError(f"Error: {e}") from None
+    return ""
+
+
+@command("loadvm", "tag", "restore a VM snapshot from its tag", max_args=1)
+def _loadvm(machine: Machine, args: list[str]) -> str:
+    if not args:
+        raise CommandError("loadvm: a snapshot tag is required")
+    path = _snapshot_path(args[0])
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise CommandError(f"Error: snapshot '{args[0]}' cannot be read: {e.strerror}") from None
+    try:
+        machine.load_snapshot(data)
+    except ValueError as e:  # the running machine is unchanged
+        raise CommandError(f"Error: snapshot '{args[0]}': {e}") from None
+    return ""
+
+
+@command("delvm", "tag", "delete a VM snapshot from its tag", max_args=1)
+def _delvm(machine: Machine, args: list[str]) -> str:
+    if not args:
+        raise CommandError("delvm: a snapshot tag is required")
+    try:
+        _snapshot_path(args[0]).unlink()
+    except FileNotFoundError:
+        raise CommandError(f"Error: snapshot '{args[0]}' not found") from None
+    return ""
+
+
+@command("info snapshots", help="show the currently saved VM snapshots")
+def _info_snapshots(machine: Machine, args: list[str]) -> str:
+    files = sorted(snapshot_dir().glob("*" + SNAPSHOT_SUFFIX)) if snapshot_dir().is_dir() else []
+    if not files:
+        return "There is no snapshot available."
+    rows = ["TAG                      VM SIZE  DATE"]
+    for f in files:
+        st = f.stat()
+        date = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.st_mtime))
+        tag = f.name[:-len(SNAPSHOT_SUFFIX)]
+        rows.append(f"{tag:<20} {st.st_size / 2**20:8.1f} MiB  {date}")
+    return "\n".join(rows)

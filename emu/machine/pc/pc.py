@@ -170,6 +170,20 @@ class PcMachine(Machine):
     def isa_irq(self, n: int) -> IrqLine:
         return self.pic.irq_line(n)
 
+    def check_snapshot_allowed(self) -> None:
+        for drive in self.walk():
+            backend = getattr(drive, "backend", None)
+            # A raw image (or -snapshot's in-memory overlay) cannot hold the disk as it
+            # was at the snapshot, so a later loadvm would pair old RAM with newer disk
+            # contents: refuse, as QEMU does for raw images.
+            if backend is not None and not backend.readonly:
+                raise ValueError(f"drive {drive.path} ({backend.path}) is writable and a raw "
+                                 "image cannot hold its state at the snapshot; use readonly=on")
+
+    def after_load(self) -> None:
+        super().after_load()
+        self.cpu.set_intr(self.pic.intr_level())
+
     def pio_window(self, port: int, data: bytes, pos: int, end: int) -> None:
         self.cpu.pio_window(port, data, pos, end)
 

@@ -1,0 +1,316 @@
+"""The pyemu stream: one format for snapshots and migration (DESIGN.md, "The stream").
+
+Layout, all integers little-endian:
+  header   "PYEMUSTR" magic, u16 format version, str emulator version, u8 section encoding
+  desc     u32 length + JSON: machine type, RAM size, every object's path, type and props
+  RAM      records: ZERO_RUN (u64 first page, u32 pages) or DATA_RUN (u64 first page,
+           u32 pages, u8 compressed, u32 length, bytes), then RAM_END
+  state    SECTION records: str path, str type, u16 version, u32 length, payload (the
+           object's state through the binary visitor), u32 CRC-32 of the payload
+  end      END tag and the CRC-32 of every byte before it
+
+Reading is in two steps: ``parse_stream`` checks and decodes everything into a ``Snapshot``
+without touching any machine; ``apply_snapshot`` then installs it. A stream is hostile
+input: every length is capped, every page number bounds-checked, every CRC verified.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from emu import __version__
+from emu.cpu.state import apply_cpu, visit_cpu
+from emu.migration.state import apply_state, visit_fields
+from emu.migration.visitor import BinaryReader, BinaryWriter, DecodeError
+from emu.qom import Object, fields_of
+
+MAGIC = b"PYEMUSTR"
+FORMAT_VERSION = 1
+ENCODING_BINARY = 0
+PAGE = 4096
+ZERO_RUN, DATA_RUN, RAM_END, SECTION, END = 0x01, 0x02, 0x03, 0x10, 0xFF
+CPU_PATH, CPU_TYPE, CPU_VERSION = "/machine/cpu", "x86-cpu", 1
+MAX_DESC = 16 << 20
+MAX_SECTION = 16 << 20
+MAX_NAME = 1024
+RUN_PAGES = 256  # data runs of at most 1 MiB, so compression works on bounded pieces
+
+
+class StreamError(DecodeError):
+    """A stream that cannot be loaded; the message names the section and field."""
+
+
+@dataclass
+class Snapshot:
+    """A decoded stream, ready to apply."""
+
+    description: dict[str, Any]
+    ram: np.ndarray
+    clock_ns: int = 0  # virtual time when the stream was written
+    cpu: dict[str, Any] = field(default_factory=dict)
+    states: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+
+
+def describe_machine(machine: Object) -> dict[str, Any]:
+    """The machine description: what must match (or be built) on the receiving side."""
+    objects = []
+    for obj in machine.walk():
+        if obj is machine:
+            continue
+        props = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in obj.props().items()}
+        objects.append({"path": obj.path, "type": obj.TYPE_NAME, "props": props})
+    return {"machine": machine.TYPE_NAME, "ram_size": int(machine.mem.ram.size),
+            "objects": objects}
+
+
+def stateful(machine: Object) -> list[Object]:
+    return [o for o in machine.walk() if o is not machine and fields_of(type(o), "state")]
+
+
+# -- writing ------------------------------------------------------------------------------
+
+def _str(s: str) -> bytes:
+    raw = s.encode()
+    return struct.pack("<H", len(raw)) + raw
+
+
+def write_stream(machine: Object, out: BinaryIO, *, compress: bool = False) -> int:
+    """Write the machine (stopped) as a stream; returns the number of bytes written."""
+    crc, total = 0, 0
+
+    def put(data: bytes) -> None:
+        nonlocal crc, total
+        out.write(data)
+        crc = zlib.crc32(data, crc)
+        total += len(data)
+
+    put(MAGIC + struct.pack("<H", FORMAT_VERSION) + _str(__version__) + bytes([ENCODING_BINARY]))
+    desc = json.dumps(dict(describe_machine(machine), clock_ns=machine.clock.now_ns())).encode()
+    put(struct.pack("<I", len(desc)) + desc)
+    _write_ram(machine.mem.ram, put, compress)
+    w = BinaryWriter()
+    visit_cpu(w, machine.cpu)
+    put(_section(CPU_PATH, CPU_TYPE, CPU_VERSION, bytes(w.out)))
+    for obj in stateful(machine):
+        w = BinaryWriter()
+        visit_fields(w, obj)
+        put(_section(obj.path, obj.TYPE_NAME, obj.STATE_VERSION, bytes(w.out)))
+    tail = bytes([END])
+    put(tail)
+    out.write(struct.pack("<I", crc))
+    return total + 4
+
+
+def _section(path: str, type_name: str, version: int, payload: bytes) -> bytes:
+    return (bytes([SECTION]) + _str(path) + _str(type_name) +
+            struct.pack("<HI", version, len(payload)) + payload +
+            struct.pack("<I", zlib.crc32(payload)))
+
+
+def _write_ram(ram: np.ndarray, put, compress: bool) -> None:
+    pages = ram.reshape(-1, PAGE)
+    nonzero = pages.any(axis=1)
+    n, i = len(nonzero), 0
+    while i < n:
+        j = i
+        kind = bool(nonzero[i])
+        while j < n and bool(nonzero[j]) == kind and (not kind or j - i < RUN_PAGES):
+            j += 1
+        if kind:
+            data = pages[i:j].tobytes()
+            packed = zlib.compress(data, 1) if compress else data
+            put(struct.pack("<BQIBI", DATA_RUN, i, j - i, int(compress), len(packed)) + packed)
+        else:
+            put(struct.pack("<BQI", ZERO_RUN, i, j - i))
+        i = j
+    put(bytes([RAM_END]))
+
+
+# -- reading ------------------------------------------------------------------------------
+
+class _Input:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = memoryview(data), 0
+
+    def take(self, n: int, what: str) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise StreamError(f"{what}: truncated stream at byte {self.pos}")
+        chunk = bytes(self.data[self.pos:self.pos + n])
+        self.pos += n
+        return chunk
+
+    def unpack(self, fmt: str, what: str) -> tuple:
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))
+
+    def string(self, what: str) -> str:
+        (n,) = self.unpack("<H", what)
+        if n > MAX_NAME:
+            raise StreamError(f"{what}: name of {n} bytes")
+        try:
+            return self.take(n, what).decode()
+        except UnicodeDecodeError:
+            raise StreamError(f"{what}: not UTF-8") from None
+
+
+def parse_stream(data: bytes, machine: Object) -> Snapshot:
+    """Check and decode a whole stream against ``machine`` without changing it."""
+    if len(data) < 4 or zlib.crc32(data[:-4]) != struct.unpack("<I", data[-4:])[0]:
+        raise StreamError("end: checksum of the stream does not match (corrupt or truncated)")
+    inp = _Input(data[:-4])
+    if inp.take(len(MAGIC), "header") != MAGIC:
+        raise StreamError("header: not a pyemu stream (bad magic)")
+    (version,) = inp.unpack("<H", "header/format-version")
+    if version != FORMAT_VERSION:
+        raise StreamError(f"header/format-version: {version}, this pyemu reads {FORMAT_VERSION}")
+    inp.string("header/emulator-version")
+    if inp.take(1, "header/encoding")[0] != ENCODING_BINARY:
+        raise StreamError("header/encoding: unknown section encoding")
+    desc = _parse_description(inp, machine)
+    ram = _parse_ram(inp, desc["ram_size"])
+    clock_ns = desc.get("clock_ns")
+    if isinstance(clock_ns, bool) or not isinstance(clock_ns, int) or clock_ns < 0:
+        raise StreamError("description/clock_ns: missing or not a time")
+    snap = Snapshot(desc, ram, clock_ns)
+    objects = {o.path: o for o in stateful(machine)}
+    while True:
+        tag = inp.take(1, "sections")[0]
+        if tag == END:
+            break
+        if tag != SECTION:
+            raise StreamError(f"sections: unknown record tag {tag:#x} at byte {inp.pos - 1}")
+        path, values, type_name = _parse_section(inp, objects, machine)
+        if path == CPU_PATH:
+            snap.cpu = values
+        else:
+            snap.states[path] = (type_name, values)
+    if inp.pos != len(inp.data):
+        raise StreamError("end: data after the end marker")
+    if not snap.cpu:
+        raise StreamError(f"{CPU_PATH}: no CPU section in the stream")
+    missing = sorted(set(objects) - set(snap.states))
+    if missing:
+        raise StreamError(f"{missing[0]}: no state section in the stream")
+    return snap
+
+
+def _parse_description(inp: _Input, machine: Object) -> dict[str, Any]:
+    (n,) = inp.unpack("<I", "description")
+    if n > MAX_DESC:
+        raise StreamError(f"description: {n} bytes exceed the cap")
+    try:
+        desc = json.loads(inp.take(n, "description"))
+    except ValueError as e:
+        raise StreamError(f"description: not JSON ({e})") from None
+    here = describe_machine(machine)
+    if not isinstance(desc, dict):
+        raise StreamError("description: not a mapping")
+    problems = compare_descriptions(desc, here)
+    if problems:
+        raise StreamError("description: the machine does not match:\n" + "\n".join(problems))
+    return desc
+
+
+def compare_descriptions(theirs: dict[str, Any], ours: dict[str, Any]) -> list[str]:
+    """One line per difference, by object path."""
+    lines = []
+    for key in ("machine", "ram_size"):
+        if theirs.get(key) != ours.get(key):
+            lines.append(f"/machine: {key} is {theirs.get(key)!r} in the stream, "
+                         f"{ours.get(key)!r} here")
+    a = {o["path"]: o for o in theirs.get("objects", []) if isinstance(o, dict) and "path" in o}
+    b = {o["path"]: o for o in ours["objects"]}
+    for path in sorted(set(a) | set(b)):
+        if path not in b:
+            lines.append(f"{path}: present in the stream, absent here")
+        elif path not in a:
+            lines.append(f"{path}: absent in the stream, present here")
+        elif a[path].get("type") != b[path]["type"]:
+            lines.append(f"{path}: type {a[path].get('type')} in the stream, {b[path]['type']} "
+                         f"here")
+        elif a[path].get("props") != b[path]["props"]:
+            lines.append(f"{path}: properties differ: {a[path].get('props')} in the stream, "
+                         f"{b[path]['props']} here")
+    return lines
+
+
+def _parse_ram(inp: _Input, ram_size: int) -> np.ndarray:
+    pages = ram_size // PAGE
+    ram = np.zeros(ram_size, dtype=np.uint8)
+    while True:
+        tag = inp.take(1, "ram")[0]
+        if tag == RAM_END:
+            return ram
+        if tag == ZERO_RUN:
+            first, count = inp.unpack("<QI", "ram/zero-run")
+            _check_run(first, count, pages)
+        elif tag == DATA_RUN:
+            first, count, packed, length = inp.unpack("<QIBI", "ram/data-run")
+            _check_run(first, count, pages)
+            if count > RUN_PAGES or length > count * PAGE + 1024:
+                raise StreamError(f"ram/data-run@{first}: {count} pages in {length} bytes")
+            chunk = inp.take(length, f"ram/data-run@{first}")
+            if packed:
+                try:
+                    chunk = zlib.decompressobj().decompress(chunk, count * PAGE)
+                except zlib.error as e:
+                    raise StreamError(f"ram/data-run@{first}: {e}") from None
+            if len(chunk) != count * PAGE:
+                raise StreamError(f"ram/data-run@{first}: {len(chunk)} bytes for {count} pages")
+            ram[first * PAGE:(first + count) * PAGE] = np.frombuffer(chunk, dtype=np.uint8)
+        else:
+            raise StreamError(f"ram: unknown record tag {tag:#x} at byte {inp.pos - 1}")
+
+
+def _check_run(first: int, count: int, pages: int) -> None:
+    if count == 0 or first + count > pages:
+        raise StreamError(f"ram: pages {first}+{count} outside the {pages} pages of RAM")
+
+
+def _parse_section(inp: _Input, objects: dict[str, Object], machine: Object):
+    path = inp.string("section/path")
+    type_name = inp.string(f"{path}/type")
+    version, length = inp.unpack("<HI", f"{path}/header")
+    if length > MAX_SECTION:
+        raise StreamError(f"{path}: section of {length} bytes exceeds the cap")
+    payload = inp.take(length, path)
+    (crc,) = inp.unpack("<I", f"{path}/checksum")
+    if zlib.crc32(payload) != crc:
+        raise StreamError(f"{path}: section checksum does not match")
+    reader = BinaryReader(payload)
+    reader.begin_struct(path)
+    if path == CPU_PATH:
+        _check_type(path, type_name, version, CPU_TYPE, CPU_VERSION)
+        values = visit_cpu(reader, machine.cpu)
+    else:
+        obj = objects.get(path)
+        if obj is None:
+            raise StreamError(f"{path}: no such object here")
+        _check_type(path, type_name, version, obj.TYPE_NAME, obj.STATE_VERSION)
+        values = visit_fields(reader, obj)
+    reader.finish()
+    return path, values, type_name
+
+
+def _check_type(path: str, type_name: str, version: int, want: str, want_version: int) -> None:
+    if type_name != want:
+        raise StreamError(f"{path}: type {type_name} in the stream, {want} here")
+    if version != want_version:
+        raise StreamError(f"{path}: state version {version}, this pyemu has {want_version} "
+                          "(no compat filter)")
+
+
+def apply_snapshot(machine: Object, snap: Snapshot) -> None:
+    """Install a parsed snapshot: RAM and virtual time first, so that the objects'
+    rebuild() re-arms their timers at the same guest instants, then every object."""
+    machine.mem.ram[:] = snap.ram
+    apply_cpu(machine.cpu, snap.cpu)  # first: icount mode's clock counts its instructions
+    machine.clock.set_now(snap.clock_ns)
+    for obj in stateful(machine):
+        _, values = snap.states[obj.path]
+        apply_state(obj, values)
