@@ -52,6 +52,7 @@ $(BENCH_GUEST): bench/guests/compute.S emu/guests/multiboot32.inc emu/guests/dem
 
 bench: build $(BENCH_GUEST)
 	$(BIN)/python bench/cpu.py
+	$(BIN)/python bench/snapshot.py
 
 clean:
 	rm -rf $(HELPER) $(DEMO) bench/guests/build

@@ -155,3 +155,44 @@ def test_monitor_on_stdio(pyemu):
     assert "VM status: paused (prelaunch)\n" in out
     assert "VM status: running\n" in out
     assert r.returncode == 0
+
+
+def test_savevm_and_loadvm_on_a_running_guest(tmp_path, pyemu_proc, monkeypatch):
+    monkeypatch.setenv("PYEMU_SNAPSHOT_DIR", str(tmp_path / "snaps"))
+    path = tmp_path / "mon.sock"
+    out = tmp_path / "serial.txt"
+    proc = pyemu_proc("-serial", f"file:{out}", "-monitor", f"unix:{path},server,nowait")
+    mon = _connect_unix(path, proc)
+    mon.until_prompt()
+    time.sleep(0.5)
+    assert mon.cmd("savevm first") == ""
+    assert "first" in mon.cmd("info snapshots")
+    time.sleep(0.3)
+    assert mon.cmd("loadvm first") == ""
+    assert mon.cmd("info status") == "VM status: running"
+    assert mon.cmd("loadvm nosuch").startswith("Error: snapshot 'nosuch' cannot be read")
+    assert mon.cmd("savevm ../escape").startswith("Error: invalid snapshot name")
+    (tmp_path / "snaps" / "broken.pyemu").write_bytes(b"PYEMUSTR garbage")
+    assert mon.cmd("loadvm broken").startswith("Error: snapshot 'broken': end: checksum")
+    assert mon.cmd("info status") == "VM status: running"  # the guest was not harmed
+    assert mon.cmd("delvm first") == ""
+    assert "first" not in mon.cmd("info snapshots")
+    mon.sock.sendall(b"quit\n")
+    assert proc.wait(15) == 0
+
+
+def test_savevm_refuses_a_writable_disk(tmp_path, pyemu_proc, monkeypatch):
+    monkeypatch.setenv("PYEMU_SNAPSHOT_DIR", str(tmp_path / "snaps"))
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(bytes(1 << 20))
+    path = tmp_path / "mon.sock"
+    proc = pyemu_proc("-kernel", str(Path(__file__).parents[1] / "guests/build/hlt.elf"),
+                      "-serial", "null", "-hda", str(disk),
+                      "-monitor", f"unix:{path},server,nowait")
+    mon = _connect_unix(path, proc)
+    mon.until_prompt()
+    reply = mon.cmd("savevm s")
+    assert reply.startswith("Error: drive /machine/ide/ide0/master") and "readonly=on" in reply
+    assert not (tmp_path / "snaps" / "s.pyemu").exists()
+    mon.sock.sendall(b"quit\n")
+    proc.wait(15)
