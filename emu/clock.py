@@ -40,6 +40,14 @@ class Timer:
         self.deadline = None
         self._gen += 1
 
+    def arm(self, deadline_ns: int) -> None:
+        """Follow a deadline as devices keep it in state: armed at ``deadline_ns``, or not
+        armed when it is -1. A rebuild() after a load calls this to re-arm."""
+        if deadline_ns >= 0:
+            self.mod(deadline_ns)
+        else:
+            self.cancel()
+
 
 class Clock:
     """The machine's virtual clock (nanoseconds since the machine was created)."""

@@ -266,12 +266,8 @@ class PitChannel(Device):
             self._line.set(level)
 
     def _arm(self) -> None:
-        if self._timer is None:
-            return
-        if self.deadline >= 0:
-            self._timer.mod(self.deadline)
-        else:
-            self._timer.cancel()
+        if self._timer is not None:
+            self._timer.arm(self.deadline)
 
     def _on_timer(self) -> None:
         self._advance(self._now())

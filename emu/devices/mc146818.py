@@ -438,12 +438,8 @@ class Rtc(Device):
             self._line.set(level)
 
     def _arm(self) -> None:
-        if self._timer is None:
-            return
-        if self.deadline >= 0:
-            self._timer.mod(self.deadline)
-        else:
-            self._timer.cancel()
+        if self._timer is not None:
+            self._timer.arm(self.deadline)
 
     def _on_timer(self) -> None:
         now = self._now()

@@ -112,10 +112,7 @@ class Uart16550(Device):
         self.irq_out = self._irq_wanted()
         timer = getattr(self, "_timer", None)
         if timer is not None:
-            if self.timeout_deadline >= 0:
-                timer.mod(self.timeout_deadline)
-            else:
-                timer.cancel()
+            timer.arm(self.timeout_deadline)
 
     # -- frontend interface for the chardev ---------------------------------------
     def can_receive(self) -> int:
@@ -241,10 +238,9 @@ class Uart16550(Device):
         """Character timeout: data waiting and no FIFO activity for 4 character times."""
         if self._fifo_enabled and self.rx_fifo:
             self.timeout_deadline = self.board.clock.now_ns() + TIMEOUT_CHARS * self.char_time_ns()
-            self._timer.mod(self.timeout_deadline)
         else:
             self.timeout_deadline = -1
-            self._timer.cancel()
+        self._timer.arm(self.timeout_deadline)
 
     def _char_timeout(self) -> None:
         self.timeout_deadline = -1
