@@ -278,18 +278,24 @@ class IdeDrive(Device):
         return addr
 
     # -- ATA: PIO data-in ---------------------------------------------------------------
-    def _cmd_read_pio(self, lba48: bool = False, multiple: bool = False) -> None:
-        if multiple and not self.mult_sectors:
+    def _start_pio(self, lba48: bool, multiple: bool, write: bool) -> bool:
+        """Check a PIO command's range and set up its transfer; False when refused (the
+        status and error registers then say why)."""
+        if (multiple and not self.mult_sectors) or (write and self.backend.readonly):  # type: ignore
             self._abort()
-            return
+            return False
         addr = self._checked_range(lba48)
         if addr is None:
-            return
+            return False
         lba, count = addr
         self.xfer_offset, self.xfer_left = lba * SECTOR, count * SECTOR
         self.block_bytes = (self.mult_sectors if multiple else 1) * SECTOR
-        self.phase = PH_ATA_IN
-        self._ata_next_block()
+        return True
+
+    def _cmd_read_pio(self, lba48: bool = False, multiple: bool = False) -> None:
+        if self._start_pio(lba48, multiple, write=False):
+            self.phase = PH_ATA_IN
+            self._ata_next_block()
 
     def _ata_next_block(self) -> None:
         n = min(self.block_bytes, self.xfer_left)
@@ -314,15 +320,8 @@ class IdeDrive(Device):
 
     # -- ATA: PIO data-out --------------------------------------------------------------
     def _cmd_write_pio(self, lba48: bool = False, multiple: bool = False) -> None:
-        if (multiple and not self.mult_sectors) or self.backend.readonly:  # type: ignore
-            self._abort()
+        if not self._start_pio(lba48, multiple, write=True):
             return
-        addr = self._checked_range(lba48)
-        if addr is None:
-            return
-        lba, count = addr
-        self.xfer_offset, self.xfer_left = lba * SECTOR, count * SECTOR
-        self.block_bytes = (self.mult_sectors if multiple else 1) * SECTOR
         self.block_left = min(self.block_bytes, self.xfer_left)
         self.io_buffer, self.io_pos, self.io_end = b"", 0, 0
         self.phase = PH_ATA_OUT
