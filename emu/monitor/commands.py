@@ -34,20 +34,21 @@ class Command:
     help: str
     fn: Handler
     max_args: int
+    min_args: int = 0
 
 
 COMMANDS: dict[str, Command] = {}
 INFO: dict[str, Command] = {}
 
 
-def command(name: str, params: str = "", help: str = "", max_args: int = 0):
+def command(name: str, params: str = "", help: str = "", max_args: int = 0, min_args: int = 0):
     """Register a command; ``info X`` commands go into the ``info`` table."""
 
     def deco(fn: Handler) -> Handler:
         table, key = (INFO, name[5:]) if name.startswith("info ") else (COMMANDS, name)
         if key in table:
             raise ValueError(f"monitor command {name!r} registered twice")
-        table[key] = Command(name, params, help, fn, max_args)
+        table[key] = Command(name, params, help, fn, max_args, min_args)
         return fn
 
     return deco
@@ -74,6 +75,8 @@ def execute(machine: Machine, line: str) -> str:
             raise CommandError(f"unknown command: '{name}'")
     if len(args) > cmd.max_args:
         raise CommandError(f"{cmd.name}: too many arguments (usage: {cmd.name} {cmd.params})")
+    if len(args) < cmd.min_args:
+        raise CommandError(f"{cmd.name}: missing argument (usage: {cmd.name} {cmd.params})")
     return cmd.fn(machine, args)
 
 
@@ -203,10 +206,8 @@ def _savevm(machine: Machine, args: list[str]) -> str:
     return ""
 
 
-@command("loadvm", "tag", "restore a VM snapshot from its tag", max_args=1)
+@command("loadvm", "tag", "restore a VM snapshot from its tag", max_args=1, min_args=1)
 def _loadvm(machine: Machine, args: list[str]) -> str:
-    if not args:
-        raise CommandError("loadvm: a snapshot tag is required")
     path = _snapshot_path(args[0])
     try:
         data = path.read_bytes()
@@ -219,10 +220,8 @@ def _loadvm(machine: Machine, args: list[str]) -> str:
     return ""
 
 
-@command("delvm", "tag", "delete a VM snapshot from its tag", max_args=1)
+@command("delvm", "tag", "delete a VM snapshot from its tag", max_args=1, min_args=1)
 def _delvm(machine: Machine, args: list[str]) -> str:
-    if not args:
-        raise CommandError("delvm: a snapshot tag is required")
     try:
         _snapshot_path(args[0]).unlink()
     except FileNotFoundError:

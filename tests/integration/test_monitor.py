@@ -47,13 +47,19 @@ def _connect_unix(path: Path, proc) -> MonitorClient:
     raise AssertionError("monitor socket never appeared")
 
 
+def _start_with_monitor(tmp_path, pyemu_proc, *args: str):
+    """pyemu ARGS with a monitor on a unix socket: (process, client past the greeting)."""
+    path = tmp_path / "mon.sock"
+    proc = pyemu_proc(*args, "-monitor", f"unix:{path},server,nowait")
+    mon = _connect_unix(path, proc)
+    greeting = mon.until_prompt()
+    assert greeting.startswith("pyemu ") and "monitor" in greeting
+    return proc, mon
+
+
 @pytest.fixture
 def monitor(tmp_path, pyemu_proc):
-    path = tmp_path / "mon.sock"
-    proc = pyemu_proc("-serial", "null", "-monitor", f"unix:{path},server,nowait")
-    client = _connect_unix(path, proc)
-    greeting = client.until_prompt()
-    assert greeting.startswith("pyemu ") and "monitor" in greeting
+    proc, client = _start_with_monitor(tmp_path, pyemu_proc, "-serial", "null")
     yield client, proc
     client.sock.close()
 
@@ -90,11 +96,8 @@ def test_bad_input_gets_one_line_and_the_monitor_survives(monitor):
 
 
 def test_system_reset_restarts_the_guest(tmp_path, pyemu_proc):
-    path = tmp_path / "mon.sock"
     out = tmp_path / "serial.txt"
-    proc = pyemu_proc("-serial", f"file:{out}", "-monitor", f"unix:{path},server,nowait")
-    mon = _connect_unix(path, proc)
-    mon.until_prompt()
+    proc, mon = _start_with_monitor(tmp_path, pyemu_proc, "-serial", f"file:{out}")
     time.sleep(0.5)
     mon.cmd("system_reset")
     time.sleep(1.0)
@@ -108,11 +111,8 @@ def test_quit_ends_the_process(monitor):
 
 
 def test_start_paused_then_cont(tmp_path, pyemu_proc):
-    path = tmp_path / "mon.sock"
     out = tmp_path / "serial.txt"
-    proc = pyemu_proc("-S", "-serial", f"file:{out}", "-monitor", f"unix:{path},server,nowait")
-    mon = _connect_unix(path, proc)
-    mon.until_prompt()
+    proc, mon = _start_with_monitor(tmp_path, pyemu_proc, "-S", "-serial", f"file:{out}")
     assert mon.cmd("info status") == "VM status: paused (prelaunch)"
     time.sleep(0.3)
     assert out.read_bytes() == b""  # the CPU has not run
@@ -159,11 +159,8 @@ def test_monitor_on_stdio(pyemu):
 
 def test_savevm_and_loadvm_on_a_running_guest(tmp_path, pyemu_proc, monkeypatch):
     monkeypatch.setenv("PYEMU_SNAPSHOT_DIR", str(tmp_path / "snaps"))
-    path = tmp_path / "mon.sock"
     out = tmp_path / "serial.txt"
-    proc = pyemu_proc("-serial", f"file:{out}", "-monitor", f"unix:{path},server,nowait")
-    mon = _connect_unix(path, proc)
-    mon.until_prompt()
+    proc, mon = _start_with_monitor(tmp_path, pyemu_proc, "-serial", f"file:{out}")
     time.sleep(0.5)
     assert mon.cmd("savevm first") == ""
     assert "first" in mon.cmd("info snapshots")
@@ -185,12 +182,9 @@ def test_savevm_refuses_a_writable_disk(tmp_path, pyemu_proc, monkeypatch):
     monkeypatch.setenv("PYEMU_SNAPSHOT_DIR", str(tmp_path / "snaps"))
     disk = tmp_path / "disk.img"
     disk.write_bytes(bytes(1 << 20))
-    path = tmp_path / "mon.sock"
-    proc = pyemu_proc("-kernel", str(Path(__file__).parents[1] / "guests/build/hlt.elf"),
-                      "-serial", "null", "-hda", str(disk),
-                      "-monitor", f"unix:{path},server,nowait")
-    mon = _connect_unix(path, proc)
-    mon.until_prompt()
+    proc, mon = _start_with_monitor(
+        tmp_path, pyemu_proc, "-kernel", str(Path(__file__).parents[1] / "guests/build/hlt.elf"),
+        "-serial", "null", "-hda", str(disk))
     reply = mon.cmd("savevm s")
     assert reply.startswith("Error: drive /machine/ide/ide0/master") and "readonly=on" in reply
     assert not (tmp_path / "snaps" / "s.pyemu").exists()
