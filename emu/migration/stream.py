@@ -84,7 +84,7 @@ def write_stream(machine: Object, out: BinaryIO, *, compress: bool = False) -> i
     """Write the machine (stopped) as a stream; returns the number of bytes written."""
     crc, total = 0, 0
 
-    def put(data: bytes) -> None:
+    def put(data: bytes | memoryview) -> None:
         nonlocal crc, total
         out.write(data)
         crc = zlib.crc32(data, crc)
@@ -123,9 +123,10 @@ def _write_ram(ram: np.ndarray, put, compress: bool) -> None:
         while j < n and bool(nonzero[j]) == kind and (not kind or j - i < RUN_PAGES):
             j += 1
         if kind:
-            data = pages[i:j].tobytes()
+            data = memoryview(pages[i:j]).cast("B")  # written and checksummed in place
             packed = zlib.compress(data, 1) if compress else data
-            put(struct.pack("<BQIBI", DATA_RUN, i, j - i, int(compress), len(packed)) + packed)
+            put(struct.pack("<BQIBI", DATA_RUN, i, j - i, int(compress), len(packed)))
+            put(packed)
         else:
             put(struct.pack("<BQI", ZERO_RUN, i, j - i))
         i = j
@@ -135,15 +136,19 @@ def _write_ram(ram: np.ndarray, put, compress: bool) -> None:
 # -- reading ------------------------------------------------------------------------------
 
 class _Input:
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes | memoryview) -> None:
         self.data, self.pos = memoryview(data), 0
 
-    def take(self, n: int, what: str) -> bytes:
+    def view(self, n: int, what: str) -> memoryview:
+        """The next ``n`` bytes without copying them (RAM runs are most of a stream)."""
         if n < 0 or self.pos + n > len(self.data):
             raise StreamError(f"{what}: truncated stream at byte {self.pos}")
-        chunk = bytes(self.data[self.pos:self.pos + n])
+        chunk = self.data[self.pos:self.pos + n]
         self.pos += n
         return chunk
+
+    def take(self, n: int, what: str) -> bytes:
+        return bytes(self.view(n, what))
 
     def unpack(self, fmt: str, what: str) -> tuple:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))
@@ -160,9 +165,10 @@ class _Input:
 
 def parse_stream(data: bytes, machine: Object) -> Snapshot:
     """Check and decode a whole stream against ``machine`` without changing it."""
-    if len(data) < 4 or zlib.crc32(data[:-4]) != struct.unpack("<I", data[-4:])[0]:
+    body = memoryview(data)[:-4]  # no copy: a stream is mostly RAM
+    if len(data) < 4 or zlib.crc32(body) != struct.unpack("<I", data[-4:])[0]:
         raise StreamError("end: checksum of the stream does not match (corrupt or truncated)")
-    inp = _Input(data[:-4])
+    inp = _Input(body)
     if inp.take(len(MAGIC), "header") != MAGIC:
         raise StreamError("header: not a pyemu stream (bad magic)")
     (version,) = inp.unpack("<H", "header/format-version")
@@ -254,7 +260,7 @@ def _parse_ram(inp: _Input, ram_size: int) -> np.ndarray:
             _check_run(first, count, pages)
             if count > RUN_PAGES or length > count * PAGE + 1024:
                 raise StreamError(f"ram/data-run@{first}: {count} pages in {length} bytes")
-            chunk = inp.take(length, f"ram/data-run@{first}")
+            chunk = inp.view(length, f"ram/data-run@{first}")
             if packed:
                 try:
                     chunk = zlib.decompressobj().decompress(chunk, count * PAGE)
