@@ -1,0 +1,78 @@
+"""The schema of every type's saved state, and a comparison of two schemas.
+
+The same job as QEMU's vmstate-static-checker: dump what each type saves (wire names,
+types, widths, caps, STATE_VERSION) from the field declarations, and, given an older
+dump, name each change that would stop an old stream from loading without a compat
+filter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from emu.qom import TYPES, fields_of
+from emu.qom.fields import FieldType
+
+
+def _type_desc(t: FieldType) -> dict[str, Any]:
+    desc: dict[str, Any] = {"type": t.name}
+    if t.bits:
+        desc["bits"], desc["signed"] = t.bits, t.signed
+    if t.max_len:
+        desc["max_len"] = t.max_len
+    if t.elem is not None:
+        desc["elem"] = _type_desc(t.elem)
+    return desc
+
+
+def type_schema(cls: type) -> dict[str, Any]:
+    return {"version": cls.STATE_VERSION,
+            "fields": [dict(name=f.wire, doc=f.doc, **_type_desc(f.type))
+                       for f in fields_of(cls, "state")]}
+
+
+def schema() -> dict[str, Any]:
+    """Every registered type with saved state, by type name."""
+    return {name: type_schema(cls) for name, cls in sorted(TYPES.items())
+            if fields_of(cls, "state")}
+
+
+def compare(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """One line per change that makes ``old`` streams unloadable as they are."""
+    lines = []
+    for name in sorted(old):
+        if name not in new:
+            lines.append(f"{name}: type removed")
+            continue
+        a, b = old[name], new[name]
+        if b["version"] < a["version"]:
+            lines.append(f"{name}: STATE_VERSION went back from {a['version']} to "
+                         f"{b['version']}")
+        changes = _field_changes(name, a["fields"], b["fields"])
+        if changes and b["version"] == a["version"]:
+            lines += [f"{c} (STATE_VERSION {a['version']} unchanged)" for c in changes]
+        elif changes:
+            lines += [f"{c} (version {a['version']} -> {b['version']}: needs a compat filter)"
+                      for c in changes]
+    return lines
+
+
+def _field_changes(type_name: str, old: list[dict], new: list[dict]) -> list[str]:
+    a = {f["name"]: f for f in old}
+    b = {f["name"]: f for f in new}
+    out = [f"{type_name}/{n}: field removed" for n in a if n not in b]
+    out += [f"{type_name}/{n}: field added" for n in b if n not in a]
+    for n in a.keys() & b.keys():
+        fa = {k: v for k, v in a[n].items() if k != "doc"}
+        fb = {k: v for k, v in b[n].items() if k != "doc"}
+        if fa != fb:
+            out.append(f"{type_name}/{n}: {_short(fa)} -> {_short(fb)}")
+    if not out and [f["name"] for f in old] != [f["name"] for f in new]:
+        out.append(f"{type_name}: fields reordered")
+    return sorted(out)
+
+
+def _short(f: dict[str, Any]) -> str:
+    if "bits" in f:
+        return f"{'i' if f['signed'] else 'u'}{f['bits']}"
+    return f"{f['type']}[{f.get('max_len', '')}]"
