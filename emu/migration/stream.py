@@ -39,6 +39,7 @@ CPU_PATH, CPU_TYPE, CPU_VERSION = "/machine/cpu", "x86-cpu", 1
 MAX_DESC = 16 << 20
 MAX_SECTION = 16 << 20
 MAX_NAME = 1024
+MAX_RAM = 64 << 30
 RUN_PAGES = 256  # data runs of at most 1 MiB, so compression works on bounded pieces
 
 
@@ -163,8 +164,18 @@ class _Input:
             raise StreamError(f"{what}: not UTF-8") from None
 
 
-def parse_stream(data: bytes, machine: Object) -> Snapshot:
-    """Check and decode a whole stream against ``machine`` without changing it."""
+@dataclass
+class RawStream:
+    """A checked stream, before any section is decoded (what the offline tool reads)."""
+
+    emulator: str
+    description: dict[str, Any]
+    ram: np.ndarray
+    sections: list[tuple[str, str, int, bytes]]  # path, type, version, payload
+
+
+def read_stream(data: bytes) -> RawStream:
+    """Check framing, lengths and checksums and decode the RAM; no machine needed."""
     body = memoryview(data)[:-4]  # no copy: a stream is mostly RAM
     if len(data) < 4 or zlib.crc32(body) != struct.unpack("<I", data[-4:])[0]:
         raise StreamError("end: checksum of the stream does not match (corrupt or truncated)")
@@ -174,29 +185,38 @@ def parse_stream(data: bytes, machine: Object) -> Snapshot:
     (version,) = inp.unpack("<H", "header/format-version")
     if version != FORMAT_VERSION:
         raise StreamError(f"header/format-version: {version}, this pyemu reads {FORMAT_VERSION}")
-    inp.string("header/emulator-version")
+    emulator = inp.string("header/emulator-version")
     if inp.take(1, "header/encoding")[0] != ENCODING_BINARY:
         raise StreamError("header/encoding: unknown section encoding")
-    desc = _parse_description(inp, machine)
+    desc = _read_description(inp)
     ram = _parse_ram(inp, desc["ram_size"])
-    clock_ns = desc.get("clock_ns")
-    if isinstance(clock_ns, bool) or not isinstance(clock_ns, int) or clock_ns < 0:
-        raise StreamError("description/clock_ns: missing or not a time")
-    snap = Snapshot(desc, ram, clock_ns)
-    objects = {o.path: o for o in stateful(machine)}
+    sections = []
     while True:
         tag = inp.take(1, "sections")[0]
         if tag == END:
             break
         if tag != SECTION:
             raise StreamError(f"sections: unknown record tag {tag:#x} at byte {inp.pos - 1}")
-        path, values, type_name = _parse_section(inp, objects, machine)
+        sections.append(_read_section(inp))
+    if inp.pos != len(inp.data):
+        raise StreamError("end: data after the end marker")
+    return RawStream(emulator, desc, ram, sections)
+
+
+def parse_stream(data: bytes, machine: Object) -> Snapshot:
+    """Check and decode a whole stream against ``machine`` without changing it."""
+    raw = read_stream(data)
+    problems = compare_descriptions(raw.description, describe_machine(machine))
+    if problems:
+        raise StreamError("description: the machine does not match:\n" + "\n".join(problems))
+    snap = Snapshot(raw.description, raw.ram, raw.description["clock_ns"])
+    objects = {o.path: o for o in stateful(machine)}
+    for path, type_name, version, payload in raw.sections:
+        values = decode_section(path, type_name, version, payload, objects, machine.cpu)
         if path == CPU_PATH:
             snap.cpu = values
         else:
             snap.states[path] = (type_name, values)
-    if inp.pos != len(inp.data):
-        raise StreamError("end: data after the end marker")
     if not snap.cpu:
         raise StreamError(f"{CPU_PATH}: no CPU section in the stream")
     missing = sorted(set(objects) - set(snap.states))
@@ -205,7 +225,7 @@ def parse_stream(data: bytes, machine: Object) -> Snapshot:
     return snap
 
 
-def _parse_description(inp: _Input, machine: Object) -> dict[str, Any]:
+def _read_description(inp: _Input) -> dict[str, Any]:
     (n,) = inp.unpack("<I", "description")
     if n > MAX_DESC:
         raise StreamError(f"description: {n} bytes exceed the cap")
@@ -213,12 +233,15 @@ def _parse_description(inp: _Input, machine: Object) -> dict[str, Any]:
         desc = json.loads(inp.take(n, "description"))
     except ValueError as e:
         raise StreamError(f"description: not JSON ({e})") from None
-    here = describe_machine(machine)
     if not isinstance(desc, dict):
         raise StreamError("description: not a mapping")
-    problems = compare_descriptions(desc, here)
-    if problems:
-        raise StreamError("description: the machine does not match:\n" + "\n".join(problems))
+    size = desc.get("ram_size")
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_RAM \
+            or size % PAGE:
+        raise StreamError(f"description/ram_size: {size!r} is not a RAM size")
+    clock_ns = desc.get("clock_ns")
+    if isinstance(clock_ns, bool) or not isinstance(clock_ns, int) or clock_ns < 0:
+        raise StreamError("description/clock_ns: missing or not a time")
     return desc
 
 
@@ -278,7 +301,7 @@ def _check_run(first: int, count: int, pages: int) -> None:
         raise StreamError(f"ram: pages {first}+{count} outside the {pages} pages of RAM")
 
 
-def _parse_section(inp: _Input, objects: dict[str, Object], machine: Object):
+def _read_section(inp: _Input) -> tuple[str, str, int, bytes]:
     path = inp.string("section/path")
     type_name = inp.string(f"{path}/type")
     version, length = inp.unpack("<HI", f"{path}/header")
@@ -288,11 +311,17 @@ def _parse_section(inp: _Input, objects: dict[str, Object], machine: Object):
     (crc,) = inp.unpack("<I", f"{path}/checksum")
     if zlib.crc32(payload) != crc:
         raise StreamError(f"{path}: section checksum does not match")
+    return path, type_name, version, payload
+
+
+def decode_section(path: str, type_name: str, version: int, payload: bytes,
+                   objects: dict[str, Object], cpu: Any) -> dict[str, Any]:
+    """A section's values, decoded against the object of that path (or the CPU)."""
     reader = BinaryReader(payload)
     reader.begin_struct(path)
     if path == CPU_PATH:
         _check_type(path, type_name, version, CPU_TYPE, CPU_VERSION)
-        values = visit_cpu(reader, machine.cpu)
+        values = visit_cpu(reader, cpu)
     else:
         obj = objects.get(path)
         if obj is None:
@@ -300,7 +329,7 @@ def _parse_section(inp: _Input, objects: dict[str, Object], machine: Object):
         _check_type(path, type_name, version, obj.TYPE_NAME, obj.STATE_VERSION)
         values = visit_fields(reader, obj)
     reader.finish()
-    return path, values, type_name
+    return values
 
 
 def _check_type(path: str, type_name: str, version: int, want: str, want_version: int) -> None:

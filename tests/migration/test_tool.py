@@ -1,0 +1,82 @@
+"""pyemu-state on snapshot files, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from emu.machine.config import MachineConfig
+from emu.machine.pc.pc import PcMachine
+
+ROOT = Path(__file__).resolve().parents[2]
+PIT = ROOT / "tests" / "guests" / "build" / "pit.elf"
+
+
+def tool(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "emu.migration.tool", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+@pytest.fixture(scope="module")
+def snapshots(tmp_path_factory):
+    d = tmp_path_factory.mktemp("snaps")
+    m = PcMachine(MachineConfig(kernel=str(PIT), icount_shift=2, rtc_base="2020-01-01"), {})
+    try:
+        for name, until in (("a", 1_000_000), ("b", 3_000_000)):
+            m.run_until(until)
+            with open(d / f"{name}.pyemu", "wb") as f:
+                m.save_snapshot(f)
+    finally:
+        m.cpu.close()
+    return d / "a.pyemu", d / "b.pyemu"
+
+
+def test_show(snapshots):
+    r = tool("show", str(snapshots[0]))
+    assert r.returncode == 0, r.stderr
+    assert "machine pc, RAM 128 MiB" in r.stdout and "virtual time 0.001000 s" in r.stdout
+    assert "/machine/cpu" in r.stdout and "/machine/pit/ch0" in r.stdout
+
+
+def test_dump_is_the_whole_tree_as_json(snapshots):
+    r = tool("dump", str(snapshots[0]))
+    tree = json.loads(r.stdout)
+    assert tree["description"]["machine"] == "pc"
+    assert tree["state"]["/machine/cpu"]["segments"]["cs"]["selector"] == 0x08
+    assert "irr" in tree["state"]["/machine/pic/master"]
+    assert tree["ram"]["nonzero_pages"] > 0
+
+
+def test_diff_names_what_changed(snapshots):
+    r = tool("diff", *map(str, snapshots))
+    assert r.returncode == 0
+    assert "/machine/cpu/icount:" in r.stdout
+    assert tool("diff", str(snapshots[0]), str(snapshots[0])).stdout.strip() == "no differences"
+
+
+def test_schema_and_compare(tmp_path):
+    r = tool("schema")
+    dump = json.loads(r.stdout)
+    assert "isa-serial" in dump
+    dump["isa-serial"]["fields"][0]["bits"] = 64
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(dump))
+    r = tool("schema", "--compare", str(old))
+    assert "isa-serial/" in r.stdout and "STATE_VERSION 1 unchanged" in r.stdout
+
+
+def test_bad_files_get_one_line(tmp_path, snapshots):
+    bad = tmp_path / "bad.pyemu"
+    bad.write_bytes(snapshots[0].read_bytes()[:1000])
+    for path, message in ((bad, "checksum of the stream does not match"),
+                          (tmp_path / "missing", "No such file")):
+        r = tool("show", str(path))
+        assert r.returncode == 1
+        assert r.stderr.startswith(f"pyemu-state: {path}: ") and message in r.stderr
+        assert r.stderr.count("\n") == 1
