@@ -1,9 +1,10 @@
 """Object state through visitors: the field tables of emu/qom walked in one place.
 
-``save_state(obj, v)`` visits every ``state`` field of ``obj`` under its wire name;
-``load_state(obj, v)`` decodes them all first and assigns them only if every one
-decoded, then calls ``rebuild()``: a failed load leaves the object as it was. Objects
-whose state no table can express implement ``visit(v)`` themselves (the CPU).
+``visit_fields(v, obj)`` visits every ``state`` field of ``obj`` under its wire name
+and returns the values (decoded, when ``v`` loads) without assigning them; a loader
+decodes everything first and only then calls ``apply_state``, which assigns and calls
+``rebuild()``: a failed load leaves every object as it was. The CPU, whose state no
+table expresses, has its own visit in emu/cpu/state.py.
 """
 
 from __future__ import annotations
@@ -39,23 +40,6 @@ def visit_fields(v: Visitor, obj: Object) -> dict[str, Any]:
     return {f.attr: visit_field(v, f, f.__get__(obj)) for f in fields_of(type(obj), "state")}
 
 
-def save_state(obj: Object, v: Visitor) -> None:
-    """Visit the state of ``obj`` into a saving visitor."""
-    v.begin_struct(obj.name)
-    visit_fields(v, obj)
-    v.end_struct()
-
-
-def load_state(obj: Object, v: Visitor) -> None:
-    """Decode the state of ``obj``; assign it only when all of it decoded, then rebuild."""
-    if v.saving:
-        raise ValueError("load_state needs a loading visitor")
-    v.begin_struct(obj.name)
-    values = visit_fields(v, obj)
-    v.end_struct()
-    apply_state(obj, values)
-
-
 def apply_state(obj: Object, values: dict[str, Any]) -> None:
     """Assign decoded state and recompute derived fields."""
     for attr, value in values.items():
@@ -63,5 +47,4 @@ def apply_state(obj: Object, values: dict[str, Any]) -> None:
     obj.rebuild()
 
 
-__all__ = ["DecodeError", "apply_state", "load_state", "save_state", "visit_field",
-           "visit_fields"]
+__all__ = ["DecodeError", "apply_state", "visit_field", "visit_fields"]
