@@ -84,6 +84,15 @@ class Clock:
         else:
             self._origin = time.monotonic_ns() - virtual_ns
 
+    def time_base(self) -> tuple[int, int]:
+        """How code outside Python (the CPU's TSC) computes virtual time while running:
+        ``(shift, base)`` with now = (instructions << shift) + base in icount mode, or
+        ``(-1, base)`` with now = CLOCK_MONOTONIC ns - base in realtime mode. Valid until
+        the next set_now/start/warp, i.e. for one CPU slice."""
+        if self.icount_shift is not None:
+            return self.icount_shift, self._warp
+        return -1, self._origin
+
     def warp_to(self, virtual_ns: int) -> None:
         """icount: jump idle time forward to ``virtual_ns`` (the CPU executed nothing)."""
         self._warp += max(0, virtual_ns - self.now_ns())

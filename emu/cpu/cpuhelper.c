@@ -9,8 +9,13 @@
  * Python decides *what* to deliver (the PIC's INTA cycle, through the `inta` callback,
  * which never calls back into QEMU); C does the delivery.
  *
+ * The time-stamp counter is virtual: RDTSC/RDTSCP read the machine's virtual clock at a
+ * fixed 1 GHz plus an offset, so it stops with the machine, is exact in icount mode and
+ * carries across snapshots (unicorn's own RDTSC reads the host's counter).
+ *
  * References: Intel SDM vol. 3A, 6.8 (enabling and disabling interrupts, the STI/MOV SS
- * shadow), 5.8.8 (SYSCALL/SYSRET), 5.8.7 (SYSENTER/SYSEXIT).
+ * shadow), 5.8.8 (SYSCALL/SYSRET), 5.8.7 (SYSENTER/SYSEXIT), 17.17 (time-stamp counter);
+ * vol. 2B RDTSC, RDTSCP (EDX:EAX = TSC, ECX = IA32_TSC_AUX[31:0]).
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -25,6 +30,8 @@
 #define UC_X86_INS_SYSCALL 699
 #define UC_X86_INS_SYSENTER 700
 #define UC_X86_INS_IN 218
+#define UC_X86_INS_RDTSC 608
+#define UC_X86_INS_RDTSCP 609
 #define UC_X86_REG_RIP 41
 #define UC_X86_REG_RFLAGS 253
 
@@ -103,6 +110,13 @@ struct pyemu_cpu {
     int64_t deadline_ns;
     int64_t in_run;
     int64_t thread_running;
+    /* virtual TSC: TSC = virtual ns + tsc_offset (1 GHz). Virtual ns is
+     * (icount << clock_shift) + clock_base in icount mode (clock_shift >= 0), else
+     * CLOCK_MONOTONIC ns - clock_base; the machine sets both before each slice. */
+    int64_t off_tsc_aux;
+    int64_t clock_shift;
+    int64_t clock_base;
+    int64_t tsc_offset;
     pthread_mutex_t lock;
     pthread_cond_t cond;
     pthread_t thread;
@@ -219,7 +233,7 @@ static void load_flat(struct pyemu_cpu *p, int seg, uint32_t selector, uint32_t 
 #define DESC_CODE_RX (0xBu << 8)     /* code, execute/read, accessed */
 #define DESC_DATA_RW (0x3u << 8)     /* data, read/write, accessed */
 enum { R_ES, R_CS, R_SS, R_DS };
-enum { R_ECX = 1, R_ESP = 4, R_R11 = 11 };
+enum { R_EAX = 0, R_ECX = 1, R_EDX = 2, R_ESP = 4, R_R11 = 11 };
 
 static uint64_t *gpr(struct pyemu_cpu *p, int n)
 {
@@ -290,6 +304,42 @@ static void on_sysenter(void *uc, void *ud)
     p->update_hflags(p->env);
 }
 
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- virtual TSC ---------------------------------------------------------------- */
+
+static uint64_t read_tsc(struct pyemu_cpu *p)
+{
+    int64_t ns = p->clock_shift >= 0 ? (p->icount << p->clock_shift) + p->clock_base
+                                     : mono_ns() - p->clock_base;
+    return (uint64_t)ns + (uint64_t)p->tsc_offset;  /* wraps like the 64-bit counter */
+}
+
+/* The engine checks CR4.TSD before calling these hooks; returning 1 skips its own
+ * implementation. EIP is synced, and EIP/register writes below land in env. */
+static int on_rdtsc(void *uc, void *ud)
+{
+    struct pyemu_cpu *p = ud;
+    uint64_t tsc = read_tsc(p);
+    (void)uc;
+    *gpr(p, R_EAX) = (uint32_t)tsc;
+    *gpr(p, R_EDX) = (uint32_t)(tsc >> 32);
+    return 1;
+}
+
+static int on_rdtscp(void *uc, void *ud)
+{
+    struct pyemu_cpu *p = ud;
+    on_rdtsc(uc, ud);
+    *gpr(p, R_ECX) = ENV(p, off_tsc_aux, uint32_t);
+    return 1;
+}
+
 int pyemu_watch(struct pyemu_cpu *p, int on);
 
 static uint32_t on_in(void *uc, uint32_t port, int size, void *ud)
@@ -317,6 +367,10 @@ int pyemu_cpu_attach(struct pyemu_cpu *p, int icount)
                        UC_X86_INS_IN);
     err |= p->hook_add(p->uc, &h, UC_HOOK_INSN, (void *)on_sysenter, p, (uint64_t)1, (uint64_t)0,
                        UC_X86_INS_SYSENTER);
+    err |= p->hook_add(p->uc, &h, UC_HOOK_INSN, (void *)on_rdtsc, p, (uint64_t)1, (uint64_t)0,
+                       UC_X86_INS_RDTSC);
+    err |= p->hook_add(p->uc, &h, UC_HOOK_INSN, (void *)on_rdtscp, p, (uint64_t)1, (uint64_t)0,
+                       UC_X86_INS_RDTSCP);
     if (icount) {
         err |= p->hook_add(p->uc, &h, UC_HOOK_CODE, (void *)on_code_icount, p, (uint64_t)1,
                            (uint64_t)0);
@@ -363,13 +417,6 @@ int pyemu_arm_delivery(struct pyemu_cpu *p, uint64_t pc)
 }
 
 /* ---- deadline thread ------------------------------------------------------------ */
-
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static void wait_until(struct pyemu_cpu *p, int64_t ns)
 {

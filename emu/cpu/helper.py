@@ -27,6 +27,7 @@ UC_CPU_PTR = 0x1B8  # uc_struct -> CPUState*
 MSR_EFER, MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_FMASK = (
     0xC0000080, 0xC0000081, 0xC0000082, 0xC0000083, 0xC0000084)
 MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP = 0x174, 0x175, 0x176
+MSR_TSC_AUX = 0xC0000103
 
 
 class HelperError(RuntimeError):
@@ -49,7 +50,7 @@ class PyemuCpu(ctypes.Structure):
         *[(n, ctypes.c_int64) for n in (
             "intr", "kick", "stop_reason", "icount", "icount_budget", "irqs_delivered",
             "exceptions_delivered", "watch_hook", "once_hook", "deadline_ns", "in_run",
-            "thread_running")],
+            "thread_running", "off_tsc_aux", "clock_shift", "clock_base", "tsc_offset")],
         ("lock", ctypes.c_byte * 40), ("cond", ctypes.c_byte * 48), ("thread", ctypes.c_ulong),
     ]
 
@@ -131,10 +132,12 @@ def discover_layout(uc: unicorn.Uc) -> Layout:
     msr = {}
     env_blob_len = 0x4000
     for n, reg in enumerate((MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_FMASK, MSR_SYSENTER_CS,
-                             MSR_SYSENTER_ESP, MSR_SYSENTER_EIP)):
+                             MSR_SYSENTER_ESP, MSR_SYSENTER_EIP, MSR_TSC_AUX)):
         v = 0x0023_0010_0000_0000 + (n + 1) * 0x1111 if reg == MSR_STAR else 0xFFFF8000_00001000 + n
         if reg in (MSR_FMASK, MSR_SYSENTER_CS):
             v = 0x7ED0 + n
+        if reg == MSR_TSC_AUX:  # RDTSCP returns its low 32 bits
+            v = 0x5EC0_7A00 + n
         uc.msr_write(reg, v)
         found = _find(ctypes.string_at(env, env_blob_len), v)
         if len(found) != 1:
@@ -198,6 +201,8 @@ class Helper:
         p.off_sysenter_cs = lay.msr[MSR_SYSENTER_CS]
         p.off_sysenter_esp = lay.msr[MSR_SYSENTER_ESP]
         p.off_sysenter_eip = lay.msr[MSR_SYSENTER_EIP]
+        p.off_tsc_aux = lay.msr[MSR_TSC_AUX]
+        p.clock_shift = -1
         sym = lambda name: ctypes.cast(getattr(UCLIB, name), ctypes.c_void_p).value  # noqa: E731
         p.hook_add, p.hook_del = sym("uc_hook_add"), sym("uc_hook_del")
         p.emu_stop = sym("uc_emu_stop")

@@ -36,7 +36,6 @@ SYSTEM_SEGS = ("ldtr", "tr")
 TABLES = ("gdtr", "idtr")
 ALL_SEGS = (*SEG_NAMES, *SYSTEM_SEGS, *TABLES)
 
-MSR_TSC = 0x10
 _MTRR_FIXED = (("ia32_mtrr_fix64k_00000", 0x250), ("ia32_mtrr_fix16k_80000", 0x258),
                ("ia32_mtrr_fix16k_a0000", 0x259),
                *((f"ia32_mtrr_fix4k_{0xC0000 + i * 0x8000:05x}", 0x268 + i) for i in range(8)))
@@ -107,7 +106,7 @@ def visit_cpu(v: Visitor, cpu: X86Cpu) -> dict[str, Any]:
     out["msrs"] = {name: v.uint(name, uc.msr_read(index) if saving else 0, 64)
                    for name, index in saved_msrs()}
     v.end_struct()
-    out["tsc"] = v.uint("tsc", uc.msr_read(MSR_TSC) if saving else 0, 64)
+    out["tsc"] = v.uint("tsc", cpu.read_tsc() if saving else 0, 64)
     out["fpu"] = _visit_fpu(v, cpu)
     out["sse"] = _visit_sse(v, cpu)
     out["halted"] = v.boolean("halted", cpu.halted if saving else False)
@@ -203,7 +202,7 @@ def apply_cpu(cpu: X86Cpu, values: dict[str, Any]) -> None:
     cpu.set_a20(values["a20"])
     cpu.helper.p.intr = int(values["intr"])
     cpu.helper.p.icount = values["icount"]
-    uc.msr_write(MSR_TSC, values["tsc"])
+    cpu.set_tsc(values["tsc"])  # pending until the machine's clock is restored too
     cpu.flush_tlb()
     uc.ctl_flush_tb()
 

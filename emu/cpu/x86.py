@@ -1,7 +1,10 @@
 """The x86 CPU: one 64-bit unicorn engine, reset, run slices, port I/O and CPUID.
 
 Intel SDM vol. 3A 9.1.4 (first instruction at F000:FFF0 with CS.base FFFF0000 after
-reset), 9.1.1 (register state after reset: IDTR limit 3FFh, EDX = family/model).
+reset), 9.1.1 (register state after reset: IDTR limit 3FFh, EDX = family/model), 17.17
+(the TSC: zero after reset; invariant TSC, CPUID 80000007h EDX bit 8).
+The TSC is virtual: the machine's virtual time in ns (a 1 GHz counter) plus an offset,
+read by the C helper on RDTSC/RDTSCP.
 The engine quirks this follows are in ../shared/notes/unicorn-2.1.4.md.
 """
 
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 import unicorn
 import unicorn.x86_const as x
 
+from emu.clock import Clock
 from emu.cpu.helper import (
     ENV_HFLAGS,
     ENV_SEGS,
@@ -51,6 +55,8 @@ CR0_PE, CR0_ET, CR0_PG = 1, 0x10, 1 << 31
 
 CPUID_APIC_EDX = 1 << 9
 CPUID_X2APIC_ECX = 1 << 21
+CPUID_INVARIANT_TSC_EDX = 1 << 8  # leaf 80000007h: constant rate, runs in every state
+U64 = (1 << 64) - 1
 
 
 class Segment(ctypes.Structure):
@@ -74,7 +80,11 @@ class X86Cpu:
     """The machine's CPU. Owned by the machine thread; ``kick()`` is safe from any thread."""
 
     def __init__(self, *, icount: bool, port_in: Callable[[int, int], int],
-                 port_out: Callable[[int, int, int], None], inta: Callable[[], int]) -> None:
+                 port_out: Callable[[int, int, int], None], inta: Callable[[], int],
+                 clock: Clock | None = None) -> None:
+        """``clock`` is the machine's virtual clock, which the TSC follows; a CPU on its
+        own (tests, offline tools) gets a running clock of its own (1 ns per instruction
+        in icount mode)."""
         self.uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
         self.uc.ctl_exits_enabled(True)
         self.uc.ctl_set_exits([])
@@ -92,6 +102,16 @@ class X86Cpu:
         self._reset_ctx = _real_mode_context()
         self._segs = (Segment * 6).from_address(self.helper.env_addr(ENV_SEGS))
         self.a20 = True  # the engine's own a20_mask starts all ones
+        if clock is None:
+            clock = Clock(0 if icount else None)
+            clock.insn_count = lambda p=self.helper.p: p.icount  # no cycle through self
+            clock.start()
+        assert clock.icount == icount
+        self.clock = clock
+        # A TSC value set while the clock may not be final yet (reset, or a load before
+        # the snapshot's clock is restored); settle_tsc() turns it into the offset before
+        # time moves on, and reads return it until then.
+        self._tsc_pending: int | None = 0
 
     # -- hooks -----------------------------------------------------------------
     def _add_insn_hook(self, cb: object, insn: int) -> None:
@@ -190,8 +210,30 @@ class X86Cpu:
     def insn_count(self) -> int:
         return self.helper.p.icount
 
+    def read_tsc(self) -> int:
+        """The guest's time-stamp counter now (between slices)."""
+        if self._tsc_pending is not None:
+            return self._tsc_pending
+        return (self.clock.now_ns() + self.helper.p.tsc_offset) & U64
+
+    def set_tsc(self, value: int) -> None:
+        """Make the TSC read ``value`` from the next settle_tsc() on, i.e. before the next
+        slice (WRMSR 10h's effect; the guest's own WRMSR 10h does not reach here:
+        unicorn 2.1.4 refuses RDMSR/WRMSR instruction hooks)."""
+        self._tsc_pending = value & U64
+
+    def settle_tsc(self) -> None:
+        """Turn a pending TSC value into the offset from the clock as it is now. The
+        machine calls this once the clock is final and before time moves on (a slice,
+        or idle time that passes with the CPU halted)."""
+        if self._tsc_pending is not None:
+            offset = (self._tsc_pending - self.clock.now_ns()) & U64
+            self.helper.p.tsc_offset = offset - (1 << 64) if offset >> 63 else offset
+            self._tsc_pending = None
+
     def reset(self) -> None:
-        """Power-on/INIT state: real mode at F000:FFF0 with CS.base FFFF0000."""
+        """Power-on/INIT state: real mode at F000:FFF0 with CS.base FFFF0000, TSC 0."""
+        self.set_tsc(0)
         self.uc.context_restore(self._reset_ctx)
         cs = self._segs[1]
         cs.selector, cs.base, cs.limit = 0xF000, 0xFFFF0000, 0xFFFF
@@ -236,6 +278,8 @@ class X86Cpu:
         """Run until the deadline (realtime) or for ``budget`` instructions (icount)."""
         p = self.helper.p
         p.stop_reason = 0
+        p.clock_shift, p.clock_base = self.clock.time_base()
+        self.settle_tsc()
         rip = self.uc.reg_read(x.UC_X86_REG_RIP)
         if self.icount:
             p.icount_budget = p.icount + (budget if budget is not None else 1 << 62)
@@ -310,7 +354,8 @@ def _real_mode_context() -> unicorn.UcContext:
 
 
 def _cpuid_table() -> dict[tuple[int, int], tuple[int, int, int, int]]:
-    """The engine's CPUID answers (Haswell), minus the APIC that is not emulated."""
+    """The engine's CPUID answers (Haswell), minus the APIC that is not emulated, plus
+    the invariant TSC."""
     uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
     uc.mem_map(0x1000, 0x1000)
     uc.mem_write(0x1000, b"\x0f\xa2")
@@ -326,4 +371,9 @@ def _cpuid_table() -> dict[tuple[int, int], tuple[int, int, int, int]]:
     a, b, c, d = table[(1, 0)]
     for sub in range(4):
         table[(1, sub)] = (a, b, c & ~CPUID_X2APIC_ECX, d & ~CPUID_APIC_EDX)
+    # The virtual TSC ticks at 1 GHz of virtual time whatever the guest does (no P- or
+    # C-states exist here); that is what "invariant" promises.
+    a, b, c, d = table[(0x80000007, 0)]
+    for sub in range(4):
+        table[(0x80000007, sub)] = (a, b, c, d | CPUID_INVARIANT_TSC_EDX)
     return table

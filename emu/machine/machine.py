@@ -45,7 +45,8 @@ class Machine(Object):
         self._wake = threading.Event()
         self._input_sources: list[Any] = []  # chardevs whose input the loop pumps
         self.cpu = X86Cpu(icount=self.clock.icount, port_in=self.io.read,
-                          port_out=self.io.write, inta=self.acknowledge_interrupt)
+                          port_out=self.io.write, inta=self.acknowledge_interrupt,
+                          clock=self.clock)
         self.clock.insn_count = lambda: self.cpu.insn_count
         self.clock.shorten_slice = self._shorten_slice
 
@@ -187,6 +188,7 @@ class Machine(Object):
         self.clock.run_expired()
         if self.runstate != "running" or self.exit_status is not None:
             return  # a timer stopped the machine
+        self.cpu.settle_tsc()  # a loaded TSC, before idle time or a slice moves the clock
         if self.cpu.halted:
             if not self.cpu.irq_deliverable():
                 self._idle()

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 GUESTS = ["hello", "exceptions32", "exceptions64", "pit", "uart", "longmode", "stringio",
-          "hlt", "reset"]
+          "hlt", "reset", "tsc"]
 
 
 # In realtime mode virtual time is host time: if the host deschedules pyemu for longer
 # than a timer period, PIT edges collapse in the PIC as on a real PC whose CPU stalls,
 # and these guests' timing checks fail through no fault of the emulator. They get a
 # second run in realtime mode; in icount mode they must pass at once, and exactly.
-HOST_TIMING = {"pit", "hlt"}
+HOST_TIMING = {"pit", "hlt", "tsc"}
 
 
 @pytest.mark.parametrize("name", GUESTS)
@@ -50,7 +50,7 @@ def test_no_reboot_exits_on_triple_fault(guest, pyemu):
     assert r.returncode == 0
 
 
-@pytest.mark.parametrize("name", ["pit", "hlt"])
+@pytest.mark.parametrize("name", ["pit", "hlt", "tsc"])
 def test_icount_runs_are_reproducible(name, guest, pyemu):
     """In -icount mode time is instructions: two runs print exactly the same bytes."""
     runs = [pyemu("-kernel", guest(name), "-serial", "stdio", "-icount", "shift=2").stdout
