@@ -171,12 +171,16 @@ class Ps2Keyboard(Device):
     with ``take()``.
     """
 
+    # 2: ``expect`` became ``pending_cmd``, the controller's name for the same latch
+    # (emu/migration/compat/i8042.py).
+    STATE_VERSION = 2
+
     queue = state.bytes(max_len=QUEUE_CAP, doc="bytes for the controller, oldest first")
     scancode_set = state.u8(reset=2, doc="scan code set in use (1 or 2)")
     scanning = state.bool(reset=True, doc="key events are sent (F4h enable / F5h disable)")
     leds = state.u8(reset=0, doc="LED state from EDh: bit 0 scroll, 1 num, 2 caps lock")
     typematic = state.u8(reset=TYPEMATIC_DEFAULT, doc="typematic rate/delay from F3h")
-    expect = state.u8(reset=0, doc="command whose argument byte is due next; 0 = none")
+    pending_cmd = state.u8(reset=0, doc="command whose argument byte is due next; 0 = none")
 
     def __init__(self, name: str, parent: Object | None = None, **props: Any) -> None:
         self.on_output: Callable[[], None] = _ignore
@@ -217,8 +221,8 @@ class Ps2Keyboard(Device):
     # -- commands from the host ---------------------------------------------------
     def write(self, value: int) -> None:
         """A byte from the host, through the controller."""
-        pending = self.expect
-        self.expect = 0
+        pending = self.pending_cmd
+        self.pending_cmd = 0
         # A command byte where an argument was due aborts the waiting command.
         if pending and value < FIRST_COMMAND:
             self._argument(pending, value)
@@ -227,7 +231,7 @@ class Ps2Keyboard(Device):
 
     def _command(self, cmd: int) -> None:
         if cmd in (K_LEDS, K_SCANCODE_SET, K_TYPEMATIC):
-            self.expect = cmd
+            self.pending_cmd = cmd
             self._send(bytes((ACK,)))
         elif cmd == K_ECHO:
             self._send(bytes((ECHO,)))
@@ -265,7 +269,7 @@ class Ps2Keyboard(Device):
         return (f"{self.name}: set {self.scancode_set}, scanning "
                 f"{'on' if self.scanning else 'off'}, leds={self.leds} "
                 f"typematic={self.typematic:02x} queue=[{self.queue.hex(' ')}]"
-                + (f" awaiting argument of {self.expect:02x}" if self.expect else ""))
+                + (f" awaiting argument of {self.pending_cmd:02x}" if self.pending_cmd else ""))
 
 
 @register_type("i8042")

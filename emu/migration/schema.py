@@ -2,14 +2,16 @@
 
 The same job as QEMU's vmstate-static-checker: dump what each type saves (wire names,
 types, widths, caps, STATE_VERSION) from the field declarations, and, given an older
-dump, name each change that would stop an old stream from loading without a compat
-filter.
+dump, name each change that would stop an old stream from loading: a change the compat
+filters cover (emu/migration/compat/, whose declared layout of the old version must be
+the old dump's) is not one.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from emu.migration.compat import UPGRADES
 from emu.qom import TYPES, fields_of
 from emu.qom.fields import FieldType
 
@@ -52,9 +54,22 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         if changes and b["version"] == a["version"]:
             lines += [f"{c} (STATE_VERSION {a['version']} unchanged)" for c in changes]
         elif changes:
-            lines += [f"{c} (version {a['version']} -> {b['version']}: needs a compat filter)"
-                      for c in changes]
+            gap = _compat_gap(name, a, b["version"])
+            lines += [f"{c} (version {a['version']} -> {b['version']}: {gap})"
+                      for c in changes if gap]
     return lines
+
+
+def _compat_gap(type_name: str, old: dict[str, Any], version: int) -> str | None:
+    """What the compat filters lack to load ``old`` as ``version``, or None."""
+    for n in range(old["version"], version):
+        up = UPGRADES.get((type_name, n))
+        if up is None:
+            return f"needs a compat filter from v{n}"
+        if n == old["version"] and up.layout.split() != [
+                f"{f['name']}:{_short(f)}" for f in old["fields"]]:
+            return f"the compat layout of v{n} is not the old schema's"
+    return None
 
 
 def _field_changes(type_name: str, old: list[dict], new: list[dict]) -> list[str]:
@@ -73,6 +88,9 @@ def _field_changes(type_name: str, old: list[dict], new: list[dict]) -> list[str
 
 
 def _short(f: dict[str, Any]) -> str:
+    """A dumped field's type in the notation of ``FieldType.spec``."""
     if "bits" in f:
         return f"{'i' if f['signed'] else 'u'}{f['bits']}"
-    return f"{f['type']}[{f.get('max_len', '')}]"
+    if "elem" in f:
+        return f"{_short(f['elem'])}[{f['max_len']}]"
+    return f"{f['type']}[{f['max_len']}]" if "max_len" in f else f["type"]

@@ -1,7 +1,8 @@
 """Object state through visitors: the field tables of emu/qom walked in one place.
 
-``visit_fields(v, obj)`` visits every ``state`` field of ``obj`` under its wire name
-and returns the values (decoded, when ``v`` loads) without assigning them; a loader
+``visit_state(v, cls, values)`` visits every ``state`` field of type ``cls`` under its
+wire name and returns the values (``values`` when saving, decoded when ``v`` loads);
+``visit_fields(v, obj)`` does it for a live object without assigning anything; a loader
 decodes everything first and only then calls ``apply_state``, which assigns and calls
 ``rebuild()``: a failed load leaves every object as it was. The CPU, whose state no
 table expresses, has its own visit in emu/cpu/state.py.
@@ -34,10 +35,18 @@ def visit_field(v: Visitor, f: Field, value: Any) -> Any:
     return got
 
 
+def visit_state(v: Visitor, cls: type, values: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every state field of type ``cls`` (attribute -> value as visited); ``values`` is
+    read when saving and may be None when loading."""
+    return {f.attr: visit_field(v, f, values[f.attr] if values is not None else f.fresh())
+            for f in fields_of(cls, "state")}
+
+
 def visit_fields(v: Visitor, obj: Object) -> dict[str, Any]:
     """Every state field of ``obj`` (attribute -> value as visited), without assigning."""
     obj.sync_state()
-    return {f.attr: visit_field(v, f, f.__get__(obj)) for f in fields_of(type(obj), "state")}
+    return visit_state(v, type(obj), {f.attr: f.__get__(obj) for f in fields_of(type(obj),
+                                                                              "state")})
 
 
 def apply_state(obj: Object, values: dict[str, Any]) -> None:
@@ -47,4 +56,4 @@ def apply_state(obj: Object, values: dict[str, Any]) -> None:
     obj.rebuild()
 
 
-__all__ = ["DecodeError", "apply_state", "visit_field", "visit_fields"]
+__all__ = ["DecodeError", "apply_state", "visit_field", "visit_fields", "visit_state"]

@@ -26,8 +26,9 @@ import numpy as np
 
 from emu import __version__
 from emu.cpu.state import apply_cpu, visit_cpu
-from emu.migration.state import apply_state, visit_fields
-from emu.migration.visitor import BinaryReader, BinaryWriter, DecodeError
+from emu.migration.compat import upgrade_section
+from emu.migration.state import apply_state, visit_fields, visit_state
+from emu.migration.visitor import BinaryReader, BinaryWriter, DecodeError, TreeReader
 from emu.qom import Object, fields_of
 
 MAGIC = b"PYEMUSTR"
@@ -83,6 +84,28 @@ def _str(s: str) -> bytes:
 
 def write_stream(machine: Object, out: BinaryIO, *, compress: bool = False) -> int:
     """Write the machine (stopped) as a stream; returns the number of bytes written."""
+    desc = dict(describe_machine(machine), clock_ns=machine.clock.now_ns())
+    w = BinaryWriter()
+    visit_cpu(w, machine.cpu)
+    sections = [(CPU_PATH, CPU_TYPE, CPU_VERSION, bytes(w.out))]
+    for obj in stateful(machine):
+        w = BinaryWriter()
+        visit_fields(w, obj)
+        sections.append((obj.path, obj.TYPE_NAME, obj.STATE_VERSION, bytes(w.out)))
+    return write_parts(out, desc, machine.mem.ram, sections, compress=compress)
+
+
+def encode_state(cls: type, values: dict[str, Any]) -> bytes:
+    """A section payload of type ``cls`` from its values (attribute -> value)."""
+    w = BinaryWriter()
+    visit_state(w, cls, values)
+    return bytes(w.out)
+
+
+def write_parts(out: BinaryIO, description: dict[str, Any], ram: np.ndarray,
+                sections: list[tuple[str, str, int, bytes]], *, compress: bool = False) -> int:
+    """Write a stream from its parts (a machine's, or a file's being upgraded or edited);
+    returns the number of bytes written."""
     crc, total = 0, 0
 
     def put(data: bytes | memoryview) -> None:
@@ -92,18 +115,12 @@ def write_stream(machine: Object, out: BinaryIO, *, compress: bool = False) -> i
         total += len(data)
 
     put(MAGIC + struct.pack("<H", FORMAT_VERSION) + _str(__version__) + bytes([ENCODING_BINARY]))
-    desc = json.dumps(dict(describe_machine(machine), clock_ns=machine.clock.now_ns())).encode()
+    desc = json.dumps(description).encode()
     put(struct.pack("<I", len(desc)) + desc)
-    _write_ram(machine.mem.ram, put, compress)
-    w = BinaryWriter()
-    visit_cpu(w, machine.cpu)
-    put(_section(CPU_PATH, CPU_TYPE, CPU_VERSION, bytes(w.out)))
-    for obj in stateful(machine):
-        w = BinaryWriter()
-        visit_fields(w, obj)
-        put(_section(obj.path, obj.TYPE_NAME, obj.STATE_VERSION, bytes(w.out)))
-    tail = bytes([END])
-    put(tail)
+    _write_ram(ram, put, compress)
+    for path, type_name, version, payload in sections:
+        put(_section(path, type_name, version, payload))
+    put(bytes([END]))
     out.write(struct.pack("<I", crc))
     return total + 4
 
@@ -210,16 +227,16 @@ def parse_stream(data: bytes, machine: Object) -> Snapshot:
     if problems:
         raise StreamError("description: the machine does not match:\n" + "\n".join(problems))
     snap = Snapshot(raw.description, raw.ram, raw.description["clock_ns"])
-    objects = {o.path: o for o in stateful(machine)}
+    types = {o.path: type(o) for o in stateful(machine)}
     for path, type_name, version, payload in raw.sections:
-        values = decode_section(path, type_name, version, payload, objects, machine.cpu)
+        values = decode_section(path, type_name, version, payload, types, machine.cpu)
         if path == CPU_PATH:
             snap.cpu = values
         else:
             snap.states[path] = (type_name, values)
     if not snap.cpu:
         raise StreamError(f"{CPU_PATH}: no CPU section in the stream")
-    missing = sorted(set(objects) - set(snap.states))
+    missing = sorted(set(types) - set(snap.states))
     if missing:
         raise StreamError(f"{missing[0]}: no state section in the stream")
     return snap
@@ -315,29 +332,43 @@ def _read_section(inp: _Input) -> tuple[str, str, int, bytes]:
 
 
 def decode_section(path: str, type_name: str, version: int, payload: bytes,
-                   objects: dict[str, Object], cpu: Any) -> dict[str, Any]:
-    """A section's values, decoded against the object of that path (or the CPU)."""
-    reader = BinaryReader(payload)
-    reader.begin_struct(path)
+                   types: dict[str, type], cpu: Any) -> dict[str, Any]:
+    """A section's values, decoded against the type of that path here (or the CPU); a
+    section of an older STATE_VERSION goes through the compat filters first."""
     if path == CPU_PATH:
-        _check_type(path, type_name, version, CPU_TYPE, CPU_VERSION)
+        _check_type(path, type_name, CPU_TYPE)
+        _check_version(path, type_name, version, CPU_VERSION)
+        reader = BinaryReader(payload)
+        reader.begin_struct(path)
         values = visit_cpu(reader, cpu)
-    else:
-        obj = objects.get(path)
-        if obj is None:
-            raise StreamError(f"{path}: no such object here")
-        _check_type(path, type_name, version, obj.TYPE_NAME, obj.STATE_VERSION)
-        values = visit_fields(reader, obj)
-    reader.finish()
-    return values
+        reader.finish()
+        return values
+    cls = types.get(path)
+    if cls is None:
+        raise StreamError(f"{path}: no such object here")
+    _check_type(path, type_name, cls.TYPE_NAME)
+    if version == cls.STATE_VERSION:
+        reader = BinaryReader(payload)
+        reader.begin_struct(path)
+        values = visit_state(reader, cls)
+        reader.finish()
+        return values
+    wires = [f.wire for f in fields_of(cls, "state")]
+    tree = upgrade_section(path, type_name, version, cls.STATE_VERSION, payload, wires)
+    reader = TreeReader({path: tree})
+    reader.begin_struct(path)
+    return visit_state(reader, cls)
 
 
-def _check_type(path: str, type_name: str, version: int, want: str, want_version: int) -> None:
+def _check_type(path: str, type_name: str, want: str) -> None:
     if type_name != want:
         raise StreamError(f"{path}: type {type_name} in the stream, {want} here")
-    if version != want_version:
-        raise StreamError(f"{path}: state version {version}, this pyemu has {want_version} "
-                          "(no compat filter)")
+
+
+def _check_version(path: str, type_name: str, version: int, want: int) -> None:
+    if version != want:
+        raise StreamError(f"{path}: state version {version} of {type_name}, this pyemu has "
+                          f"{want} (no compat filter)")
 
 
 def apply_snapshot(machine: Object, snap: Snapshot) -> None:

@@ -6,22 +6,41 @@
   pyemu-state schema [--compare OLD.json]
                                    every type's saved fields; with --compare, the changes
                                    since OLD that old streams could not load through
-A bad file is one line naming the file and the fault, and exit status 1.
+  pyemu-state upgrade FILE OUT     FILE with every section at this pyemu's versions
+  pyemu-state set FILE PATH=VALUE... OUT
+                                   FILE with fields changed, e.g. /machine/cpu/rax=0x10
+A bad file or edit is one line naming the file and the fault, and exit status 1; OUT is
+written whole or not at all.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from emu.cpu.state import apply_cpu, visit_cpu
 from emu.migration.schema import compare, schema
-from emu.migration.stream import PAGE, RawStream, StreamError, decode_section, read_stream
-from emu.qom import TYPES
+from emu.migration.state import visit_state
+from emu.migration.stream import (
+    CPU_PATH,
+    CPU_TYPE,
+    CPU_VERSION,
+    PAGE,
+    RawStream,
+    StreamError,
+    decode_section,
+    encode_state,
+    read_stream,
+    write_parts,
+)
+from emu.migration.visitor import BinaryWriter, DecodeError, TreeReader
+from emu.qom import TYPES, fields_of
 
 
 class ToolError(Exception):
@@ -37,33 +56,66 @@ def _load(path: str) -> RawStream:
         raise ToolError(f"{path}: {e}") from None
 
 
-def _cpu():
-    from emu.cpu.x86 import X86Cpu  # decoding the CPU section needs an engine to read into
+class Sections:
+    """A file's sections decoded against this pyemu's types (through the compat filters),
+    and encoded back; the CPU section goes through a scratch engine."""
 
-    return X86Cpu(icount=False, port_in=lambda p, s: 0, port_out=lambda p, s, v: None,
-                  inta=lambda: -1)
+    def __init__(self, raw: RawStream, path: str) -> None:
+        import emu.machine.pc.pc  # noqa: F401  (registers the board's types)
+        from emu.cpu.x86 import X86Cpu
+
+        self.raw, self.file = raw, path
+        self.types = {o["path"]: TYPES[o["type"]] for o in raw.description.get("objects", [])
+                      if isinstance(o, dict) and isinstance(o.get("path"), str)
+                      and o.get("type") in TYPES}  # an unknown type's section is refused
+        self.cpu = X86Cpu(icount=False, port_in=lambda p, s: 0,
+                          port_out=lambda p, s, v: None, inta=lambda: -1)
+
+    def close(self) -> None:
+        self.cpu.close()
+
+    def __enter__(self) -> Sections:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def trees(self) -> dict[str, dict[str, Any]]:
+        """Every section's state by wire name, in stream order."""
+        out = {}
+        for spath, type_name, version, payload in self.raw.sections:
+            try:
+                values = decode_section(spath, type_name, version, payload, self.types,
+                                        self.cpu)
+            except DecodeError as e:
+                raise ToolError(f"{self.file}: {e}") from None
+            cls = self.types.get(spath)
+            out[spath] = values if cls is None else {
+                f.wire: values[f.attr] for f in fields_of(cls, "state")}
+        return out
+
+    def encode(self, trees: dict[str, dict[str, Any]]) -> list[tuple[str, str, int, bytes]]:
+        """Sections at this pyemu's versions from trees; DecodeError names a bad value."""
+        out = []
+        for spath, tree in trees.items():
+            reader = TreeReader({spath: tree})
+            reader.begin_struct(spath)
+            if spath == CPU_PATH:
+                apply_cpu(self.cpu, visit_cpu(reader, self.cpu))
+                w = BinaryWriter()
+                visit_cpu(w, self.cpu)
+                out.append((spath, CPU_TYPE, CPU_VERSION, bytes(w.out)))
+            else:
+                cls = self.types[spath]
+                out.append((spath, cls.TYPE_NAME, cls.STATE_VERSION,
+                            encode_state(cls, visit_state(reader, cls))))
+        return out
 
 
 def state_tree(raw: RawStream, path: str) -> dict[str, Any]:
     """Every section decoded against the types the description names."""
-    import emu.machine.pc.pc  # noqa: F401  (registers the board's types)
-
-    objects = {}
-    for obj in raw.description.get("objects", []):
-        cls = TYPES.get(obj.get("type"))
-        if cls is not None:  # an unknown type's section is refused by decode_section
-            objects[obj["path"]] = cls("shadow", None)
-    cpu = _cpu()
-    try:
-        tree = {}
-        for spath, type_name, version, payload in raw.sections:
-            try:
-                tree[spath] = decode_section(spath, type_name, version, payload, objects, cpu)
-            except StreamError as e:
-                raise ToolError(f"{path}: {e}") from None
-        return tree
-    finally:
-        cpu.close()
+    with Sections(raw, path) as sections:
+        return sections.trees()
 
 
 def _jsonable(value: Any) -> Any:
@@ -141,6 +193,85 @@ def cmd_schema(args: argparse.Namespace) -> str:
     return "\n".join(lines) if lines else "compatible: no changes old streams would trip on"
 
 
+def _write(out: str, raw: RawStream, sections: list[tuple[str, str, int, bytes]]) -> int:
+    """Write OUT whole (a temporary file renamed into place) or not at all."""
+    target = Path(out)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            n = write_parts(f, raw.description, raw.ram, sections)
+        os.replace(tmp, target)
+        return n
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise ToolError(f"{out}: {e.strerror}") from None
+
+
+def cmd_upgrade(args: argparse.Namespace) -> str:
+    raw = _load(args.file)
+    with Sections(raw, args.file) as sections:
+        old = {p: (t, v) for p, t, v, _ in raw.sections}
+        new = sections.encode(sections.trees())
+    changed = [f"  {p}: {old[p][0]} v{old[p][1]} -> {t} v{v}" for p, t, v, _ in new
+               if old[p] != (t, v)]
+    n = _write(args.out, raw, new)
+    return "\n".join([f"{args.out}: {n} bytes, {len(changed)} sections upgraded", *changed])
+
+
+def _parse_value(text: str, current: Any, where: str) -> Any:
+    """VALUE in the form of the field's current value: integers in any base Python reads
+    (0x10, 0b101), true/false, hex for bytes, comma-separated integers for arrays."""
+    try:
+        if isinstance(current, bool):
+            return {"true": True, "on": True, "1": True,
+                    "false": False, "off": False, "0": False}[text.lower()]
+        if isinstance(current, int):
+            return int(text, 0)
+        if isinstance(current, bytes):
+            return bytes.fromhex(text)
+        if isinstance(current, list):
+            return [int(x, 0) for x in text.split(",")] if text else []
+        if isinstance(current, str):
+            return text
+    except (KeyError, ValueError):
+        pass
+    raise ToolError(f"{where}: {text!r} is not a value of this field "
+                    f"({type(current).__name__})")
+
+
+def _assign(trees: dict[str, dict[str, Any]], item: str) -> None:
+    path, eq, text = item.partition("=")
+    if not eq:
+        raise ToolError(f"{item}: expected PATH=VALUE")
+    section = max((p for p in trees if path.startswith(p + "/")), key=len, default=None)
+    if section is None:
+        raise ToolError(f"{path}: no state section holds this path")
+    node: Any = trees[section]
+    keys = path[len(section) + 1:].split("/")
+    for key in keys[:-1]:
+        node = node.get(key) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or keys[-1] not in node or isinstance(node[keys[-1]], dict):
+        raise ToolError(f"{path}: no such field")
+    node[keys[-1]] = _parse_value(text, node[keys[-1]], path)
+
+
+def cmd_set(args: argparse.Namespace) -> str:
+    *assignments, out = args.items
+    if not assignments:
+        raise ToolError("set: give at least one PATH=VALUE and then OUT")
+    raw = _load(args.file)
+    with Sections(raw, args.file) as sections:
+        trees = sections.trees()
+        for item in assignments:
+            _assign(trees, item)
+        try:
+            new = sections.encode(trees)
+        except DecodeError as e:
+            raise ToolError(str(e)) from None
+    n = _write(out, raw, new)
+    return f"{out}: {n} bytes, {len(assignments)} fields set"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="pyemu-state", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -150,8 +281,15 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("a")
     d.add_argument("b")
     sub.add_parser("schema").add_argument("--compare", metavar="OLD.json")
+    u = sub.add_parser("upgrade")
+    u.add_argument("file")
+    u.add_argument("out")
+    st = sub.add_parser("set")
+    st.add_argument("file")
+    st.add_argument("items", nargs="+", metavar="PATH=VALUE... OUT")
     args = ap.parse_args(argv)
-    handler = {"show": cmd_show, "dump": cmd_dump, "diff": cmd_diff, "schema": cmd_schema}
+    handler = {"show": cmd_show, "dump": cmd_dump, "diff": cmd_diff, "schema": cmd_schema,
+               "upgrade": cmd_upgrade, "set": cmd_set}
     try:
         print(handler[args.command](args))
     except ToolError as e:

@@ -60,6 +60,31 @@ class FieldType:
             return [self.elem.check(v) for v in value]
         raise ValueError(f"unknown field type {self.name}")
 
+    @property
+    def spec(self) -> str:
+        """The short notation of schema dumps and compat layouts: ``u8``, ``bool``,
+        ``bytes[16]``, ``str[64]``, ``u16[3]`` (an array)."""
+        if self.elem is not None:
+            return f"{self.elem.spec}[{self.max_len}]"
+        return f"{self.name}[{self.max_len}]" if self.name in ("bytes", "str") else self.name
+
+    @staticmethod
+    def parse(spec: str) -> FieldType:
+        """The inverse of ``spec``; ValueError names a spec it cannot read."""
+        base, bracket, rest = spec.partition("[")
+        if not bracket:
+            if base not in SCALARS:
+                raise ValueError(f"unknown field type {spec!r}")
+            return SCALARS[base]
+        if not rest.endswith("]") or not rest[:-1].isdigit() or int(rest[:-1]) == 0:
+            raise ValueError(f"bad length in field type {spec!r}")
+        n = int(rest[:-1])
+        if base in ("bytes", "str"):
+            return FieldType(base, max_len=n)
+        if base not in SCALARS or base == "bool":
+            raise ValueError(f"unknown element type in {spec!r}")
+        return FieldType("array", max_len=n, elem=SCALARS[base])
+
 
 def _int(name: str, bits: int, signed: bool = False) -> FieldType:
     return FieldType(name, bits=bits, signed=signed)
@@ -68,6 +93,7 @@ def _int(name: str, bits: int, signed: bool = False) -> FieldType:
 U8, U16, U32, U64 = _int("u8", 8), _int("u16", 16), _int("u32", 32), _int("u64", 64)
 I8, I16, I32, I64 = (_int(f"i{b}", b, True) for b in (8, 16, 32, 64))
 BOOL = FieldType("bool")
+SCALARS = {t.name: t for t in (U8, U16, U32, U64, I8, I16, I32, I64, BOOL)}
 
 
 class Field:
@@ -123,11 +149,9 @@ class _Kind:
         return lambda **kw: Field(self._kind, ftype, **kw)
 
     def __getattr__(self, tname: str) -> Callable[..., Field]:
-        types = {"u8": U8, "u16": U16, "u32": U32, "u64": U64,
-                 "i8": I8, "i16": I16, "i32": I32, "i64": I64, "bool": BOOL}
-        if tname not in types:
+        if tname not in SCALARS:
             raise AttributeError(tname)
-        return self._make(types[tname])
+        return self._make(SCALARS[tname])
 
     def bytes(self, *, max_len: int, **kw: Any) -> Field:
         return Field(self._kind, FieldType("bytes", max_len=max_len), **kw)

@@ -388,7 +388,7 @@ def test_state_round_trip(board, kbc, last_write):
     command(board, 0xD4, 0xF2)  # the no-mouse answer waits in the reply latch
     if last_write == "command":
         board.outb(CMD, 0x60)  # a command byte is due at port 60h
-    assert kbc.obf and kbc.reply_pending and kbc.kbd.expect and kbc.kbd.queue
+    assert kbc.obf and kbc.reply_pending and kbc.kbd.pending_cmd and kbc.kbd.queue
 
     fresh = type(board)()
     new = make_kbc(fresh)

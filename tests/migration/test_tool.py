@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from unicorn.x86_const import UC_X86_REG_RBX
 
 from emu.machine.config import MachineConfig
 from emu.machine.pc.pc import PcMachine
@@ -80,3 +81,35 @@ def test_bad_files_get_one_line(tmp_path, snapshots):
         assert r.returncode == 1
         assert r.stderr.startswith(f"pyemu-state: {path}: ") and message in r.stderr
         assert r.stderr.count("\n") == 1
+
+
+def test_set_edits_fields_and_a_machine_loads_them(snapshots, tmp_path):
+    out = tmp_path / "edited.pyemu"
+    r = tool("set", str(snapshots[0]), "/machine/cpu/rbx=0x1234", "/machine/pic/master/imr=0xa5",
+             "/machine/cpu/segments/ds/base=0x10000", str(out))
+    assert r.returncode == 0, r.stderr
+    diff = tool("diff", str(snapshots[0]), str(out)).stdout
+    assert "/machine/cpu/segments/ds/base: 0 -> 65536" in diff
+    assert "/machine/pic/master/imr: " in diff and "-> 165" in diff
+    assert "/machine/cpu/rbx: " in diff and "-> 4660" in diff
+    m = PcMachine(MachineConfig(kernel=str(PIT), icount_shift=2, rtc_base="2020-01-01"), {})
+    try:
+        m.load_snapshot(out.read_bytes())
+        assert m.cpu.uc.reg_read(UC_X86_REG_RBX) == 0x1234
+        assert m.io.read(0x21, 1) == 0xA5  # OCW1 reads back the interrupt mask
+    finally:
+        m.cpu.close()
+
+
+@pytest.mark.parametrize("edit, message", [
+    ("/machine/port92/value=300", "/machine/port92/value: 300 does not fit u8"),
+    ("/machine/port92/nope=1", "/machine/port92/nope: no such field"),
+    ("/machine/cpu/rax=zz", "/machine/cpu/rax: 'zz' is not a value of this field (int)"),
+    ("/machine/nothing/x=1", "/machine/nothing/x: no state section holds this path"),
+    ("/machine/cpu/rax", "/machine/cpu/rax: expected PATH=VALUE"),
+])
+def test_bad_edits_get_one_line_and_write_nothing(snapshots, tmp_path, edit, message):
+    out = tmp_path / "out.pyemu"
+    r = tool("set", str(snapshots[0]), edit, str(out))
+    assert r.returncode == 1 and r.stderr == f"pyemu-state: {message}\n"
+    assert not out.exists() and not list(tmp_path.iterdir())

@@ -1,0 +1,48 @@
+"""Compat: sections saved by an older STATE_VERSION, upgraded to this pyemu's.
+
+DESIGN.md, "Visitors, formats, compat". When a type's STATE_VERSION goes from N to N+1,
+the module named after its chip here declares an ``Upgrade`` (filters.py): the layout
+of version N and the steps from N to N+1. ``upgrade_section`` decodes an old section
+with its old layout and chains the upgrades up to the current version; the caller then
+checks the tree against the current declaration like any other input. Devices never
+see an old version.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from emu.migration.compat import i8042
+from emu.migration.compat.filters import CompatError, Upgrade
+from emu.migration.state import visit_field
+from emu.migration.visitor import BinaryReader
+
+UPGRADES: dict[tuple[str, int], Upgrade] = {
+    (u.type_name, u.from_version): u for module in (i8042,) for u in module.UPGRADES}
+
+
+def upgrade_section(path: str, type_name: str, version: int, current: int,
+                    payload: bytes | memoryview, wires: list[str]) -> dict[str, Any]:
+    """A binary section of ``version`` as a tree of version ``current`` (keyed by wire
+    name, which must come out as ``wires``); CompatError names what is missing."""
+    if version > current:
+        raise CompatError(f"{path}: state version {version} is newer than this pyemu's "
+                          f"{current} for {type_name}")
+    chain = [UPGRADES.get((type_name, n)) for n in range(version, current)]
+    if None in chain:
+        raise CompatError(f"{path}: state version {version}, this pyemu has {current} "
+                          f"and no compat filter for {type_name} from v{version}")
+    reader = BinaryReader(payload)
+    reader.begin_struct(path)
+    tree = {f.wire: visit_field(reader, f, f.fresh()) for f in chain[0].fields()}
+    reader.finish()
+    for up in chain:
+        up.apply(tree)
+    extra = sorted(set(tree) - set(wires))
+    if extra:
+        raise CompatError(f"{path}: field {extra[0]} left over after upgrading {type_name} "
+                          f"v{version} -> v{current}")
+    return tree
+
+
+__all__ = ["UPGRADES", "CompatError", "upgrade_section"]

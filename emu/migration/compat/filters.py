@@ -1,0 +1,136 @@
+"""The vocabulary of compat filters: steps that turn one STATE_VERSION's tree into the next.
+
+A tree here is one section's state as a dict keyed by wire name (DESIGN.md, "Visitors,
+formats, compat"). Each step is data — rename, retype, add with a default, drop — or a
+named function for what data cannot say. An ``Upgrade`` pairs the steps with the wire
+layout the older version had, so that a binary section of that version decodes without
+the code that wrote it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from emu.migration.visitor import DecodeError
+from emu.qom.fields import Field, FieldType
+
+
+class CompatError(DecodeError):
+    """A tree the filters cannot upgrade; the message names the type, versions and step."""
+
+
+def _take(tree: dict[str, Any], name: str) -> Any:
+    if name not in tree:
+        raise KeyError(name)
+    return tree.pop(name)
+
+
+@dataclass(frozen=True)
+class Rename:
+    """The wire name changed; the meaning did not."""
+
+    old: str
+    new: str
+
+    def apply(self, tree: dict[str, Any]) -> None:
+        tree[self.new] = _take(tree, self.old)
+
+
+@dataclass(frozen=True)
+class Retype:
+    """The type changed (width, sign, bool and integer, bytes and an array of u8); the
+    value converts here and the new declaration checks its range afterwards."""
+
+    name: str
+    to: str  # a FieldType spec: "u32", "bool", "bytes[16]", "u8[16]"
+
+    def apply(self, tree: dict[str, Any]) -> None:
+        tree[self.name] = convert(_take(tree, self.name), FieldType.parse(self.to))
+
+
+@dataclass(frozen=True)
+class Add:
+    """A new field; ``value`` is what streams without it meant."""
+
+    name: str
+    value: Any
+
+    def apply(self, tree: dict[str, Any]) -> None:
+        tree[self.name] = self.value
+
+
+@dataclass(frozen=True)
+class Drop:
+    """A field that no longer exists (its meaning is gone or derived now)."""
+
+    name: str
+
+    def apply(self, tree: dict[str, Any]) -> None:
+        _take(tree, self.name)
+
+
+@dataclass(frozen=True)
+class Call:
+    """A named function editing the tree in place, for changes data cannot describe."""
+
+    fn: Callable[[dict[str, Any]], None]
+
+    def apply(self, tree: dict[str, Any]) -> None:
+        self.fn(tree)
+
+    def __str__(self) -> str:
+        return f"Call({self.fn.__name__})"
+
+
+Step = Rename | Retype | Add | Drop | Call
+
+
+def convert(value: Any, to: FieldType) -> Any:
+    """``value`` in the Python form of type ``to``; ValueError if it has no such form."""
+    if to.name == "bool":
+        if isinstance(value, (bool, int)):
+            return bool(value)
+    elif to.bits:
+        if isinstance(value, (bool, int)):
+            return int(value)
+    elif to.name == "bytes":
+        if isinstance(value, (bytes, list)):
+            return bytes(value)
+    elif to.name == "array":
+        if isinstance(value, (bytes, list)):
+            return list(value)
+    elif to.name == "str" and isinstance(value, str):
+        return value
+    raise ValueError(f"{type(value).__name__} {value!r} does not convert to {to.spec}")
+
+
+@dataclass(frozen=True)
+class Upgrade:
+    """From ``from_version`` of ``type_name`` to the next version."""
+
+    type_name: str
+    from_version: int
+    layout: str  # the wire layout of from_version, in order: "name:spec name:spec ..."
+    steps: tuple[Step, ...]
+
+    def fields(self) -> list[Field]:
+        """The old layout as fields a visitor can decode."""
+        out = []
+        for item in self.layout.split():
+            name, _, spec = item.partition(":")
+            out.append(Field("state", FieldType.parse(spec), doc="", wire=name))
+        return out
+
+    def apply(self, tree: dict[str, Any]) -> None:
+        for step in self.steps:
+            try:
+                step.apply(tree)
+            except KeyError as e:
+                raise CompatError(f"{self}: {step}: no field {e}") from None
+            except (ValueError, TypeError) as e:
+                raise CompatError(f"{self}: {step}: {e}") from None
+
+    def __str__(self) -> str:
+        return f"{self.type_name} v{self.from_version} -> v{self.from_version + 1}"
