@@ -434,7 +434,10 @@ static void *deadline_main(void *arg)
     pthread_mutex_lock(&p->lock);
     while (p->thread_running) {
         int64_t now = mono_ns();
-        int due = p->kick || now >= p->deadline_ns;
+        /* In icount mode the code hook honours a kick at an exact instruction; a stop
+         * from this thread would land between an instruction's hook and the instruction
+         * (unicorn skips the hooks of a stopping block), losing the count. */
+        int due = (p->kick && p->clock_shift < 0) || now >= p->deadline_ns;
         if (due && p->in_run) {
             p->emu_stop(p->uc);
             wait_until(p, now + RETRY_NS);

@@ -7,6 +7,10 @@ or unix socket. Spellings follow QEMU's ``-serial``/``-chardev`` shorthand:
     null | none | stdio | file:PATH | tcp:HOST:PORT[,server][,nowait] |
     unix:PATH[,server][,nowait] | mon:BACKEND
 
+Socket addresses are parsed, bound and connected by emu/host/sockaddr.py (shared with
+the migration transports): an IPv6 HOST goes in brackets, a server with an empty HOST
+(``tcp::4444,server``) listens on every address, a client with one connects to this host.
+
 Threads (DESIGN.md, "Threads and time"): every backend with input runs one reader
 thread that collects host bytes into a capped, thread-safe buffer and then calls the
 notify callback, so the machine can wake its CPU. The machine thread calls ``pump()``,
@@ -33,6 +37,9 @@ import sys
 import threading
 from collections.abc import Callable
 from typing import Protocol
+
+from emu.host import sockaddr
+from emu.host.sockaddr import AddressError
 
 INPUT_CAP = 1 << 20  # bytes a backend buffers before its reader thread waits
 OUTPUT_CAP = 1 << 20  # bytes a socket buffers for a slow client before dropping
@@ -296,17 +303,18 @@ class StdioChardev(Chardev):
 class SocketChardev(Chardev):
     """``tcp:`` and ``unix:``, as a listening server (one client at a time) or a client.
 
+    ``address`` is ``(host, port)`` or a socket path, as emu.host.sockaddr takes them.
     One I/O thread per socket accepts clients, reads input and flushes the output
     buffer; output written while no client is connected is dropped.
     """
 
-    def __init__(self, spec: str, family: int, address: object, *,
+    def __init__(self, spec: str, address: sockaddr.Address, *,
                  server: bool, wait: bool) -> None:
         super().__init__(spec)
         # Called on the I/O thread when a client arrives (the monitor greets it).
         self.on_connect: Callable[[], None] | None = None
-        self.family, self.server = family, server
-        self._listener: socket.socket | None = None
+        self.server = server
+        self._listener: sockaddr.ListeningSocket | None = None
         self._client: socket.socket | None = None
         self._out = bytearray()
         self._out_lock = threading.Lock()
@@ -314,47 +322,31 @@ class SocketChardev(Chardev):
         self._stop = False
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
-        self.address = address  # the bound address once listening (port 0 picks one)
+        # The bound address once listening (port 0 picks one), else the one connected to.
+        self.address: sockaddr.Address = address
         try:
-            if server:
-                self._listen(address)
-                if wait:
-                    print(f"pyemu: waiting for connection on {spec}", file=sys.stderr)
-                    self._set_client(self._listener.accept()[0])  # type: ignore[union-attr]
-            else:
-                self._set_client(self._connect(family, address))
-        except OSError as e:
-            self._close_fds()
-            raise OSError(e.errno, f"chardev {spec}: {e.strerror or e}") from None
+            self._start(address, wait)
+        except BaseException as e:
+            self._close_fds()  # also removes a unix socket file we bound
+            if isinstance(e, OSError):
+                raise OSError(e.errno, f"chardev {spec}: {e.strerror or e}") from None
+            raise  # AddressError: parse_chardev puts the spec in front
         self._thread = threading.Thread(target=self._run, name=f"chardev-{spec}", daemon=True)
         self._thread.start()
 
     # -- setup ----------------------------------------------------------------
-    def _listen(self, address: object) -> None:
-        sock = socket.socket(self.family, socket.SOCK_STREAM)
-        self._listener = sock
-        if self.family == socket.AF_UNIX:
-            _unlink_stale(str(address))
-        else:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(1)
-        self.address = sock.getsockname()
-
-    @staticmethod
-    def _connect(family: int, address: object) -> socket.socket:
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.connect(address)
-        except OSError:
-            sock.close()
-            raise
-        return sock
+    def _start(self, address: sockaddr.Address, wait: bool) -> None:
+        if not self.server:
+            self._set_client(sockaddr.connect(address))
+            return
+        self._listener = sockaddr.listen(address)
+        self.address = self._listener.address
+        if wait:
+            print(f"pyemu: waiting for connection on {self.spec}", file=sys.stderr)
+            self._set_client(self._listener.accept()[0])
 
     def _set_client(self, conn: socket.socket) -> None:
         conn.setblocking(False)
-        if self.family != socket.AF_UNIX:
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._out_lock:
             self._client = conn
             self._out.clear()
@@ -485,8 +477,6 @@ class SocketChardev(Chardev):
 
     def _close_fds(self) -> None:
         if self._listener is not None:
-            if self.family == socket.AF_UNIX and isinstance(self._listener.getsockname(), str):
-                _unlink_stale(self._listener.getsockname())
             self._listener.close()
             self._listener = None
         for fd in (self._wake_r, self._wake_w):
@@ -494,17 +484,6 @@ class SocketChardev(Chardev):
                 os.close(fd)
             except OSError:
                 pass
-
-
-def _unlink_stale(path: str) -> None:
-    """Remove a socket file left by an earlier run, so bind() can create it again."""
-    import stat
-
-    try:
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 # -- multiplexer --------------------------------------------------------------------
@@ -705,9 +684,13 @@ def _open(spec: str, whole: str) -> Chardev:
         return FileChardev(whole, arg)
     if kind in ("tcp", "unix"):
         flags = _options(opts, whole, {"server", "wait", "nodelay"})
-        family, address = _socket_address(kind, arg, whole, server=flags.get("server", False))
-        return SocketChardev(whole, family, address, server=flags.get("server", False),
-                             wait=flags.get("wait", True))
+        try:
+            address = sockaddr.parse_host_port(arg) if kind == "tcp" else \
+                sockaddr.check_unix_path(arg)
+            return SocketChardev(whole, address, server=flags.get("server", False),
+                                 wait=flags.get("wait", True))
+        except AddressError as e:
+            raise ValueError(f"chardev {whole!r}: {e}") from None
     raise ValueError(f"chardev {whole!r}: unknown backend {kind!r} "
                      "(null, none, stdio, file:, tcp:, unix:, mon:)")
 
@@ -732,23 +715,3 @@ def _options(opts: list[str], whole: str, known: set[str]) -> dict[str, bool]:
             raise ValueError(f"chardev {whole!r}: option {opt!r} wants on or off")
         flags[name] = value == "on"
     return flags
-
-
-def _socket_address(kind: str, arg: str, whole: str, server: bool) -> tuple[int, object]:
-    if kind == "unix":
-        if not arg:
-            raise ValueError(f"chardev {whole!r}: unix: needs a path")
-        return socket.AF_UNIX, arg
-    host, sep, port_text = arg.rpartition(":")
-    if not sep:
-        raise ValueError(f"chardev {whole!r}: tcp: wants HOST:PORT")
-    if not port_text.isdigit() or int(port_text) > 0xFFFF:
-        raise ValueError(f"chardev {whole!r}: bad port {port_text!r}")
-    host = host.strip("[]") or ("0.0.0.0" if server else "localhost")
-    try:
-        family, _, _, _, address = socket.getaddrinfo(
-            host, int(port_text), type=socket.SOCK_STREAM,
-            flags=socket.AI_PASSIVE if server else 0)[0]
-    except socket.gaierror as e:
-        raise ValueError(f"chardev {whole!r}: bad host {host!r}: {e.strerror}") from None
-    return family, address

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -176,9 +177,12 @@ class _Input:
         if n > MAX_NAME:
             raise StreamError(f"{what}: name of {n} bytes")
         try:
-            return self.take(n, what).decode()
+            text = self.take(n, what).decode()
         except UnicodeDecodeError:
             raise StreamError(f"{what}: not UTF-8") from None
+        if not text.isprintable():  # names go into one-line messages
+            raise StreamError(f"{what}: {text!r} has unprintable characters")
+        return text
 
 
 @dataclass
@@ -191,8 +195,10 @@ class RawStream:
     sections: list[tuple[str, str, int, bytes]]  # path, type, version, payload
 
 
-def read_stream(data: bytes) -> RawStream:
-    """Check framing, lengths and checksums and decode the RAM; no machine needed."""
+def read_stream(data: bytes,
+                check: Callable[[dict[str, Any]], None] | None = None) -> RawStream:
+    """Check framing, lengths and checksums and decode the RAM; no machine needed.
+    ``check`` sees the description before any RAM is allocated (and may refuse it)."""
     body = memoryview(data)[:-4]  # no copy: a stream is mostly RAM
     if len(data) < 4 or zlib.crc32(body) != struct.unpack("<I", data[-4:])[0]:
         raise StreamError("end: checksum of the stream does not match (corrupt or truncated)")
@@ -206,8 +212,10 @@ def read_stream(data: bytes) -> RawStream:
     if inp.take(1, "header/encoding")[0] != ENCODING_BINARY:
         raise StreamError("header/encoding: unknown section encoding")
     desc = _read_description(inp)
+    if check is not None:
+        check(desc)
     ram = _parse_ram(inp, desc["ram_size"])
-    sections = []
+    sections, seen = [], set()
     while True:
         tag = inp.take(1, "sections")[0]
         if tag == END:
@@ -215,6 +223,9 @@ def read_stream(data: bytes) -> RawStream:
         if tag != SECTION:
             raise StreamError(f"sections: unknown record tag {tag:#x} at byte {inp.pos - 1}")
         sections.append(_read_section(inp))
+        if sections[-1][0] in seen:
+            raise StreamError(f"{sections[-1][0]}: a second section for this path")
+        seen.add(sections[-1][0])
     if inp.pos != len(inp.data):
         raise StreamError("end: data after the end marker")
     return RawStream(emulator, desc, ram, sections)
@@ -222,10 +233,15 @@ def read_stream(data: bytes) -> RawStream:
 
 def parse_stream(data: bytes, machine: Object) -> Snapshot:
     """Check and decode a whole stream against ``machine`` without changing it."""
-    raw = read_stream(data)
-    problems = compare_descriptions(raw.description, describe_machine(machine))
-    if problems:
-        raise StreamError("description: the machine does not match:\n" + "\n".join(problems))
+    ours = describe_machine(machine)
+
+    def check(theirs: dict[str, Any]) -> None:
+        problems = compare_descriptions(theirs, ours)
+        if problems:
+            raise StreamError("description: the machine does not match:\n" +
+                              "\n".join(problems))
+
+    raw = read_stream(data, check)
     snap = Snapshot(raw.description, raw.ram, raw.description["clock_ns"])
     types = {o.path: type(o) for o in stateful(machine)}
     for path, type_name, version, payload in raw.sections:
@@ -248,8 +264,8 @@ def _read_description(inp: _Input) -> dict[str, Any]:
         raise StreamError(f"description: {n} bytes exceed the cap")
     try:
         desc = json.loads(inp.take(n, "description"))
-    except ValueError as e:
-        raise StreamError(f"description: not JSON ({e})") from None
+    except (ValueError, RecursionError) as e:
+        raise StreamError(f"description: not JSON ({str(e).splitlines()[0]})") from None
     if not isinstance(desc, dict):
         raise StreamError("description: not a mapping")
     size = desc.get("ram_size")
@@ -259,7 +275,23 @@ def _read_description(inp: _Input) -> dict[str, Any]:
     clock_ns = desc.get("clock_ns")
     if isinstance(clock_ns, bool) or not isinstance(clock_ns, int) or clock_ns < 0:
         raise StreamError("description/clock_ns: missing or not a time")
+    _check_objects(desc.get("objects"))
     return desc
+
+
+def _check_objects(objects: Any) -> None:
+    """The description's objects: a list of {path, type, props} with printable names."""
+    if not isinstance(objects, list):
+        raise StreamError("description/objects: not a list")
+    for i, obj in enumerate(objects):
+        where = f"description/objects[{i}]"
+        if not isinstance(obj, dict) or not isinstance(obj.get("props"), dict):
+            raise StreamError(f"{where}: not an object with props")
+        for key in ("path", "type"):
+            value = obj.get(key)
+            if not isinstance(value, str) or not value.isprintable() or \
+                    len(value) > MAX_NAME:
+                raise StreamError(f"{where}/{key}: not a printable name")
 
 
 def compare_descriptions(theirs: dict[str, Any], ours: dict[str, Any]) -> list[str]:
@@ -287,7 +319,10 @@ def compare_descriptions(theirs: dict[str, Any], ours: dict[str, Any]) -> list[s
 
 def _parse_ram(inp: _Input, ram_size: int) -> np.ndarray:
     pages = ram_size // PAGE
-    ram = np.zeros(ram_size, dtype=np.uint8)
+    try:
+        ram = np.zeros(ram_size, dtype=np.uint8)
+    except MemoryError:
+        raise StreamError(f"description/ram_size: cannot allocate {ram_size} bytes") from None
     while True:
         tag = inp.take(1, "ram")[0]
         if tag == RAM_END:
@@ -302,15 +337,24 @@ def _parse_ram(inp: _Input, ram_size: int) -> np.ndarray:
                 raise StreamError(f"ram/data-run@{first}: {count} pages in {length} bytes")
             chunk = inp.view(length, f"ram/data-run@{first}")
             if packed:
-                try:
-                    chunk = zlib.decompressobj().decompress(chunk, count * PAGE)
-                except zlib.error as e:
-                    raise StreamError(f"ram/data-run@{first}: {e}") from None
+                chunk = _inflate(chunk, count * PAGE, f"ram/data-run@{first}")
             if len(chunk) != count * PAGE:
                 raise StreamError(f"ram/data-run@{first}: {len(chunk)} bytes for {count} pages")
             ram[first * PAGE:(first + count) * PAGE] = np.frombuffer(chunk, dtype=np.uint8)
         else:
             raise StreamError(f"ram: unknown record tag {tag:#x} at byte {inp.pos - 1}")
+
+
+def _inflate(packed: memoryview, size: int, where: str) -> bytes:
+    """Exactly ``size`` bytes from one whole zlib stream, and nothing after it."""
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(packed, size)
+    except zlib.error as e:
+        raise StreamError(f"{where}: {e}") from None
+    if d.unconsumed_tail or d.unused_data or not d.eof:
+        raise StreamError(f"{where}: compressed data does not end with its {size} bytes")
+    return out
 
 
 def _check_run(first: int, count: int, pages: int) -> None:
@@ -320,6 +364,8 @@ def _check_run(first: int, count: int, pages: int) -> None:
 
 def _read_section(inp: _Input) -> tuple[str, str, int, bytes]:
     path = inp.string("section/path")
+    if not path.startswith("/"):
+        raise StreamError(f"section/path: {path!r} is not an object path")
     type_name = inp.string(f"{path}/type")
     version, length = inp.unpack("<HI", f"{path}/header")
     if length > MAX_SECTION:

@@ -284,7 +284,7 @@ class BinaryReader(Visitor):
 
     def finish(self) -> None:
         if self.pos != len(self.data):
-            raise DecodeError(f"{len(self.data) - self.pos} bytes of trailing data")
+            raise DecodeError(f"{self.path}: {len(self.data) - self.pos} bytes of trailing data")
 
 
 # -- JSON: the tree, with blobs as hex strings (the declaration says where) -------------

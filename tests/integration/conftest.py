@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -82,3 +83,69 @@ def pyemu_proc():
         for f in (p.stdin, p.stdout, p.stderr):
             if f:
                 f.close()
+
+
+PROMPT = b"(pyemu) "
+
+
+class MonitorClient:
+    """A socket client that sends a line and returns the text up to the next prompt."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.sock.settimeout(15)
+        self.buf = b""
+
+    def until_prompt(self) -> str:
+        while PROMPT not in self.buf:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError(f"monitor closed; got {self.buf!r}")
+            self.buf += chunk
+        text, _, self.buf = self.buf.partition(PROMPT)
+        return text.decode().replace("\r\n", "\n").strip()
+
+    def cmd(self, line: str) -> str:
+        self.sock.sendall(line.encode() + b"\n")
+        return self.until_prompt()
+
+
+def _connect(address: Path | tuple[str, int], proc: subprocess.Popen) -> MonitorClient:
+    """Connect to a monitor socket (a unix path or host and port), waiting for it."""
+    for _ in range(200):
+        if proc.poll() is not None:
+            raise AssertionError(proc.stderr.read().decode())
+        s = socket.socket(socket.AF_UNIX if isinstance(address, Path) else socket.AF_INET)
+        try:
+            s.connect(str(address) if isinstance(address, Path) else address)
+            return MonitorClient(s)
+        except OSError:
+            s.close()
+            time.sleep(0.05)
+    raise AssertionError("monitor socket never appeared")
+
+
+@pytest.fixture
+def connect_monitor() -> Callable[..., MonitorClient]:
+    """``connect_monitor(address, proc)``: a client of pyemu's monitor at a unix path or
+    (host, port), once the process has opened it."""
+    return _connect
+
+
+@pytest.fixture
+def start_with_monitor(tmp_path, pyemu_proc):
+    """``start_with_monitor(*ARGS)``: pyemu ARGS with a monitor on a unix socket;
+    returns (process, client past the greeting)."""
+    count = 0
+
+    def start(*args: str) -> tuple[subprocess.Popen, MonitorClient]:
+        nonlocal count
+        count += 1
+        path = tmp_path / f"mon{count}.sock"
+        proc = pyemu_proc(*args, "-monitor", f"unix:{path},server,nowait")
+        mon = _connect(path, proc)
+        greeting = mon.until_prompt()
+        assert greeting.startswith("pyemu ") and "monitor" in greeting
+        return proc, mon
+
+    return start

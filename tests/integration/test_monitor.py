@@ -8,58 +8,10 @@ from pathlib import Path
 
 import pytest
 
-PROMPT = b"(pyemu) "
-
-
-class MonitorClient:
-    """A socket client that sends a line and returns the text up to the next prompt."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.sock.settimeout(15)
-        self.buf = b""
-
-    def until_prompt(self) -> str:
-        while PROMPT not in self.buf:
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                raise ConnectionError(f"monitor closed; got {self.buf!r}")
-            self.buf += chunk
-        text, _, self.buf = self.buf.partition(PROMPT)
-        return text.decode().replace("\r\n", "\n").strip()
-
-    def cmd(self, line: str) -> str:
-        self.sock.sendall(line.encode() + b"\n")
-        return self.until_prompt()
-
-
-def _connect_unix(path: Path, proc) -> MonitorClient:
-    for _ in range(200):
-        if proc.poll() is not None:
-            raise AssertionError(proc.stderr.read().decode())
-        try:
-            s = socket.socket(socket.AF_UNIX)
-            s.connect(str(path))
-            return MonitorClient(s)
-        except OSError:
-            s.close()
-            time.sleep(0.05)
-    raise AssertionError("monitor socket never appeared")
-
-
-def _start_with_monitor(tmp_path, pyemu_proc, *args: str):
-    """pyemu ARGS with a monitor on a unix socket: (process, client past the greeting)."""
-    path = tmp_path / "mon.sock"
-    proc = pyemu_proc(*args, "-monitor", f"unix:{path},server,nowait")
-    mon = _connect_unix(path, proc)
-    greeting = mon.until_prompt()
-    assert greeting.startswith("pyemu ") and "monitor" in greeting
-    return proc, mon
-
 
 @pytest.fixture
-def monitor(tmp_path, pyemu_proc):
-    proc, client = _start_with_monitor(tmp_path, pyemu_proc, "-serial", "null")
+def monitor(start_with_monitor):
+    proc, client = start_with_monitor("-serial", "null")
     yield client, proc
     client.sock.close()
 
@@ -95,9 +47,9 @@ def test_bad_input_gets_one_line_and_the_monitor_survives(monitor):
     assert "info registers" in mon.cmd("help")
 
 
-def test_system_reset_restarts_the_guest(tmp_path, pyemu_proc):
+def test_system_reset_restarts_the_guest(tmp_path, start_with_monitor):
     out = tmp_path / "serial.txt"
-    proc, mon = _start_with_monitor(tmp_path, pyemu_proc, "-serial", f"file:{out}")
+    proc, mon = start_with_monitor("-serial", f"file:{out}")
     time.sleep(0.5)
     mon.cmd("system_reset")
     time.sleep(1.0)
@@ -110,9 +62,9 @@ def test_quit_ends_the_process(monitor):
     assert proc.wait(15) == 0
 
 
-def test_start_paused_then_cont(tmp_path, pyemu_proc):
+def test_start_paused_then_cont(tmp_path, start_with_monitor):
     out = tmp_path / "serial.txt"
-    proc, mon = _start_with_monitor(tmp_path, pyemu_proc, "-S", "-serial", f"file:{out}")
+    proc, mon = start_with_monitor("-S", "-serial", f"file:{out}")
     assert mon.cmd("info status") == "VM status: paused (prelaunch)"
     time.sleep(0.3)
     assert out.read_bytes() == b""  # the CPU has not run
@@ -121,18 +73,12 @@ def test_start_paused_then_cont(tmp_path, pyemu_proc):
     assert b"the machine is alive" in out.read_bytes()
 
 
-def test_tcp_monitor(pyemu_proc):
+def test_tcp_monitor(pyemu_proc, connect_monitor):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = pyemu_proc("-serial", "null", "-monitor", f"tcp:127.0.0.1:{port},server,nowait")
-    for _ in range(200):
-        try:
-            mon = MonitorClient(socket.create_connection(("127.0.0.1", port)))
-            break
-        except OSError:
-            assert proc.poll() is None, proc.stderr.read().decode()
-            time.sleep(0.05)
+    mon = connect_monitor(("127.0.0.1", port), proc)
     mon.until_prompt()
     assert mon.cmd("info version").endswith("(pyemu)")
     mon.sock.sendall(b"quit\n")
@@ -157,10 +103,10 @@ def test_monitor_on_stdio(pyemu):
     assert r.returncode == 0
 
 
-def test_savevm_and_loadvm_on_a_running_guest(tmp_path, pyemu_proc, monkeypatch):
+def test_savevm_and_loadvm_on_a_running_guest(tmp_path, start_with_monitor, monkeypatch):
     monkeypatch.setenv("PYEMU_SNAPSHOT_DIR", str(tmp_path / "snaps"))
     out = tmp_path / "serial.txt"
-    proc, mon = _start_with_monitor(tmp_path, pyemu_proc, "-serial", f"file:{out}")
+    proc, mon = start_with_monitor("-serial", f"file:{out}")
     time.sleep(0.5)
     assert mon.cmd("savevm first") == ""
     assert "first" in mon.cmd("info snapshots")
@@ -178,12 +124,12 @@ def test_savevm_and_loadvm_on_a_running_guest(tmp_path, pyemu_proc, monkeypatch)
     assert proc.wait(15) == 0
 
 
-def test_savevm_refuses_a_writable_disk(tmp_path, pyemu_proc, monkeypatch):
+def test_savevm_refuses_a_writable_disk(tmp_path, start_with_monitor, monkeypatch):
     monkeypatch.setenv("PYEMU_SNAPSHOT_DIR", str(tmp_path / "snaps"))
     disk = tmp_path / "disk.img"
     disk.write_bytes(bytes(1 << 20))
-    proc, mon = _start_with_monitor(
-        tmp_path, pyemu_proc, "-kernel", str(Path(__file__).parents[1] / "guests/build/hlt.elf"),
+    proc, mon = start_with_monitor(
+        "-kernel", str(Path(__file__).parents[1] / "guests/build/hlt.elf"),
         "-serial", "null", "-hda", str(disk))
     reply = mon.cmd("savevm s")
     assert reply.startswith("Error: drive /machine/ide/ide0/master") and "readonly=on" in reply

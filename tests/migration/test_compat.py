@@ -106,7 +106,7 @@ def test_an_upgraded_value_is_checked_against_the_new_declaration(port92_v3):
 def test_old_sections_are_checked_against_their_old_layout(port92_v3):
     with pytest.raises(DecodeError, match="/machine/port92/fast_a20: truncated"):
         decode(1, struct.pack("<H", 2))
-    with pytest.raises(DecodeError, match="1 bytes of trailing data"):
+    with pytest.raises(DecodeError, match="/machine/port92: 1 bytes of trailing data"):
         decode(2, bytes([1, 2]))
 
 
