@@ -42,6 +42,10 @@ usage: pyemu [options]
   -display none         no display (pyemu has none anyway)
   -S                    do not start the CPU; 'cont' in the monitor starts it
   -loadvm TAG           start from snapshot TAG (saved with savevm in $PYEMU_SNAPSHOT_DIR)
+  -incoming URI         wait for a migration from URI (tcp:HOST:PORT, unix:PATH, file:PATH,
+                        exec:CMD, fd:N) and run the guest it brings; with no machine
+                        options the machine is built from the stream; 'defer': wait
+                        for the monitor's migrate_incoming
   -icount [shift=]N     deterministic time: each instruction takes 2^N ns
   -no-reboot            exit instead of resetting the machine
   -name NAME            name of the guest
@@ -212,23 +216,44 @@ def _append(attr: str) -> Callable[[MachineConfig, str], None]:
     return lambda cfg, value: getattr(cfg, attr).append(value)
 
 
+def _shaping(handler: Callable[..., str | None]) -> Callable[..., str | None]:
+    """An option that shapes the machine: a destination given one builds the machine
+    from its own command line and checks it against the stream's."""
+
+    def shape(cfg: MachineConfig, *value: str) -> str | None:
+        cfg.shaped = True
+        return handler(cfg, *value)
+
+    return shape
+
+
+def _drive(cfg: MachineConfig, value: str) -> None:
+    cfg.drives.append(parse_drive(value))
+    keys = {part.partition("=")[0] for part in value.split(",") if part}
+    if keys != {"id", "file"}:  # id= and file= alone re-bind a migrated drive
+        cfg.shaped = True
+
+
 _VALUED: dict[str, Callable[[MachineConfig, str], str | None]] = {
-    "-M": _machine, "-machine": _machine, "-m": _memory,
-    "-kernel": _set("kernel"), "-append": _set("append"), "-initrd": _set("initrd"),
-    "-bios": _set("bios"), "-serial": _append("serial"), "-monitor": _append("monitor"),
+    "-M": _shaping(_machine), "-machine": _shaping(_machine), "-m": _shaping(_memory),
+    "-kernel": _shaping(_set("kernel")), "-append": _shaping(_set("append")),
+    "-initrd": _shaping(_set("initrd")), "-bios": _shaping(_set("bios")),
+    "-serial": _append("serial"), "-monitor": _append("monitor"),
     "-debugcon": _set("debugcon"), "-name": _set("name"), "-display": _display,
-    "-icount": lambda cfg, v: setattr(cfg, "icount_shift", _icount(v)),
-    "-boot": _boot,
-    "-rtc": _rtc,
+    "-icount": _shaping(lambda cfg, v: setattr(cfg, "icount_shift", _icount(v))),
+    "-boot": _shaping(_boot),
+    "-rtc": _shaping(_rtc),
     "-loadvm": _set("loadvm"),
-    "-drive": lambda cfg, v: cfg.drives.append(parse_drive(v)),
-    **{f"-{name}": _drive_option(name) for name in ("hda", "hdb", "hdc", "hdd", "cdrom")},
+    "-incoming": _set("incoming"),
+    "-drive": _drive,
+    **{f"-{name}": _shaping(_drive_option(name))
+       for name in ("hda", "hdb", "hdc", "hdd", "cdrom")},
 }
 _FLAGS: dict[str, Callable[[MachineConfig], None]] = {
     "-nographic": lambda cfg: setattr(cfg, "nographic", True),
     "-S": lambda cfg: setattr(cfg, "start_paused", True),
-    "-no-reboot": lambda cfg: setattr(cfg, "no_reboot", True),
-    "-snapshot": lambda cfg: setattr(cfg, "snapshot", True),
+    "-no-reboot": _shaping(lambda cfg: setattr(cfg, "no_reboot", True)),
+    "-snapshot": _shaping(lambda cfg: setattr(cfg, "snapshot", True)),
 }
 
 
@@ -238,6 +263,18 @@ def _finish(cfg: MachineConfig) -> None:
         cfg.drives = assign_indexes(cfg.drives)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if cfg.incoming is not None and cfg.loadvm is not None:
+        raise UsageError("-loadvm and -incoming cannot be used together")
+    if cfg.incoming == "defer" and not cfg.shaped:
+        raise UsageError("-incoming defer: a destination that builds its machine from the "
+                         "stream needs the URI at start (or give the machine options)")
+    if cfg.incoming not in (None, "defer"):
+        from emu.migration.transport import TransportError, parse_uri
+
+        try:
+            parse_uri(cfg.incoming)
+        except TransportError as e:
+            raise UsageError(f"-incoming {e}") from None
     if len(cfg.serial) > 4:
         raise UsageError(f"-serial {cfg.serial[4]}: at most 4 serial ports")
     if not cfg.serial:

@@ -112,6 +112,21 @@ class BlockBackend:
         if self._fd is not None and not self.readonly and not self.snapshot:
             os.fsync(self._fd)
 
+    @property
+    def lock_mode(self) -> int:
+        return fcntl.LOCK_EX if not self.readonly and not self.snapshot else fcntl.LOCK_SH
+
+    def inactivate(self) -> None:
+        """Flush and let go of the lock: another process (a migration's destination) may
+        now take the image. Nothing may be written until ``activate()``."""
+        fd = self._check(0, 0)
+        self.flush()
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def activate(self) -> None:
+        """Take the image's lock (again); ImageLockedError if another process holds it."""
+        _lock(self._check(0, 0), self.path, self.lock_mode)
+
     def close(self) -> None:
         """Flush, drop the lock and the overlay. Closing twice is harmless."""
         if self._fd is None:
@@ -124,8 +139,18 @@ class BlockBackend:
             self._overlay.clear()
 
 
-def open_image(path: str, *, readonly: bool = False, snapshot: bool = False) -> BlockBackend:
-    """Open raw image ``path``; OSError naming the path when it cannot be used."""
+def _lock(fd: int, path: str, mode: int) -> None:
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ImageLockedError(errno.EBUSY, f"image {path} is in use by another process") from None
+
+
+def open_image(path: str, *, readonly: bool = False, snapshot: bool = False,
+               lock: bool = True) -> BlockBackend:
+    """Open raw image ``path``; OSError naming the path when it cannot be used. With
+    ``lock=False`` the image is opened inactive (an incoming migration's destination,
+    whose source still holds it) and ``activate()`` takes the lock later."""
     writable = not readonly and not snapshot
     try:
         fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
@@ -136,11 +161,8 @@ def open_image(path: str, *, readonly: bool = False, snapshot: bool = False) -> 
         if stat.S_ISDIR(st.st_mode):
             raise OSError(errno.EISDIR, f"image {path} is a directory")
         size = st.st_size if stat.S_ISREG(st.st_mode) else os.lseek(fd, 0, os.SEEK_END)
-        try:
-            fcntl.flock(fd, (fcntl.LOCK_EX if writable else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ImageLockedError(errno.EBUSY,
-                                   f"image {path} is in use by another process") from None
+        if lock:
+            _lock(fd, path, fcntl.LOCK_EX if writable else fcntl.LOCK_SH)
     except BaseException:
         os.close(fd)
         raise
@@ -184,10 +206,10 @@ class DriveSpec:
         assert self.index is not None
         return self.index % 2
 
-    def open(self, *, snapshot: bool = False) -> BlockBackend:
+    def open(self, *, snapshot: bool = False, lock: bool = True) -> BlockBackend:
         """Open the image; ``snapshot`` is the global ``-snapshot`` flag."""
         return open_image(self.file, readonly=self.readonly,
-                          snapshot=(self.snapshot or snapshot) and not self.readonly)
+                          snapshot=(self.snapshot or snapshot) and not self.readonly, lock=lock)
 
 
 def _split_options(text: str) -> list[str]:

@@ -11,11 +11,16 @@ import logging
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from emu.host.block import BlockBackend
 from emu.host.chardev import Chardev, MuxChardev, SocketChardev, parse_chardev
-from emu.machine.config import MachineConfig
+from emu.machine.config import MachineConfig, from_stream
 from emu.machine.pc.multiboot import BootError
+from emu.migration.live import Incoming, run_incoming
+from emu.migration.stream import StreamError, matches
+from emu.migration.transport import TransportError
 from emu.monitor.hmp import HumanMonitor
 
 log = logging.getLogger("emu.machine")
@@ -34,8 +39,89 @@ def _open(spec: str, option: str, opened: list[Chardev]) -> Chardev:
     return cd
 
 
+@dataclass
+class Built:
+    """A machine and the host resources opened for it."""
+
+    machine: Any
+    opened: list[Chardev]
+    monitors: list[Chardev]
+    blocks: dict[int, BlockBackend]
+    cfg: MachineConfig
+
+
 def launch(cfg: MachineConfig, signal_handlers: Callable[[Callable[[str], None]], None]) -> int:
     """Build the machine for ``cfg``, run it until it exits, return the exit status."""
+    incoming = None
+    if cfg.incoming not in (None, "defer"):
+        try:
+            incoming = Incoming(cfg.incoming)
+        except TransportError as e:
+            print(f"pyemu: -incoming {e}", file=sys.stderr)
+            return 1
+        if not cfg.shaped:
+            return _launch_from_stream(cfg, incoming, signal_handlers)
+    try:
+        built = _build(cfg, lock=cfg.incoming is None)
+    except LaunchError as e:
+        if incoming is not None:
+            incoming.close()
+        print(f"pyemu: {e}", file=sys.stderr)
+        return 1
+    if incoming is not None:
+        start_incoming(built.machine, incoming)
+    return _run(built, signal_handlers)
+
+
+def start_incoming(machine: Any, incoming: Incoming) -> None:
+    """Receive a migration into ``machine`` (waiting in "inmigrate") on its own thread."""
+    machine.migration.incoming_status = "active"
+    check = matches(machine)
+
+    def on_description(desc: dict[str, Any]) -> Any:
+        check(desc)
+        return machine
+
+    threading.Thread(target=run_incoming, args=(incoming, on_description, lambda: machine),
+                     name="migration-incoming", daemon=True).start()
+
+
+def _launch_from_stream(cfg: MachineConfig, incoming: Incoming,
+                        signal_handlers: Callable[[Callable[[str], None]], None]) -> int:
+    """A bare destination: the machine is built from the stream's description, with the
+    host bindings of this command line, before any RAM arrives."""
+    made: list[Built] = []
+
+    def on_description(desc: dict[str, Any]) -> Any:
+        local = from_stream(desc.get("config"), cfg)
+        try:
+            built = _build(local, lock=False)
+        except LaunchError as e:
+            raise ValueError(str(e)) from None
+        try:
+            matches(built.machine)(desc)
+        except StreamError:
+            _close(built.opened, built.blocks)
+            built.machine.cpu.close()
+            raise
+        built.machine.migration.incoming_status = "active"
+        made.append(built)
+        incoming.ready.set()
+        return built.machine
+
+    threading.Thread(target=run_incoming, name="migration-incoming", daemon=True,
+                     args=(incoming, on_description,
+                           lambda: made[0].machine if made else None)).start()
+    incoming.ready.wait()
+    if not made:
+        return 1  # run_incoming said why
+    return _run(made[0], signal_handlers)
+
+
+def _build(cfg: MachineConfig, *, lock: bool) -> Built:
+    """Open the host resources and build the machine; on failure, close what was opened
+    and raise LaunchError naming the option at fault. ``lock=False``: images stay
+    inactive for an incoming migration."""
     from emu.machine.pc.pc import PcMachine
 
     opened: list[Chardev] = []
@@ -44,7 +130,7 @@ def launch(cfg: MachineConfig, signal_handlers: Callable[[Callable[[str], None]]
     try:
         for spec in cfg.drives:
             try:
-                blocks[spec.index] = spec.open(snapshot=cfg.snapshot)
+                blocks[spec.index] = spec.open(snapshot=cfg.snapshot, lock=lock)
             except OSError as e:
                 raise LaunchError(f"{spec.origin}: {e.strerror or e}") from None
         devices: dict[str, Chardev] = {}
@@ -68,14 +154,10 @@ def launch(cfg: MachineConfig, signal_handlers: Callable[[Callable[[str], None]]
             raise LaunchError(str(e)) from None
         if cfg.loadvm is not None:
             _loadvm(machine, cfg.loadvm)
-    except LaunchError as e:
+    except LaunchError:
         _close(opened, blocks)
-        print(f"pyemu: {e}", file=sys.stderr)
-        return 1
-    try:
-        return _run(machine, cfg, opened, monitors, signal_handlers)
-    finally:
-        _close([], blocks)
+        raise
+    return Built(machine, opened, monitors, blocks, cfg)
 
 
 def _loadvm(machine, tag: str) -> None:
@@ -96,8 +178,16 @@ def _close(chardevs: list[Chardev], blocks: dict[int, BlockBackend]) -> None:
         backend.close()
 
 
-def _run(machine, cfg: MachineConfig, opened: list[Chardev], monitors: list[Chardev],
-         signal_handlers: Callable[[Callable[[str], None]], None]) -> int:
+def _run(built: Built, signal_handlers: Callable[[Callable[[str], None]], None]) -> int:
+    machine, cfg, opened, monitors = built.machine, built.cfg, built.opened, built.monitors
+    try:
+        return _serve(machine, cfg, opened, monitors, signal_handlers)
+    finally:
+        _close([], built.blocks)
+
+
+def _serve(machine, cfg: MachineConfig, opened: list[Chardev], monitors: list[Chardev],
+           signal_handlers: Callable[[Callable[[str], None]], None]) -> int:
     for cd in opened:
         machine.add_input_source(cd)
         if isinstance(cd, MuxChardev):
@@ -110,7 +200,10 @@ def _run(machine, cfg: MachineConfig, opened: list[Chardev], monitors: list[Char
         shares_console = getattr(getattr(cd, "mux", None), "monitor", False)
         if not shares_console and getattr(cd, "connected", True):
             mon.greet()
-    machine.set_runstate("prelaunch" if cfg.start_paused else "running")
+    if cfg.incoming is not None:
+        machine.set_runstate("inmigrate")
+    else:
+        machine.set_runstate("prelaunch" if cfg.start_paused else "running")
 
     def on_signal(name: str) -> None:
         machine.post(lambda: machine.request_shutdown(0, f"terminating on signal {name}"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -19,11 +20,15 @@ from typing import Any
 from emu.clock import Clock
 from emu.cpu.x86 import X86Cpu
 from emu.memory.ioport import IoBus
+from emu.migration.live import Migration
 from emu.qom import Object
 
 log = logging.getLogger("emu.machine")
 
-RUNSTATES = ("prelaunch", "running", "paused", "shutdown", "internal-error")
+# QEMU's run states: an incoming migration's destination waits in "inmigrate"; the
+# source is in "finish-migrate" while it sends the last of the guest, "postmigrate" after.
+RUNSTATES = ("prelaunch", "running", "paused", "shutdown", "internal-error", "inmigrate",
+             "finish-migrate", "postmigrate")
 
 
 class Machine(Object):
@@ -49,6 +54,8 @@ class Machine(Object):
                           clock=self.clock)
         self.clock.insn_count = lambda: self.cpu.insn_count
         self.clock.shorten_slice = self._shorten_slice
+        self.migration = Migration()
+        self.throttle = 0  # percent of CPU time withheld (auto-converge)
 
     # -- what boards provide ----------------------------------------------------------
     def acknowledge_interrupt(self) -> int:
@@ -126,7 +133,7 @@ class Machine(Object):
             self.set_runstate("paused")
 
     def cont(self) -> None:
-        if self.runstate in ("paused", "prelaunch"):
+        if self.runstate in ("paused", "prelaunch", "postmigrate"):
             self.set_runstate("running")
 
     def system_reset(self, reason: str = "requested") -> None:
@@ -218,6 +225,12 @@ class Machine(Object):
             self.cpu.helper.deadline(self.clock.host_deadline(deadline))
 
     def _run_slice(self) -> None:
+        started = time.monotonic()
+        self._slice()
+        if self.throttle:  # give up the CPU for throttle% of the time
+            self._wake.wait((time.monotonic() - started) * self.throttle / (100 - self.throttle))
+
+    def _slice(self) -> None:
         deadline = self.clock.next_deadline()
         self.clock.slice_end = deadline if deadline is not None else 1 << 62
         try:

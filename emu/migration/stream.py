@@ -28,8 +28,9 @@ import numpy as np
 from emu import __version__
 from emu.cpu.state import apply_cpu, visit_cpu
 from emu.migration.compat import upgrade_section
+from emu.migration.ram import copy_changed
 from emu.migration.state import apply_state, visit_fields, visit_state
-from emu.migration.visitor import BinaryReader, BinaryWriter, DecodeError, TreeReader
+from emu.migration.visitor import BinaryReader, BinaryWriter, DecodeError, TreeReader, Visitor
 from emu.qom import Object, fields_of
 
 MAGIC = b"PYEMUSTR"
@@ -38,6 +39,9 @@ ENCODING_BINARY = 0
 PAGE = 4096
 ZERO_RUN, DATA_RUN, RAM_END, SECTION, END = 0x01, 0x02, 0x03, 0x10, 0xFF
 CPU_PATH, CPU_TYPE, CPU_VERSION = "/machine/cpu", "x86-cpu", 1
+# Virtual time at the end of the stream. The description's clock_ns is the time it was
+# written, which is the same for a snapshot but earlier for a live migration.
+CLOCK_PATH, CLOCK_TYPE, CLOCK_VERSION = "/machine/clock", "virtual-clock", 1
 MAX_DESC = 16 << 20
 MAX_SECTION = 16 << 20
 MAX_NAME = 1024
@@ -86,14 +90,27 @@ def _str(s: str) -> bytes:
 def write_stream(machine: Object, out: BinaryIO, *, compress: bool = False) -> int:
     """Write the machine (stopped) as a stream; returns the number of bytes written."""
     desc = dict(describe_machine(machine), clock_ns=machine.clock.now_ns())
+    return write_parts(out, desc, machine.mem.ram, capture_sections(machine),
+                       compress=compress)
+
+
+def visit_clock(v: Visitor, ns: int) -> dict[str, Any]:
+    return {"ns": v.uint("ns", ns, 64)}
+
+
+def capture_sections(machine: Object) -> list[tuple[str, str, int, bytes]]:
+    """Every section of a stopped machine: the clock, the CPU, each stateful object."""
+    w = BinaryWriter()
+    visit_clock(w, machine.clock.now_ns())
+    sections = [(CLOCK_PATH, CLOCK_TYPE, CLOCK_VERSION, bytes(w.out))]
     w = BinaryWriter()
     visit_cpu(w, machine.cpu)
-    sections = [(CPU_PATH, CPU_TYPE, CPU_VERSION, bytes(w.out))]
+    sections.append((CPU_PATH, CPU_TYPE, CPU_VERSION, bytes(w.out)))
     for obj in stateful(machine):
         w = BinaryWriter()
         visit_fields(w, obj)
         sections.append((obj.path, obj.TYPE_NAME, obj.STATE_VERSION, bytes(w.out)))
-    return write_parts(out, desc, machine.mem.ram, sections, compress=compress)
+    return sections
 
 
 def encode_state(cls: type, values: dict[str, Any]) -> bytes:
@@ -107,23 +124,80 @@ def write_parts(out: BinaryIO, description: dict[str, Any], ram: np.ndarray,
                 sections: list[tuple[str, str, int, bytes]], *, compress: bool = False) -> int:
     """Write a stream from its parts (a machine's, or a file's being upgraded or edited);
     returns the number of bytes written."""
-    crc, total = 0, 0
+    w = StreamWriter(out)
+    w.head(description)
+    w.pages(ram, None, compress)
+    w.finish(sections)
+    return w.total
 
-    def put(data: bytes | memoryview) -> None:
-        nonlocal crc, total
-        out.write(data)
-        crc = zlib.crc32(data, crc)
-        total += len(data)
 
-    put(MAGIC + struct.pack("<H", FORMAT_VERSION) + _str(__version__) + bytes([ENCODING_BINARY]))
-    desc = json.dumps(description).encode()
-    put(struct.pack("<I", len(desc)) + desc)
-    _write_ram(ram, put, compress)
-    for path, type_name, version, payload in sections:
-        put(_section(path, type_name, version, payload))
-    put(bytes([END]))
-    out.write(struct.pack("<I", crc))
-    return total + 4
+class StreamWriter:
+    """The stream written piece by piece to anything with ``write`` (a file, a
+    migration channel): the head, RAM in as many passes as the sender likes (later
+    records of a page replace earlier ones), then the sections and the end."""
+
+    def __init__(self, out: Any) -> None:
+        self.out, self.crc, self.total = out, 0, 0
+
+    def put(self, data: bytes | memoryview) -> None:
+        self.out.write(data)
+        self.crc = zlib.crc32(data, self.crc)
+        self.total += len(data)
+
+    def head(self, description: dict[str, Any]) -> None:
+        self.put(MAGIC + struct.pack("<H", FORMAT_VERSION) + _str(__version__) +
+                 bytes([ENCODING_BINARY]))
+        desc = json.dumps(description).encode()
+        self.put(struct.pack("<I", len(desc)) + desc)
+
+    def pages(self, ram: np.ndarray, which: np.ndarray | None, compress: bool) -> RunCounts:
+        """Records for the pages ``which`` selects (a bool per page; None: all of them),
+        zero pages as markers; returns what was sent."""
+        pages = ram.reshape(-1, PAGE)
+        nonzero = pages.any(axis=1)
+        kind = nonzero.astype(np.int8) if which is None else np.where(which, nonzero, -1)
+        counts = RunCounts()
+        for i, j, k in _runs(kind):
+            if k == 1:
+                data = memoryview(pages[i:j]).cast("B")  # written and checksummed in place
+                packed = zlib.compress(data, 1) if compress else data
+                self.put(struct.pack("<BQIBI", DATA_RUN, i, j - i, int(compress), len(packed)))
+                self.put(packed)
+                counts.normal += j - i
+            elif k == 0:
+                self.put(struct.pack("<BQI", ZERO_RUN, i, j - i))
+                counts.zero += j - i
+        return counts
+
+    def finish(self, sections: list[tuple[str, str, int, bytes]]) -> None:
+        self.put(bytes([RAM_END]))
+        for path, type_name, version, payload in sections:
+            self.put(_section(path, type_name, version, payload))
+        self.put(bytes([END]))
+        self.out.write(struct.pack("<I", self.crc))
+        self.total += 4
+
+
+@dataclass
+class RunCounts:
+    """Pages sent as data and as zero markers (QEMU's "normal" and "duplicate")."""
+
+    normal: int = 0
+    zero: int = 0
+
+
+def _runs(kind: np.ndarray):
+    """(first, end, kind) for each run of equal ``kind``, data runs cut at RUN_PAGES."""
+    if not len(kind):
+        return
+    edges = np.flatnonzero(np.diff(kind)) + 1
+    starts = np.concatenate(([0], edges))
+    ends = np.concatenate((edges, [len(kind)]))
+    for i, j in zip(starts.tolist(), ends.tolist(), strict=True):
+        k = int(kind[i])
+        step = RUN_PAGES if k == 1 else j - i
+        for first in range(i, j, step):
+            yield first, min(first + step, j), k
 
 
 def _section(path: str, type_name: str, version: int, payload: bytes) -> bytes:
@@ -132,29 +206,11 @@ def _section(path: str, type_name: str, version: int, payload: bytes) -> bytes:
             struct.pack("<I", zlib.crc32(payload)))
 
 
-def _write_ram(ram: np.ndarray, put, compress: bool) -> None:
-    pages = ram.reshape(-1, PAGE)
-    nonzero = pages.any(axis=1)
-    n, i = len(nonzero), 0
-    while i < n:
-        j = i
-        kind = bool(nonzero[i])
-        while j < n and bool(nonzero[j]) == kind and (not kind or j - i < RUN_PAGES):
-            j += 1
-        if kind:
-            data = memoryview(pages[i:j]).cast("B")  # written and checksummed in place
-            packed = zlib.compress(data, 1) if compress else data
-            put(struct.pack("<BQIBI", DATA_RUN, i, j - i, int(compress), len(packed)))
-            put(packed)
-        else:
-            put(struct.pack("<BQI", ZERO_RUN, i, j - i))
-        i = j
-    put(bytes([RAM_END]))
-
-
 # -- reading ------------------------------------------------------------------------------
 
 class _Input:
+    """A whole stream in memory."""
+
     def __init__(self, data: bytes | memoryview) -> None:
         self.data, self.pos = memoryview(data), 0
 
@@ -165,6 +221,9 @@ class _Input:
         chunk = self.data[self.pos:self.pos + n]
         self.pos += n
         return chunk
+
+    def at_end(self) -> bool:
+        return self.pos == len(self.data)
 
     def take(self, n: int, what: str) -> bytes:
         return bytes(self.view(n, what))
@@ -185,6 +244,27 @@ class _Input:
         return text
 
 
+class _ChannelInput(_Input):
+    """A stream arriving through a migration channel (``read_exact``); the checksum of
+    the whole grows as it comes, and is checked at the end."""
+
+    def __init__(self, channel: Any, error: type[Exception]) -> None:
+        super().__init__(b"")
+        self.channel, self.error, self.crc = channel, error, 0
+
+    def view(self, n: int, what: str) -> memoryview:
+        try:
+            chunk = self.channel.read_exact(n)
+        except self.error as e:
+            raise StreamError(f"{what}: {e}") from None
+        self.crc = zlib.crc32(chunk, self.crc)
+        self.pos += n
+        return memoryview(chunk)
+
+    def at_end(self) -> bool:
+        return True
+
+
 @dataclass
 class RawStream:
     """A checked stream, before any section is decoded (what the offline tool reads)."""
@@ -203,6 +283,28 @@ def read_stream(data: bytes,
     if len(data) < 4 or zlib.crc32(body) != struct.unpack("<I", data[-4:])[0]:
         raise StreamError("end: checksum of the stream does not match (corrupt or truncated)")
     inp = _Input(body)
+    raw = _read(inp, check)
+    if not inp.at_end():
+        raise StreamError("end: data after the end marker")
+    return raw
+
+
+def receive_stream(channel: Any, error: type[Exception],
+                   check: Callable[[dict[str, Any]], np.ndarray | None]) -> RawStream:
+    """``read_stream`` of a stream arriving through ``channel`` (its failures are of type
+    ``error``), checked as it comes and in full at the end. ``check`` may return the
+    array RAM pages go to as they arrive: an incoming migration's machine, which never
+    runs unless the whole stream checks out."""
+    inp = _ChannelInput(channel, error)
+    raw = _read(inp, check)
+    crc = inp.crc
+    (want,) = inp.unpack("<I", "end/checksum")
+    if crc != want:
+        raise StreamError("end: checksum of the stream does not match (corrupt)")
+    return raw
+
+
+def _read(inp: _Input, check: Callable[[dict[str, Any]], Any] | None) -> RawStream:
     if inp.take(len(MAGIC), "header") != MAGIC:
         raise StreamError("header: not a pyemu stream (bad magic)")
     (version,) = inp.unpack("<H", "header/format-version")
@@ -212,9 +314,8 @@ def read_stream(data: bytes,
     if inp.take(1, "header/encoding")[0] != ENCODING_BINARY:
         raise StreamError("header/encoding: unknown section encoding")
     desc = _read_description(inp)
-    if check is not None:
-        check(desc)
-    ram = _parse_ram(inp, desc["ram_size"])
+    target = check(desc) if check is not None else None
+    ram = _parse_ram(inp, desc["ram_size"], target)
     sections, seen = [], set()
     while True:
         tag = inp.take(1, "sections")[0]
@@ -226,13 +327,16 @@ def read_stream(data: bytes,
         if sections[-1][0] in seen:
             raise StreamError(f"{sections[-1][0]}: a second section for this path")
         seen.add(sections[-1][0])
-    if inp.pos != len(inp.data):
-        raise StreamError("end: data after the end marker")
     return RawStream(emulator, desc, ram, sections)
 
 
 def parse_stream(data: bytes, machine: Object) -> Snapshot:
     """Check and decode a whole stream against ``machine`` without changing it."""
+    return decode_stream(read_stream(data, matches(machine)), machine)
+
+
+def matches(machine: Object) -> Callable[[dict[str, Any]], None]:
+    """A description check: StreamError listing every difference from ``machine``."""
     ours = describe_machine(machine)
 
     def check(theirs: dict[str, Any]) -> None:
@@ -241,13 +345,19 @@ def parse_stream(data: bytes, machine: Object) -> Snapshot:
             raise StreamError("description: the machine does not match:\n" +
                               "\n".join(problems))
 
-    raw = read_stream(data, check)
+    return check
+
+
+def decode_stream(raw: RawStream, machine: Object) -> Snapshot:
+    """Every section of a checked stream decoded against ``machine`` (unchanged)."""
     snap = Snapshot(raw.description, raw.ram, raw.description["clock_ns"])
     types = {o.path: type(o) for o in stateful(machine)}
     for path, type_name, version, payload in raw.sections:
         values = decode_section(path, type_name, version, payload, types, machine.cpu)
         if path == CPU_PATH:
             snap.cpu = values
+        elif path == CLOCK_PATH:
+            snap.clock_ns = values["ns"]
         else:
             snap.states[path] = (type_name, values)
     if not snap.cpu:
@@ -290,7 +400,8 @@ def _check_objects(objects: Any) -> None:
         for key in ("path", "type"):
             value = obj.get(key)
             if not isinstance(value, str) or not value.isprintable() or \
-                    len(value) > MAX_NAME:
+                    not 0 < len(value) <= MAX_NAME or \
+                    (key == "path" and not value.startswith("/")):
                 raise StreamError(f"{where}/{key}: not a printable name")
 
 
@@ -317,12 +428,19 @@ def compare_descriptions(theirs: dict[str, Any], ours: dict[str, Any]) -> list[s
     return lines
 
 
-def _parse_ram(inp: _Input, ram_size: int) -> np.ndarray:
+def _parse_ram(inp: _Input, ram_size: int, target: np.ndarray | None) -> np.ndarray:
+    """The RAM image (in ``target``, all zero and of the stream's size, if given)."""
     pages = ram_size // PAGE
-    try:
-        ram = np.zeros(ram_size, dtype=np.uint8)
-    except MemoryError:
-        raise StreamError(f"description/ram_size: cannot allocate {ram_size} bytes") from None
+    if target is not None:
+        if target.size != ram_size:
+            raise StreamError(f"description/ram_size: {ram_size}, here {target.size}")
+        ram = target
+    else:
+        try:
+            ram = np.zeros(ram_size, dtype=np.uint8)
+        except MemoryError:
+            raise StreamError(f"description/ram_size: cannot allocate {ram_size} bytes") \
+                from None
     while True:
         tag = inp.take(1, "ram")[0]
         if tag == RAM_END:
@@ -381,12 +499,13 @@ def decode_section(path: str, type_name: str, version: int, payload: bytes,
                    types: dict[str, type], cpu: Any) -> dict[str, Any]:
     """A section's values, decoded against the type of that path here (or the CPU); a
     section of an older STATE_VERSION goes through the compat filters first."""
-    if path == CPU_PATH:
-        _check_type(path, type_name, CPU_TYPE)
-        _check_version(path, type_name, version, CPU_VERSION)
+    if path in (CPU_PATH, CLOCK_PATH):
+        cpu_section = path == CPU_PATH
+        _check_type(path, type_name, CPU_TYPE if cpu_section else CLOCK_TYPE)
+        _check_version(path, type_name, version, CPU_VERSION if cpu_section else CLOCK_VERSION)
         reader = BinaryReader(payload)
         reader.begin_struct(path)
-        values = visit_cpu(reader, cpu)
+        values = visit_cpu(reader, cpu) if cpu_section else visit_clock(reader, 0)
         reader.finish()
         return values
     cls = types.get(path)
@@ -420,7 +539,8 @@ def _check_version(path: str, type_name: str, version: int, want: int) -> None:
 def apply_snapshot(machine: Object, snap: Snapshot) -> None:
     """Install a parsed snapshot: RAM and virtual time first, so that the objects'
     rebuild() re-arms their timers at the same guest instants, then every object."""
-    machine.mem.ram[:] = snap.ram
+    if snap.ram is not machine.mem.ram:
+        copy_changed(machine.mem.ram, snap.ram)
     apply_cpu(machine.cpu, snap.cpu)  # first: icount mode's clock counts its instructions
     machine.clock.set_now(snap.clock_ns)
     for obj in stateful(machine):

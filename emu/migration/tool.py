@@ -28,6 +28,9 @@ from emu.cpu.state import apply_cpu, visit_cpu
 from emu.migration.schema import compare, schema
 from emu.migration.state import visit_state
 from emu.migration.stream import (
+    CLOCK_PATH,
+    CLOCK_TYPE,
+    CLOCK_VERSION,
     CPU_PATH,
     CPU_TYPE,
     CPU_VERSION,
@@ -37,6 +40,7 @@ from emu.migration.stream import (
     decode_section,
     encode_state,
     read_stream,
+    visit_clock,
     write_parts,
 )
 from emu.migration.visitor import BinaryWriter, DecodeError, TreeReader
@@ -105,6 +109,10 @@ class Sections:
                 w = BinaryWriter()
                 visit_cpu(w, self.cpu)
                 out.append((spath, CPU_TYPE, CPU_VERSION, bytes(w.out)))
+            elif spath == CLOCK_PATH:
+                w = BinaryWriter()
+                visit_clock(w, visit_clock(reader, 0)["ns"])
+                out.append((spath, CLOCK_TYPE, CLOCK_VERSION, bytes(w.out)))
             else:
                 cls = self.types[spath]
                 out.append((spath, cls.TYPE_NAME, cls.STATE_VERSION,

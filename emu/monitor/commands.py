@@ -20,7 +20,16 @@ from emu import __version__
 if TYPE_CHECKING:
     from emu.machine.machine import Machine
 
-Handler = Callable[["Machine", list[str]], str]
+Handler = Callable[["Machine", list[str]], "str | Pending"]
+
+
+class Pending:
+    """The result of a command that finishes later (a ``migrate`` without -d): the
+    monitor stays busy, without holding the machine thread, until ``wait()`` returns
+    the text."""
+
+    def __init__(self, wait: Callable[[], str]) -> None:
+        self.wait = wait
 
 
 class CommandError(Exception):
@@ -54,7 +63,7 @@ def command(name: str, params: str = "", help: str = "", max_args: int = 0, min_
     return deco
 
 
-def execute(machine: Machine, line: str) -> str:
+def execute(machine: Machine, line: str) -> str | Pending:
     """Run one monitor line; returns its output (possibly empty)."""
     if len(line) > 4096:
         raise CommandError("command line too long")
@@ -143,7 +152,7 @@ def _stop(machine: Machine, args: list[str]) -> str:
 
 @command("cont", help="resume emulation")
 def _cont(machine: Machine, args: list[str]) -> str:
-    if machine.runstate in ("shutdown", "internal-error"):
+    if machine.runstate in ("shutdown", "internal-error", "inmigrate", "finish-migrate"):
         raise CommandError(f"cannot continue a machine in state {machine.runstate}")
     machine.cont()
     return ""
@@ -241,3 +250,152 @@ def _info_snapshots(machine: Machine, args: list[str]) -> str:
         tag = f.name[:-len(SNAPSHOT_SUFFIX)]
         rows.append(f"{tag:<20} {st.st_size / 2**20:8.1f} MiB  {date}")
     return "\n".join(rows)
+
+
+# -- migration ---------------------------------------------------------------------------
+
+def _flags(args: list[str], allowed: str) -> tuple[set[str], list[str]]:
+    flags = {a[1:] for a in args if a.startswith("-") and len(a) == 2}
+    for f in flags:
+        if f not in allowed:
+            raise CommandError(f"invalid option -{f}")
+    return flags, [a for a in args if not (a.startswith("-") and len(a) == 2)]
+
+
+@command("migrate", "[-d] uri", "migrate to URI (tcp:HOST:PORT, unix:PATH, file:PATH, "
+         "exec:CMD, fd:N); -d: return at once, 'info migrate' follows it",
+         max_args=2, min_args=1)
+def _migrate(machine: Machine, args: list[str]) -> str | Pending:
+    from emu.migration.live import Outgoing
+    from emu.migration.transport import TransportError, parse_uri
+
+    flags, rest = _flags(args, "d")
+    if len(rest) != 1:
+        raise CommandError("migrate: missing URI (usage: migrate [-d] uri)")
+    settings = machine.migration
+    if settings.active():
+        raise CommandError("Error: There's a migration process in progress")
+    if machine.runstate in ("inmigrate", "shutdown", "internal-error"):
+        raise CommandError(f"Error: cannot migrate a machine in state {machine.runstate}")
+    try:
+        parse_uri(rest[0])
+    except TransportError as e:
+        raise CommandError(f"Error: {e}") from None
+    job = settings.job = Outgoing(machine, settings, rest[0])
+    job.start()
+    if "d" in flags:
+        return ""
+    return Pending(lambda: (job.wait(), "" if job.status == "completed" else
+                            f"Error: migration {job.status}: {job.error}")[1])
+
+
+@command("migrate_cancel", help="cancel the current migration")
+def _migrate_cancel(machine: Machine, args: list[str]) -> str:
+    if machine.migration.job is not None:
+        machine.migration.job.cancel()
+    return ""
+
+
+@command("migrate_incoming", "uri", "wait for an incoming migration on URI "
+         "(after -incoming defer)", max_args=1, min_args=1)
+def _migrate_incoming(machine: Machine, args: list[str]) -> str:
+    from emu.machine.launch import start_incoming
+    from emu.migration.live import Incoming
+    from emu.migration.transport import TransportError
+
+    if machine.runstate != "inmigrate" or machine.migration.incoming_status != "none":
+        raise CommandError("Error: 'migrate_incoming' is only allowed once, on a machine "
+                           "started with -incoming defer")
+    try:
+        incoming = Incoming(args[0])
+    except TransportError as e:
+        raise CommandError(f"Error: {e}") from None
+    start_incoming(machine, incoming)
+    return ""
+
+
+@command("info migrate", help="show migration status")
+def _info_migrate(machine: Machine, args: list[str]) -> str:
+    settings = machine.migration
+    caps = " ".join(f"{k}: {'on' if v else 'off'}" for k, v in settings.capabilities.items())
+    lines = [f"capabilities: {caps}"]
+    job = settings.job
+    if job is None:
+        if settings.incoming_status != "none":
+            lines.append(f"Migration status: {settings.incoming_status}")
+        return "\n".join(lines)
+    st = job.stats
+    status = job.status + (f" ({job.error})" if job.status == "failed" else "")
+    lines.append(f"Migration status: {status}")
+    running = job.status in ("setup", "active", "device", "cancelling")
+    elapsed = int((time.monotonic() - st.started) * 1000) if running else st.total_ms
+    lines.append(f"total time: {elapsed} ms")
+    if job.status == "completed":
+        lines.append(f"downtime: {st.downtime_ms} ms")
+    elif running:
+        lines.append(f"expected downtime: {st.expected_downtime_ms} ms")
+    lines += [f"setup: {st.setup_ms} ms",
+              f"transferred ram: {st.transferred >> 10} kbytes",
+              f"throughput: {st.mbps:.2f} mbps",
+              f"remaining ram: {st.remaining >> 10} kbytes",
+              f"total ram: {st.total >> 10} kbytes",
+              f"duplicate: {st.duplicate} pages",
+              f"normal: {st.normal} pages",
+              f"normal bytes: {st.normal * 4} kbytes",
+              f"dirty sync count: {st.dirty_sync_count}",
+              "page size: 4 kbytes"]
+    if running:
+        lines.append(f"dirty pages rate: {st.dirty_pages_rate} pages")
+    if st.throttle:
+        lines.append(f"cpu throttle percentage: {st.throttle}")
+    return "\n".join(lines)
+
+
+@command("info migrate_parameters", help="show current migration parameters")
+def _info_migrate_parameters(machine: Machine, args: list[str]) -> str:
+    units = {"downtime-limit": " ms", "max-bandwidth": " bytes/second"}
+    return "\n".join(f"{k}: {v}{units.get(k, '')}"
+                     for k, v in machine.migration.parameters.items())
+
+
+@command("info migrate_capabilities", help="show current migration capabilities")
+def _info_migrate_capabilities(machine: Machine, args: list[str]) -> str:
+    return "\n".join(f"{k}: {'on' if v else 'off'}"
+                     for k, v in machine.migration.capabilities.items())
+
+
+def _parameter_value(name: str, text: str) -> int:
+    if name == "max-bandwidth":  # HMP takes a size, in MiB without a suffix
+        from emu.cli import parse_size
+
+        try:
+            return parse_size(text)
+        except ValueError:
+            raise ValueError(f"parameter '{name}' expects a size (e.g. 100M)") from None
+    if not text.isdigit():
+        raise ValueError(f"parameter '{name}' expects an integer")
+    return int(text)
+
+
+@command("migrate_set_parameter", "parameter value", "set a migration parameter",
+         max_args=2, min_args=2)
+def _migrate_set_parameter(machine: Machine, args: list[str]) -> str:
+    try:
+        if args[0] not in machine.migration.parameters:
+            raise ValueError(f"unknown migration parameter '{args[0]}'")
+        machine.migration.set_parameter(args[0], _parameter_value(*args))
+    except ValueError as e:
+        raise CommandError(f"Error: {e}") from None
+    return ""
+
+
+@command("migrate_set_capability", "capability state", "enable or disable a migration "
+         "capability (on|off)", max_args=2, min_args=2)
+def _migrate_set_capability(machine: Machine, args: list[str]) -> str:
+    if args[1] not in ("on", "off"):
+        raise CommandError(f"Error: expected 'on' or 'off', not '{args[1]}'")
+    try:
+        machine.migration.set_capability(args[0], args[1] == "on")
+    except ValueError as e:
+        raise CommandError(f"Error: {e}") from None
+    return ""

@@ -8,11 +8,12 @@ as QEMU's monitor does. Bad input never ends the monitor: it prints one error li
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING
 
 from emu import __version__
 from emu.host.chardev import Chardev
-from emu.monitor.commands import CommandError, execute
+from emu.monitor.commands import CommandError, Pending, execute
 
 if TYPE_CHECKING:
     from emu.machine.machine import Machine
@@ -33,6 +34,8 @@ class HumanMonitor:
         self._history: list[str] = []
         self._hist_pos = 0
         self._esc = b""
+        self._busy = False
+        self._typed = bytearray()
         chardev.attach(self)
 
     def greet(self) -> None:
@@ -45,10 +48,12 @@ class HumanMonitor:
             self.chardev.write(b"\r\n" + PROMPT + bytes(self._line))
 
     def can_receive(self) -> int:
-        return MAX_LINE
+        return 0 if self._busy else MAX_LINE  # typed-ahead input waits for a busy command
 
     def receive(self, data: bytes) -> None:
-        for byte in data:
+        self._typed += data
+        while self._typed and not self._busy:  # a busy command holds the rest back
+            byte = self._typed.pop(0)
             self._key(byte)
 
     def _key(self, byte: int) -> None:
@@ -97,8 +102,6 @@ class HumanMonitor:
             self._history = (self._history + [line])[-HISTORY:]
         self._hist_pos = len(self._history)
         self.run_line(line)
-        if self.machine.exit_status is None:
-            self.chardev.write(PROMPT)
 
     def run_line(self, line: str) -> None:
         try:
@@ -108,8 +111,24 @@ class HumanMonitor:
         except Exception as e:  # a bug in a command must not take the monitor down
             log.exception("monitor command %r failed", line)
             output = f"internal error: {e}"
+        if isinstance(output, Pending):
+            self._busy = True
+            threading.Thread(target=self._await, args=(output,), daemon=True,
+                             name="monitor-wait").start()
+        else:
+            self._done(output)
+
+    def _await(self, pending: Pending) -> None:
+        text = pending.wait()
+        self.machine.post(lambda: self._done(text))
+
+    def _done(self, output: str) -> None:
+        self._busy = False
         if output:
             self._out(output + "\n")
+        if self.machine.exit_status is None:
+            self.chardev.write(PROMPT)
+        self.receive(b"")  # what was typed meanwhile
 
     def _out(self, text: str) -> None:
         self.chardev.write(text.replace("\n", "\r\n").encode())

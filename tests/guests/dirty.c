@@ -1,0 +1,74 @@
+/*
+ * dirty: a guest that keeps rewriting its memory and checking it, for live migration.
+ *
+ * Each round checks that a buffer still holds the previous round's pattern, writes the
+ * next one and prints "round N ok"; a word that differs prints where and fails. A
+ * migration that loses or tears a page shows up as a failed round on the destination.
+ * The kernel command line sets the load: "mib=N" buffer size (default 8), "period=MS"
+ * pause between rounds (default 20, PIT at 1000 Hz, HLT while waiting), "rounds=N"
+ * rounds before PASS (default 0: forever).
+ */
+#include "guest.h"
+
+const char guest_name[] = "dirty";
+
+#define BUF_BASE 0x400000u /* 4 MiB, above the guest image */
+
+static volatile int ticks;
+
+static void on_irq0(struct frame32 *f)
+{
+    (void)f;
+    ticks++;
+    pic_eoi(0);
+}
+
+static uint32_t option(const char *name, uint32_t fallback)
+{
+    const char *s = mb_info && mb_info->cmdline ? (const char *)mb_info->cmdline : "";
+    size_t n = strlen(name);
+    for (; *s; s++) {
+        if ((s == (const char *)mb_info->cmdline || s[-1] == ' ') &&
+            memcmp(s, name, n) == 0 && s[n] == '=') {
+            uint32_t v = 0;
+            for (s += n + 1; *s >= '0' && *s <= '9'; s++)
+                v = v * 10 + (uint32_t)(*s - '0');
+            return v;
+        }
+    }
+    return fallback;
+}
+
+static inline uint32_t pattern(uint32_t round, uint32_t i)
+{
+    return (round * 0x9E3779B1u) ^ (i * 0x85EBCA77u) ^ (i >> 7);
+}
+
+int main(void)
+{
+    uint32_t words = option("mib", 8) << 18;
+    uint32_t period = option("period", 20);
+    uint32_t rounds = option("rounds", 0);
+    volatile uint32_t *buf = (volatile uint32_t *)BUF_BASE;
+
+    idt32_init();
+    isr32_register(PIC_VEC_BASE + 0, on_irq0);
+    pic_init();
+    pit_set_periodic(1000);
+    pic_unmask(0);
+    sti();
+    for (uint32_t r = 1; rounds == 0 || r <= rounds; r++) {
+        for (uint32_t i = 0; i < words; i++) {
+            uint32_t want = pattern(r - 1, i);
+            if (r > 1 && buf[i] != want)
+                guest_fail("round %u: word %u at %x is %x, not %x", r, i,
+                           BUF_BASE + 4 * i, buf[i], want);
+            buf[i] = pattern(r, i);
+        }
+        printf("round %u ok\n", r);
+        int until = ticks + (int)period;
+        while (ticks < until)
+            hlt();
+    }
+    return 0;
+}
