@@ -21,9 +21,11 @@ import errno
 import fcntl
 import os
 import stat
+import threading
 from dataclasses import dataclass, replace
 
 OVERLAY_SECTOR = 512  # granularity of the snapshot overlay
+CHUNK = 64 << 10  # granularity of the written-since tracking of block migration
 
 
 class ImageLockedError(OSError):
@@ -41,6 +43,8 @@ class BlockBackend:
         self.snapshot = snapshot
         self._fd: int | None = fd
         self._overlay: dict[int, bytes] = {}  # sector index -> OVERLAY_SECTOR bytes
+        self._written: set[int] | None = None  # CHUNKs written since take_written()
+        self._written_lock = threading.Lock()  # the guest writes, a migration takes
 
     def __repr__(self) -> str:
         mode = "snapshot" if self.snapshot else ("ro" if self.readonly else "rw")
@@ -84,6 +88,10 @@ class BlockBackend:
         fd = self._check(offset, len(data))
         if self.readonly:
             raise ValueError(f"image {self.path} is read-only")
+        with self._written_lock:
+            if self._written is not None and data:
+                self._written.update(range(offset // CHUNK,
+                                           (offset + len(data) - 1) // CHUNK + 1))
         if not self.snapshot:
             view = memoryview(data)
             while view:
@@ -111,6 +119,21 @@ class BlockBackend:
         """Make written data durable in the file (a snapshot overlay is never written)."""
         if self._fd is not None and not self.readonly and not self.snapshot:
             os.fsync(self._fd)
+
+    def track_writes(self, on: bool) -> None:
+        """Block migration: remember which CHUNKs the guest writes from now on."""
+        with self._written_lock:
+            self._written = set() if on else None
+
+    def take_written(self) -> list[int]:
+        """The CHUNKs written since the last call (tracking goes on), in order."""
+        with self._written_lock:
+            taken, self._written = self._written or set(), set()
+        return sorted(taken)
+
+    @property
+    def chunks(self) -> int:
+        return -(-self.size // CHUNK)
 
     @property
     def lock_mode(self) -> int:

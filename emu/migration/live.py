@@ -27,9 +27,11 @@ from typing import Any
 
 from emu.migration.ram import PAGE, RamTracker, clear
 from emu.migration.stream import (
+    DISK_CHUNK,
     RawStream,
     StreamError,
     StreamWriter,
+    Target,
     apply_snapshot,
     capture_sections,
     decode_stream,
@@ -62,7 +64,7 @@ CAPABILITIES = ("xbzrle", "rdma-pin-all", "auto-converge", "zero-blocks", "compr
                 "pause-before-switchover", "multifd", "dirty-bitmaps", "postcopy-blocktime",
                 "late-block-activate", "x-ignore-shared", "validate-uuid",
                 "background-snapshot", "zero-copy-send", "postcopy-preempt")
-SUPPORTED = ("auto-converge", "compress", "events")
+SUPPORTED = ("auto-converge", "compress", "events", "block")
 
 
 class MigrationError(Exception):
@@ -87,6 +89,7 @@ class Stats:
     dirty_pages_rate: int = 0  # pages per second dirtied during the last pass
     mbps: float = 0.0
     throttle: int = 0  # percent of CPU time taken away by auto-converge
+    disk_transferred: int = 0  # block migration: bytes of drive contents sent
 
 
 @dataclass
@@ -147,17 +150,24 @@ def read_reply(channel: Channel, timeout: float) -> tuple[int, str]:
 
 # -- the source ----------------------------------------------------------------------------
 
-def describe_for_migration(machine: Any, *, reply: bool) -> dict[str, Any]:
+def describe_for_migration(machine: Any, *, reply: bool, block: bool) -> dict[str, Any]:
     """The description a migration sends first: the machine, its configuration (to build
-    it from), and whether the source waits for answers on the return path."""
+    it from), whether the source waits for answers on the return path, and whether
+    disk contents follow (block migration)."""
     from emu.machine.config import to_stream
 
     return dict(describe_machine(machine), clock_ns=machine.clock.now_ns(),
-                config=to_stream(machine.cfg), migration={"reply": reply})
+                config=to_stream(machine.cfg), migration={"reply": reply, "block": block})
 
 
 def _backends(machine: Any) -> list[Any]:
-    return [o.backend for o in machine.walk() if getattr(o, "backend", None) is not None]
+    return list(machine.drive_backends().values())
+
+
+def copied_drives(machine: Any) -> dict[str, Any]:
+    """The drives block migration copies: those the guest can write to the image of."""
+    return {name: b for name, b in machine.drive_backends().items()
+            if not b.readonly and not b.snapshot}
 
 
 class _Paced:
@@ -200,6 +210,7 @@ class Outgoing:
         self.channel: Channel | None = None
         self._stopped: bool | None = None  # was running when stopped for the switchover
         self._released = False
+        self.disks: dict[str, Any] = {}  # block migration: drive id -> image to copy
         self._thread = threading.Thread(target=self._run, name="migration", daemon=True)
 
     def start(self) -> None:
@@ -251,8 +262,9 @@ class Outgoing:
         if self.cancelled.is_set():
             raise MigrationError("cancelled")
         duplex = self.channel.readable and self.channel.writable
-        desc = self.machine.post(
-            lambda: describe_for_migration(self.machine, reply=duplex)).result()
+        block = self.caps["block"]
+        desc = self.machine.post(lambda: describe_for_migration(
+            self.machine, reply=duplex, block=block)).result()
         out = _Paced(self)
         writer = StreamWriter(out)
         writer.head(desc)
@@ -263,19 +275,28 @@ class Outgoing:
                 raise MigrationError(f"the destination refused: {text}")
         self.stats.setup_ms = int((time.monotonic() - self.stats.started) * 1000)
         self._set_status("active")
-        tracker = RamTracker(self.machine.mem.ram)
-        dirty = tracker.dirty()
-        while True:
-            dirty = self._pass(writer, out, tracker, dirty)
-            if self._converged(dirty):
-                break
-        self._switchover(writer, out, tracker, duplex)
+        self.disks = copied_drives(self.machine) if block else {}
+        for backend in self.disks.values():
+            backend.track_writes(True)
+        try:
+            tracker = RamTracker(self.machine.mem.ram)
+            dirty = tracker.dirty()
+            chunks = {name: list(range(b.chunks)) for name, b in self.disks.items()}
+            while True:
+                dirty, chunks = self._pass(writer, out, tracker, dirty, chunks)
+                if self._converged(dirty, chunks):
+                    break
+            self._switchover(writer, out, tracker, duplex, chunks)
+        finally:
+            for backend in self.disks.values():
+                backend.track_writes(False)
 
-    def _pass(self, writer: StreamWriter, out: _Paced, tracker: RamTracker,
-              dirty: Any) -> Any:
-        """Send the pages ``dirty`` selects; returns the next scan."""
+    def _pass(self, writer: StreamWriter, out: _Paced, tracker: RamTracker, dirty: Any,
+              chunks: dict[str, list[int]]) -> tuple[Any, dict[str, list[int]]]:
+        """Send the disk chunks and pages selected; returns the next selection."""
         t0, sent0 = time.monotonic(), self.channel.bytes_sent
         out.pace(self.params["max-bandwidth"])
+        self._send_disks(writer, chunks)
         tracker.take(dirty)
         counts = writer.pages(tracker.sent, dirty, self.caps["compress"])
         self.channel.flush()
@@ -285,17 +306,27 @@ class Outgoing:
         seconds = max(time.monotonic() - t0, 1e-3)
         sent = self.channel.bytes_sent - sent0
         redirtied = int(dirty.sum())
+        chunks = {name: b.take_written() for name, b in self.disks.items()}
         self.stats.dirty_pages_rate = int(redirtied / seconds)
         self.stats.mbps = sent * 8 / seconds / 1e6
-        self.stats.remaining = redirtied * PAGE
+        self.stats.remaining = redirtied * PAGE + DISK_CHUNK * sum(map(len, chunks.values()))
         bandwidth = max(sent / seconds, 1.0)
         self.stats.expected_downtime_ms = int(self.stats.remaining / bandwidth * 1000)
         self.settings.emit("MIGRATION_PASS", {"pass": self.stats.dirty_sync_count})
-        self._throttle(redirtied * PAGE, sent)
-        return dirty
+        self._throttle(self.stats.remaining, sent)
+        return dirty, chunks
 
-    def _converged(self, dirty: Any) -> bool:
-        return (not dirty.any() or
+    def _send_disks(self, writer: StreamWriter, chunks: dict[str, list[int]]) -> None:
+        for name, indexes in chunks.items():
+            backend = self.disks[name]
+            for i in indexes:
+                offset = i * DISK_CHUNK
+                data = backend.read(offset, min(DISK_CHUNK, backend.size - offset))
+                self.stats.disk_transferred += len(data)
+                writer.disk(name, offset, data)
+
+    def _converged(self, dirty: Any, chunks: dict[str, list[int]]) -> bool:
+        return ((not dirty.any() and not any(chunks.values())) or
                 self.stats.expected_downtime_ms <= self.params["downtime-limit"])
 
     def _throttle(self, dirtied: int, sent: int) -> None:
@@ -316,12 +347,15 @@ class Outgoing:
         self.stats.transferred = self.channel.bytes_sent
 
     def _switchover(self, writer: StreamWriter, out: _Paced, tracker: RamTracker,
-                    duplex: bool) -> None:
+                    duplex: bool, chunks: dict[str, list[int]]) -> None:
         """Stop the guest, send the rest, let go of the disks, wait for the verdict."""
         self._stopped = self.machine.post(self._stop_for_switchover).result()
         t_down = time.monotonic()
         self._set_status("device")
         out.pace(0)  # the guest is stopped: no reason to hold back now
+        for name, backend in self.disks.items():
+            chunks[name] = sorted(set(chunks[name]) | set(backend.take_written()))
+        self._send_disks(writer, chunks)
         dirty = tracker.sync()
         self._count(writer.pages(tracker.sent, dirty, self.caps["compress"]))
         self.stats.dirty_sync_count += 1
@@ -405,11 +439,23 @@ class Incoming:
                 if answer:
                     send_reply(ch, REFUSE, str(e))
                 raise StreamError(str(e)) from None
+            machine = machines[0]
+            disks = {}
+            if isinstance(desc.get("migration"), dict) and desc["migration"].get("block"):
+                disks = copied_drives(machine)
+                try:  # our own images now; the source's, if it is the same file, fails
+                    for backend in disks.values():
+                        backend.activate()
+                except OSError as e:
+                    text = f"block migration needs images of its own here: {e}"
+                    if answer:
+                        send_reply(ch, REFUSE, text)
+                    raise StreamError(text) from None
             if answer:
                 send_reply(ch, ACCEPT)
             self.answer = answer
-            clear(machines[0].mem.ram)  # what booting it wrote
-            return machines[0].mem.ram
+            clear(machine.mem.ram)  # what booting it wrote
+            return Target(machine.mem.ram, disks)
 
         self.answer = False
         machines: list[Any] = []
@@ -450,6 +496,7 @@ def install(machine: Any, raw: RawStream) -> None:
     snap = decode_stream(raw, machine)
     for backend in _backends(machine):
         backend.activate()
+        backend.flush()  # what block migration wrote
     apply_snapshot(machine, snap)
     machine.after_load()
 

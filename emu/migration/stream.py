@@ -4,7 +4,10 @@ Layout, all integers little-endian:
   header   "PYEMUSTR" magic, u16 format version, str emulator version, u8 section encoding
   desc     u32 length + JSON: machine type, RAM size, every object's path, type and props
   RAM      records: ZERO_RUN (u64 first page, u32 pages) or DATA_RUN (u64 first page,
-           u32 pages, u8 compressed, u32 length, bytes), then RAM_END
+           u32 pages, u8 compressed, u32 length, bytes), then RAM_END; a live migration
+           sends pages in several passes (the last record of a page wins), and with
+           block migration also DISK_DATA (str drive id, u64 offset, u32 length, bytes)
+           and DISK_ZERO (str drive id, u64 offset, u32 length)
   state    SECTION records: str path, str type, u16 version, u32 length, payload (the
            object's state through the binary visitor), u32 CRC-32 of the payload
   end      END tag and the CRC-32 of every byte before it
@@ -28,7 +31,7 @@ import numpy as np
 from emu import __version__
 from emu.cpu.state import apply_cpu, visit_cpu
 from emu.migration.compat import upgrade_section
-from emu.migration.ram import copy_changed
+from emu.migration.ram import clear, copy_changed
 from emu.migration.state import apply_state, visit_fields, visit_state
 from emu.migration.visitor import BinaryReader, BinaryWriter, DecodeError, TreeReader, Visitor
 from emu.qom import Object, fields_of
@@ -38,6 +41,9 @@ FORMAT_VERSION = 1
 ENCODING_BINARY = 0
 PAGE = 4096
 ZERO_RUN, DATA_RUN, RAM_END, SECTION, END = 0x01, 0x02, 0x03, 0x10, 0xFF
+# Block migration: a drive's contents, CHUNK by CHUNK, among the RAM records.
+DISK_DATA, DISK_ZERO = 0x04, 0x05
+DISK_CHUNK = 64 << 10
 CPU_PATH, CPU_TYPE, CPU_VERSION = "/machine/cpu", "x86-cpu", 1
 # Virtual time at the end of the stream. The description's clock_ns is the time it was
 # written, which is the same for a snapshot but earlier for a live migration.
@@ -169,6 +175,15 @@ class StreamWriter:
                 counts.zero += j - i
         return counts
 
+    def disk(self, drive: str, offset: int, data: bytes) -> bool:
+        """One chunk of a drive (block migration); returns whether it was all zero."""
+        if not any(data):
+            self.put(bytes([DISK_ZERO]) + _str(drive) + struct.pack("<QI", offset, len(data)))
+            return True
+        self.put(bytes([DISK_DATA]) + _str(drive) + struct.pack("<QI", offset, len(data)))
+        self.put(data)
+        return False
+
     def finish(self, sections: list[tuple[str, str, int, bytes]]) -> None:
         self.put(bytes([RAM_END]))
         for path, type_name, version, payload in sections:
@@ -290,11 +305,11 @@ def read_stream(data: bytes,
 
 
 def receive_stream(channel: Any, error: type[Exception],
-                   check: Callable[[dict[str, Any]], np.ndarray | None]) -> RawStream:
+                   check: Callable[[dict[str, Any]], Target | None]) -> RawStream:
     """``read_stream`` of a stream arriving through ``channel`` (its failures are of type
     ``error``), checked as it comes and in full at the end. ``check`` may return the
-    array RAM pages go to as they arrive: an incoming migration's machine, which never
-    runs unless the whole stream checks out."""
+    Target that RAM pages and disk chunks go to as they arrive: an incoming
+    migration's machine, which never runs unless the whole stream checks out."""
     inp = _ChannelInput(channel, error)
     raw = _read(inp, check)
     crc = inp.crc
@@ -428,13 +443,21 @@ def compare_descriptions(theirs: dict[str, Any], ours: dict[str, Any]) -> list[s
     return lines
 
 
-def _parse_ram(inp: _Input, ram_size: int, target: np.ndarray | None) -> np.ndarray:
-    """The RAM image (in ``target``, all zero and of the stream's size, if given)."""
+@dataclass
+class Target:
+    """Where an incoming migration's RAM and disk contents go as they arrive."""
+
+    ram: np.ndarray  # all zero at first
+    disks: dict[str, Any] = field(default_factory=dict)  # drive id -> BlockBackend
+
+
+def _parse_ram(inp: _Input, ram_size: int, target: Target | None) -> np.ndarray:
+    """The RAM image (in the target's, if given), and disk chunks into its drives."""
     pages = ram_size // PAGE
     if target is not None:
-        if target.size != ram_size:
-            raise StreamError(f"description/ram_size: {ram_size}, here {target.size}")
-        ram = target
+        if target.ram.size != ram_size:
+            raise StreamError(f"description/ram_size: {ram_size}, here {target.ram.size}")
+        ram = target.ram
     else:
         try:
             ram = np.zeros(ram_size, dtype=np.uint8)
@@ -448,6 +471,9 @@ def _parse_ram(inp: _Input, ram_size: int, target: np.ndarray | None) -> np.ndar
         if tag == ZERO_RUN:
             first, count = inp.unpack("<QI", "ram/zero-run")
             _check_run(first, count, pages)
+            clear(ram[first * PAGE:(first + count) * PAGE])  # a page zeroed since sent
+        elif tag in (DISK_DATA, DISK_ZERO):
+            _disk_record(inp, tag, target.disks if target is not None else {})
         elif tag == DATA_RUN:
             first, count, packed, length = inp.unpack("<QIBI", "ram/data-run")
             _check_run(first, count, pages)
@@ -461,6 +487,22 @@ def _parse_ram(inp: _Input, ram_size: int, target: np.ndarray | None) -> np.ndar
             ram[first * PAGE:(first + count) * PAGE] = np.frombuffer(chunk, dtype=np.uint8)
         else:
             raise StreamError(f"ram: unknown record tag {tag:#x} at byte {inp.pos - 1}")
+
+
+def _disk_record(inp: _Input, tag: int, disks: dict[str, Any]) -> None:
+    drive = inp.string("disk/drive")
+    offset, length = inp.unpack("<QI", f"disk/{drive}")
+    where = f"disk/{drive}@{offset}"
+    backend = disks.get(drive)
+    if backend is None:
+        raise StreamError(f"{where}: no writable drive of that id takes block migration here")
+    if offset % DISK_CHUNK or not 0 < length <= DISK_CHUNK or offset + length > backend.size:
+        raise StreamError(f"{where}: {length} bytes outside the image of {backend.size}")
+    data = inp.take(length, where) if tag == DISK_DATA else bytes(length)
+    try:
+        backend.write(offset, data)
+    except (OSError, ValueError) as e:
+        raise StreamError(f"{where}: {e}") from None
 
 
 def _inflate(packed: memoryview, size: int, where: str) -> bytes:

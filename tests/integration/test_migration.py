@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 DIRTY = ("-append", "mib=4 period=20")
@@ -312,3 +313,37 @@ def test_a_drive_id_the_stream_lacks_is_refused(pair, guest, tmp_path):
     assert reply == ("Error: migration failed: the destination refused: -drive id=nosuch: "
                      "no drive of that id in the stream")
     assert smon.cmd("info status") == "VM status: running"
+
+
+def test_block_migration_copies_a_disk_the_guest_keeps_writing(pair, guest, tmp_path):
+    """No shared storage: the destination has an empty image of its own; the guest
+    writes a sector every round (before, during and after the copy); afterwards the
+    destination's image holds every round's sector and the untouched rest of the
+    source's image."""
+    src, dst = tmp_path / "src.img", tmp_path / "dst.img"
+    rng = np.random.default_rng(7)
+    src.write_bytes(bytes(1024 * 512) + rng.integers(0, 256, 1 << 20, np.uint8).tobytes())
+    dst.write_bytes(bytes(src.stat().st_size))
+    smon = pair.source(guest("dirty"), "-append", "mib=1 period=10 disk=1",
+                       "-drive", f"file={src},id=data")
+    port = free_port()
+    sock = pair.destination(f"tcp:127.0.0.1:{port}", "-drive", f"id=data,file={dst}")
+    for line in ("migrate_set_parameter max-bandwidth 2M",  # a copy of over a second
+                 "migrate_set_parameter downtime-limit 2000", "migrate_set_capability block on"):
+        assert smon.cmd(line) == ""
+    assert smon.cmd(f"migrate tcp:127.0.0.1:{port}") == ""
+    status = info(smon)
+    assert status["Migration status"] == "completed", status
+    assert int(status["dirty sync count"]) >= 2
+    last = rounds(pair.src_out)[-1]
+    wait_for(lambda: (r := rounds(pair.dst_out)) and r[-1] >= last + 5,
+             what="rounds on the destination")
+    dmon = pair.dst_monitor(sock)
+    dmon.sock.sendall(b"quit\n")
+    assert pair.dst.wait(15) == 0
+    done = rounds(pair.dst_out)[-1]
+    a, b = src.read_bytes(), dst.read_bytes()
+    assert b[1024 * 512:] == a[1024 * 512:]  # the copy of what the guest never wrote
+    assert b[:(last + 1) * 512] == a[:(last + 1) * 512]  # what it wrote on the source
+    for n in range(1, done + 1):  # and every round's sector, wherever it was written
+        assert int.from_bytes(b[n * 512:n * 512 + 4], "little") == n, f"sector {n}"

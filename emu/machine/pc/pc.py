@@ -27,7 +27,7 @@ from emu.devices.uart16550 import Uart16550
 from emu.host.block import BlockBackend
 from emu.host.chardev import Chardev
 from emu.irq import IrqLine
-from emu.machine.config import MachineConfig
+from emu.machine.config import MachineConfig, drive_id
 from emu.machine.machine import Machine
 from emu.machine.pc.multiboot import BootError, load_multiboot
 from emu.memory.address_space import AddressSpace
@@ -97,6 +97,7 @@ class PcMachine(Machine):
         the opened image of each IDE index in ``cfg.drives``."""
         super().__init__(icount_shift=cfg.icount_shift, no_reboot=cfg.no_reboot)
         self.cfg = cfg
+        self.blocks = dict(blocks or {})
         # -kernel: our Multiboot loader; -bios or drives: the firmware from the reset
         # vector; neither: the bundled demo guest.
         firmware_boot = cfg.kernel is None and (cfg.bios is not None or bool(cfg.drives))
@@ -166,6 +167,10 @@ class PcMachine(Machine):
         if cfg.kernel is not None:
             _linux_items(fw, _read(cfg.kernel, "-kernel"), cfg.append,
                          _read(cfg.initrd, "-initrd") if cfg.initrd else None)
+
+    def drive_backends(self) -> dict[str, BlockBackend]:
+        """Each drive's image by drive id (``-drive id=``, else QEMU's ide0-hd0 names)."""
+        return {drive_id(spec): self.blocks[spec.index] for spec in self.cfg.drives}
 
     def isa_irq(self, n: int) -> IrqLine:
         return self.pic.irq_line(n)

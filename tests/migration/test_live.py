@@ -1,0 +1,103 @@
+"""The pieces of live migration in one process: passes of pages against what was sent,
+and a destination that ends up with exactly the source's last RAM."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from emu.migration.ram import PAGE, RamTracker, clear, copy_changed
+from emu.migration.stream import StreamError, StreamWriter, Target, receive_stream
+
+PAGES = 64
+
+
+class Pipe:
+    """A channel reading from bytes, as transports do (read_exact)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.buf = io.BytesIO(data)
+
+    def read_exact(self, n: int) -> bytes:
+        data = self.buf.read(n)
+        if len(data) < n:
+            raise EOFError(f"connection closed after {len(data)} of {n} bytes")
+        return data
+
+
+def description(size: int) -> dict:
+    return {"machine": "pc", "ram_size": size, "clock_ns": 0, "objects": []}
+
+
+def migrate(ram: np.ndarray, passes, target: np.ndarray) -> np.ndarray:
+    """Send ``ram`` in passes; each pass first lets ``passes[i](ram)`` change it."""
+    out = io.BytesIO()
+    w = StreamWriter(out)
+    w.head(description(ram.size))
+    tracker = RamTracker(ram)
+    for change in passes:
+        change(ram)
+        dirty = tracker.dirty()
+        tracker.take(dirty)
+        w.pages(tracker.sent, dirty, False)
+    w.pages(tracker.sent, tracker.sync(), False)
+    w.finish([])
+    raw = receive_stream(Pipe(out.getvalue()), EOFError, lambda desc: Target(target))
+    return raw.ram
+
+
+def test_the_destination_gets_the_last_contents_of_every_page():
+    rng = np.random.default_rng(1)
+    ram = np.zeros(PAGES * PAGE, np.uint8)
+    target = np.zeros_like(ram)
+
+    def fill(r):
+        r[: 32 * PAGE] = rng.integers(1, 256, 32 * PAGE, np.uint8)
+
+    def rewrite_some(r):
+        r[5 * PAGE:6 * PAGE] = 7
+        r[40 * PAGE] = 1
+
+    def zero_some(r):  # pages sent with data, then zeroed: the destination must zero them
+        r[0:3 * PAGE] = 0
+
+    got = migrate(ram, [fill, rewrite_some, zero_some], target)
+    assert got is target
+    assert (target == ram).all()
+
+
+def test_a_tracker_sends_only_what_changed_since_it_was_sent():
+    ram = np.zeros(PAGES * PAGE, np.uint8)
+    t = RamTracker(ram)
+    assert not t.dirty().any()  # zero pages: the destination has them already
+    ram[3 * PAGE] = 1
+    ram[9 * PAGE + 100] = 2
+    assert np.flatnonzero(t.dirty()).tolist() == [3, 9]
+    t.take(t.dirty())
+    assert not t.dirty().any()
+    ram[3 * PAGE] = 0  # zeroed after it was sent: dirty again
+    assert np.flatnonzero(t.sync()).tolist() == [3]
+    assert not t.dirty().any() and (t.sent == ram).all()
+
+
+def test_copy_changed_and_clear_write_only_what_differs():
+    a = np.zeros(PAGES * PAGE, np.uint8)
+    b = a.copy()
+    b[7 * PAGE + 1] = 5
+    b[63 * PAGE] = 9
+    assert copy_changed(a, b) == 2 and (a == b).all()
+    clear(a)
+    assert not a.any()
+
+
+def test_disk_records_need_a_drive_that_takes_them():
+    out = io.BytesIO()
+    w = StreamWriter(out)
+    w.head(description(PAGES * PAGE))
+    w.disk("data", 0, b"\1" * 512)
+    w.finish([])
+    with pytest.raises(StreamError, match="disk/data@0: no writable drive of that id"):
+        receive_stream(Pipe(out.getvalue()), EOFError,
+                       lambda desc: Target(np.zeros(PAGES * PAGE, np.uint8)))
