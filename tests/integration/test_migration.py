@@ -347,3 +347,34 @@ def test_block_migration_copies_a_disk_the_guest_keeps_writing(pair, guest, tmp_
     assert b[:(last + 1) * 512] == a[:(last + 1) * 512]  # what it wrote on the source
     for n in range(1, done + 1):  # and every round's sector, wherever it was written
         assert int.from_bytes(b[n * 512:n * 512 + 4], "little") == n, f"sector {n}"
+
+
+def test_incoming_defer_then_migrate_incoming_and_start_paused(pair, guest, tmp_path,
+                                                               start_with_monitor):
+    """A destination with its own machine options, told where to listen later, that
+    stays paused after the migration (-S) until 'cont'."""
+    smon = pair.source(guest("dirty"), *DIRTY)
+    dst, dmon = start_with_monitor("-kernel", guest("dirty"), *DIRTY, "-incoming", "defer",
+                                   "-S", "-serial", f"file:{pair.dst_out}")
+    assert dmon.cmd("info status") == "VM status: paused (inmigrate)"
+    port = free_port()
+    assert dmon.cmd(f"migrate_incoming tcp:127.0.0.1:{port}") == ""
+    assert dmon.cmd(f"migrate_incoming tcp:127.0.0.1:{port}").startswith("Error: ")
+    wait_for(lambda: listening(port), what="the destination to listen")
+    assert smon.cmd(f"migrate tcp:127.0.0.1:{port}") == ""
+    wait_for(lambda: dmon.cmd("info status") == "VM status: paused", what="paused after")
+    last = rounds(pair.src_out)[-1]
+    time.sleep(0.3)
+    assert rounds(pair.dst_out) == []  # -S: nothing ran yet
+    assert dmon.cmd("cont") == ""
+    wait_for(lambda: (r := rounds(pair.dst_out)) and r[-1] >= last + 3,
+             what="rounds after cont")
+
+
+def test_incoming_defer_needs_the_machine_options(pyemu):
+    r = pyemu("-incoming", "defer")
+    assert r.returncode == 1
+    assert r.stderr.decode().startswith("pyemu: -incoming defer: a destination that builds "
+                                        "its machine from the stream needs the URI")
+    r = pyemu("-incoming", "tcp:127.0.0.1:99999")
+    assert r.returncode == 1 and b"-incoming 'tcp:127.0.0.1:99999': " in r.stderr
