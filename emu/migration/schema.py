@@ -24,13 +24,25 @@ def _type_desc(t: FieldType) -> dict[str, Any]:
         desc["max_len"] = t.max_len
     if t.elem is not None:
         desc["elem"] = _type_desc(t.elem)
+    if t.bounded:
+        desc["bounded"] = True
+    if t.members:
+        desc["members"] = _fields(t.members)
     return desc
 
 
+def _fields(fields: Any) -> list[dict[str, Any]]:
+    out = []
+    for f in fields:
+        d = dict(name=f.wire, doc=f.doc, **_type_desc(f.type))
+        if f.optional:
+            d["optional"] = True
+        out.append(d)
+    return out
+
+
 def type_schema(cls: type) -> dict[str, Any]:
-    return {"version": cls.STATE_VERSION,
-            "fields": [dict(name=f.wire, doc=f.doc, **_type_desc(f.type))
-                       for f in fields_of(cls, "state")]}
+    return {"version": cls.STATE_VERSION, "fields": _fields(fields_of(cls, "state"))}
 
 
 def schema() -> dict[str, Any]:
@@ -67,7 +79,8 @@ def _compat_gap(type_name: str, old: dict[str, Any], version: int) -> str | None
         if up is None:
             return f"needs a compat filter from v{n}"
         if n == old["version"] and up.layout.split() != [
-                f"{f['name']}:{_short(f)}" for f in old["fields"]]:
+                f"{'?' if f.get('optional') else ''}{f['name']}:{_short(f)}"
+                for f in old["fields"]]:
             return f"the compat layout of v{n} is not the old schema's"
     return None
 
@@ -78,8 +91,7 @@ def _field_changes(type_name: str, old: list[dict], new: list[dict]) -> list[str
     out = [f"{type_name}/{n}: field removed" for n in a if n not in b]
     out += [f"{type_name}/{n}: field added" for n in b if n not in a]
     for n in a.keys() & b.keys():
-        fa = {k: v for k, v in a[n].items() if k != "doc"}
-        fb = {k: v for k, v in b[n].items() if k != "doc"}
+        fa, fb = _undocumented(a[n]), _undocumented(b[n])
         if fa != fb:
             out.append(f"{type_name}/{n}: {_short(fa)} -> {_short(fb)}")
     if not out and [f["name"] for f in old] != [f["name"] for f in new]:
@@ -87,10 +99,21 @@ def _field_changes(type_name: str, old: list[dict], new: list[dict]) -> list[str
     return sorted(out)
 
 
+def _undocumented(f: Any) -> Any:
+    """A dumped field without its docs, at every depth: docs may change freely."""
+    if isinstance(f, dict):
+        return {k: _undocumented(v) for k, v in f.items() if k != "doc"}
+    if isinstance(f, list):
+        return [_undocumented(v) for v in f]
+    return f
+
+
 def _short(f: dict[str, Any]) -> str:
     """A dumped field's type in the notation of ``FieldType.spec``."""
     if "bits" in f:
         return f"{'i' if f['signed'] else 'u'}{f['bits']}"
     if "elem" in f:
-        return f"{_short(f['elem'])}[{f['max_len']}]"
+        return f"{_short(f['elem'])}[{'..' if f.get('bounded') else ''}{f['max_len']}]"
+    if "members" in f:
+        return "{" + " ".join(f"{m['name']}:{_short(m)}" for m in f["members"]) + "}"
     return f"{f['type']}[{f['max_len']}]" if "max_len" in f else f["type"]

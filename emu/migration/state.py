@@ -14,12 +14,19 @@ from typing import Any
 
 from emu.migration.visitor import DecodeError, Visitor
 from emu.qom import Object, fields_of
-from emu.qom.fields import Field
+from emu.qom.fields import Field, FieldType
 
 
 def visit_field(v: Visitor, f: Field, value: Any) -> Any:
-    """One declared field through ``v``; returns the value visited (decoded on load)."""
-    t, name = f.type, f.wire or f.attr
+    """One declared field through ``v``; returns the value visited (decoded on load). An
+    optional field is sent only when it differs from its reset value."""
+    name = f.wire or f.attr
+    if f.optional and not v.present(name, v.saving and value != f.reset_value):
+        return f.fresh()
+    return _visit_value(v, name, f.type, value)
+
+
+def _visit_value(v: Visitor, name: str, t: FieldType, value: Any) -> Any:
     if t.name == "bool":
         return v.boolean(name, value)
     if t.bits:
@@ -28,9 +35,15 @@ def visit_field(v: Visitor, f: Field, value: Any) -> Any:
         return v.blob(name, value, t.max_len)
     if t.name == "str":
         return v.text(name, value, t.max_len)
+    if t.name == "struct":
+        v.begin_struct(name)
+        got = {m.wire: visit_field(v, m, value[m.wire] if v.saving else None)
+               for m in t.members}
+        v.end_struct()
+        return got
     assert t.name == "array" and t.elem is not None
     got = v.uints(name, value, t.elem.bits, t.elem.signed, t.max_len)
-    if not v.saving and len(got) != t.max_len:
+    if not v.saving and not t.bounded and len(got) != t.max_len:
         raise v.fail(name, f"{len(got)} elements where the array has {t.max_len}")
     return got
 

@@ -44,6 +44,11 @@ class Visitor(ABC):
     def end_struct(self) -> None:
         self._path.pop()
 
+    def present(self, name: str, present: bool) -> bool:
+        """Whether the optional member ``name`` follows: ``present`` when saving (the
+        tree and JSON simply leave it out), what the input says when loading."""
+        return present
+
     # values: each returns the value to use (given when saving, decoded when loading)
     @abstractmethod
     def uint(self, name: str, value: int, bits: int) -> int:
@@ -151,6 +156,9 @@ class TreeReader(Visitor):
         super().end_struct()
         self._stack.pop()
 
+    def present(self, name, present):
+        return name in self._stack[-1]
+
     def uint(self, name, value, bits):
         return _check_int(self, name, self._get(name), bits, False)
 
@@ -199,6 +207,10 @@ class BinaryWriter(Visitor):
     def __init__(self) -> None:
         super().__init__()
         self.out = bytearray()
+
+    def present(self, name, present):
+        self.out.append(1 if present else 0)
+        return present
 
     def uint(self, name, value, bits):
         self.out += value.to_bytes(bits // 8, "little")
@@ -249,6 +261,9 @@ class BinaryReader(Visitor):
         if n > cap:
             raise self.fail(name, f"length {n} exceeds the cap of {cap}")
         return n
+
+    def present(self, name, present):
+        return self.boolean(name, False)
 
     def uint(self, name, value, bits):
         return int.from_bytes(self._take(name, bits // 8), "little")

@@ -8,6 +8,7 @@ table gives reset values, the wire names and the help text.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,8 @@ class FieldType:
     signed: bool = False
     max_len: int = 0  # for bytes and arrays
     elem: FieldType | None = None  # for arrays
+    bounded: bool = False  # an array of up to max_len elements (else exactly max_len)
+    members: tuple[Field, ...] = ()  # for structs: the member fields, by wire name
 
     def check(self, value: Any) -> Any:
         """Return ``value`` coerced to this type, or raise ValueError naming the fault."""
@@ -54,10 +57,15 @@ class FieldType:
         if self.name == "array":
             if not isinstance(value, (list, tuple)):
                 raise ValueError(f"expected a list, got {type(value).__name__}")
-            if len(value) > self.max_len:
-                raise ValueError(f"{len(value)} elements exceeds the cap of {self.max_len}")
+            if len(value) > self.max_len or (not self.bounded and len(value) != self.max_len):
+                raise ValueError(f"{len(value)} elements where the array takes "
+                                 f"{'up to ' if self.bounded else ''}{self.max_len}")
             assert self.elem is not None
             return [self.elem.check(v) for v in value]
+        if self.name == "struct":
+            if not isinstance(value, dict) or set(value) != {m.wire for m in self.members}:
+                raise ValueError(f"expected a mapping of {[m.wire for m in self.members]}")
+            return {m.wire: m.type.check(value[m.wire]) for m in self.members}
         raise ValueError(f"unknown field type {self.name}")
 
     @property
@@ -65,7 +73,9 @@ class FieldType:
         """The short notation of schema dumps and compat layouts: ``u8``, ``bool``,
         ``bytes[16]``, ``str[64]``, ``u16[3]`` (an array)."""
         if self.elem is not None:
-            return f"{self.elem.spec}[{self.max_len}]"
+            return f"{self.elem.spec}[{'..' if self.bounded else ''}{self.max_len}]"
+        if self.name == "struct":
+            return "{" + " ".join(f"{m.wire}:{m.type.spec}" for m in self.members) + "}"
         return f"{self.name}[{self.max_len}]" if self.name in ("bytes", "str") else self.name
 
     @staticmethod
@@ -76,14 +86,16 @@ class FieldType:
             if base not in SCALARS:
                 raise ValueError(f"unknown field type {spec!r}")
             return SCALARS[base]
-        if not rest.endswith("]") or not rest[:-1].isdigit() or int(rest[:-1]) == 0:
+        bounded = rest.startswith("..")
+        digits = rest[2:-1] if bounded else rest[:-1]
+        if not rest.endswith("]") or not digits.isdigit() or int(digits) == 0:
             raise ValueError(f"bad length in field type {spec!r}")
-        n = int(rest[:-1])
-        if base in ("bytes", "str"):
+        n = int(digits)
+        if base in ("bytes", "str") and not bounded:
             return FieldType(base, max_len=n)
         if base not in SCALARS or base == "bool":
             raise ValueError(f"unknown element type in {spec!r}")
-        return FieldType("array", max_len=n, elem=SCALARS[base])
+        return FieldType("array", max_len=n, elem=SCALARS[base], bounded=bounded)
 
 
 def _int(name: str, bits: int, signed: bool = False) -> FieldType:
@@ -100,12 +112,15 @@ class Field:
     """A declared field; a data descriptor storing its value on the instance."""
 
     def __init__(self, kind: str, ftype: FieldType, *, reset: Any = None,
-                 doc: str, wire: str | None = None) -> None:
+                 doc: str, wire: str | None = None, optional: bool = False) -> None:
         assert kind in KINDS
         self.kind, self.type, self.doc = kind, ftype, doc
         self.reset_value = ftype.check(reset) if reset is not None else _zero(ftype)
         self.wire = wire  # declared wire name; defaults to the attribute name
         self.attr = ""
+        # sent only when it differs from its reset value (as QEMU's subsections are
+        # sent only when needed): a big buffer that is usually empty costs one byte
+        self.optional = optional
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.attr = name
@@ -120,9 +135,8 @@ class Field:
         obj.__dict__[self.attr] = value
 
     def fresh(self) -> Any:
-        """The reset value, copied so that instances never share a list."""
-        v = self.reset_value
-        return list(v) if isinstance(v, list) else v
+        """The reset value, copied so that instances never share a list or a mapping."""
+        return copy.deepcopy(self.reset_value)
 
 
 def _zero(ftype: FieldType) -> Any:
@@ -135,7 +149,9 @@ def _zero(ftype: FieldType) -> Any:
     if ftype.name == "str":
         return ""
     if ftype.name == "array":
-        return []
+        return [] if ftype.bounded else [_zero(ftype.elem)] * ftype.max_len
+    if ftype.name == "struct":
+        return {m.wire: m.fresh() for m in ftype.members}
     raise ValueError(ftype.name)
 
 
@@ -159,11 +175,20 @@ class _Kind:
     def str(self, *, max_len: int = 4096, **kw: Any) -> Field:
         return Field(self._kind, FieldType("str", max_len=max_len), **kw)
 
-    def array(self, elem: str, *, length: int, **kw: Any) -> Field:
-        """A fixed-length array of integers; reset defaults to ``length`` zeros."""
+    def array(self, elem: str, *, length: int = 0, max_len: int = 0, **kw: Any) -> Field:
+        """An array of integers: ``length`` of them exactly (reset: zeros), or up to
+        ``max_len`` (reset: empty)."""
+        assert bool(length) != bool(max_len), "an array has a length or a max_len"
         et = getattr(self, elem)(doc="").type
-        kw.setdefault("reset", [_zero(et)] * length)
-        return Field(self._kind, FieldType("array", max_len=length, elem=et), **kw)
+        ft = FieldType("array", max_len=length or max_len, elem=et, bounded=bool(max_len))
+        return Field(self._kind, ft, **kw)
+
+    def struct(self, members: type, **kw: Any) -> Field:
+        """A nested struct whose members are the fields declared on class ``members``;
+        its value is a mapping by the members' wire names."""
+        fields = tuple(fields_of(members))
+        assert fields and all(f.kind == self._kind for f in fields)
+        return Field(self._kind, FieldType("struct", members=fields), **kw)
 
 
 prop = _Kind("prop")

@@ -8,7 +8,7 @@ import random
 import pytest
 
 import emu.machine.pc.pc  # noqa: F401  (registers every device type of the pc board)
-from emu.migration.state import visit_fields
+from emu.migration.state import visit_fields, visit_state
 from emu.migration.visitor import (
     BinaryReader,
     BinaryWriter,
@@ -18,8 +18,8 @@ from emu.migration.visitor import (
     TreeReader,
     TreeWriter,
 )
-from emu.qom import TYPES, fields_of
-from emu.qom.fields import FieldType
+from emu.qom import TYPES, Object, fields_of
+from emu.qom.fields import FieldType, state
 
 DEVICE_TYPES = sorted(name for name, cls in TYPES.items() if fields_of(cls, "state"))
 
@@ -125,3 +125,82 @@ def test_caps_and_widths_are_enforced():
         JsonReader("{nope")
     with pytest.raises(DecodeError, match="h: not a hex string"):
         JsonReader('{"h": "zz"}').blob("h", b"", 8)
+
+
+# -- the declaration's compound forms: nested structs, bounded arrays, optional members --
+
+class _Latch:
+    value = state.u16(reset=0xFFFF, doc="latched count")
+    valid = state.bool(doc="a count is latched")
+
+
+class _Compound(Object):
+    TYPE_NAME = "test-compound"  # not registered: nothing else sees it
+    latch = state.struct(_Latch, doc="a nested struct")
+    history = state.array("u16", max_len=4, doc="up to four values")
+    buffer = state.bytes(max_len=4096, optional=True, doc="usually empty, then not sent")
+    pair = state.array("i8", length=2, optional=True, reset=[1, -1], doc="optional array")
+
+
+def _roundtrip(obj: Object, fmt: str):
+    w = {"tree": TreeWriter, "binary": BinaryWriter, "json": JsonWriter}[fmt]()
+    w.begin_struct("obj")
+    visit_fields(w, obj)
+    w.end_struct()
+    data = {"tree": lambda: w.root, "binary": lambda: bytes(w.out),
+            "json": lambda: w.dumps()}[fmt]()
+    r = {"tree": TreeReader, "binary": BinaryReader, "json": JsonReader}[fmt](data)
+    r.begin_struct("obj")
+    got = visit_state(r, _Compound)
+    if fmt == "binary":
+        r.finish()
+    return data, got
+
+
+@pytest.mark.parametrize("fmt", ["tree", "binary", "json"])
+def test_structs_bounded_arrays_and_optional_members_round_trip(fmt):
+    obj = _Compound("c")
+    data, got = _roundtrip(obj, fmt)
+    assert got == {"latch": {"value": 0xFFFF, "valid": False}, "history": [],
+                   "buffer": b"", "pair": [1, -1]}
+    if fmt == "tree":
+        assert set(data["obj"]) == {"latch", "history"}  # the optional ones stay out
+        assert data["obj"]["latch"] == {"value": 0xFFFF, "valid": False}
+    if fmt == "binary":
+        assert len(data) == 3 + 4 + 1 + 1  # u16 + bool, a count, two presence bytes
+    obj.latch = {"value": 7, "valid": True}
+    obj.history = [1, 2, 3]
+    obj.buffer = b"data"
+    obj.pair = [0, 5]
+    data, got = _roundtrip(obj, fmt)
+    assert got == {"latch": {"value": 7, "valid": True}, "history": [1, 2, 3],
+                   "buffer": b"data", "pair": [0, 5]}
+
+
+def test_compound_values_are_checked_on_load():
+    tree = {"obj": {"latch": {"value": 70000, "valid": True}, "history": [1, 2, 3, 4, 5]}}
+    r = TreeReader(tree)
+    r.begin_struct("obj")
+    with pytest.raises(DecodeError, match="obj/latch/value: 70000 does not fit u16"):
+        visit_state(r, _Compound)
+    tree["obj"]["latch"]["value"] = 1
+    r = TreeReader(tree)
+    r.begin_struct("obj")
+    with pytest.raises(DecodeError, match="obj/history: 5 elements exceed the cap of 4"):
+        visit_state(r, _Compound)
+    r = BinaryReader(bytes([1, 0, 1, 0, 0, 0, 0, 2]))
+    r.begin_struct("obj")
+    with pytest.raises(DecodeError, match="obj/buffer: boolean byte 2"):
+        visit_state(r, _Compound)
+
+
+def test_compound_types_in_the_schema_and_their_notation():
+    from emu.migration.schema import type_schema
+
+    fields = {f["name"]: f for f in type_schema(_Compound)["fields"]}
+    assert fields["latch"]["members"][0]["name"] == "value"
+    assert fields["history"]["bounded"] and fields["buffer"]["optional"]
+    types = {f.wire: f.type.spec for f in fields_of(_Compound, "state")}
+    assert types == {"latch": "{value:u16 valid:bool}", "history": "u16[..4]",
+                     "buffer": "bytes[4096]", "pair": "i8[2]"}
+    assert FieldType.parse("u16[..4]") == fields_of(_Compound, "state")[1].type

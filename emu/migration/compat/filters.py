@@ -112,15 +112,16 @@ class Upgrade:
 
     type_name: str
     from_version: int
-    layout: str  # the wire layout of from_version, in order: "name:spec name:spec ..."
+    layout: str  # the wire layout of from_version, in order: "name:spec ?opt:spec ..."
     steps: tuple[Step, ...]
 
     def fields(self) -> list[Field]:
-        """The old layout as fields a visitor can decode."""
+        """The old layout as fields a visitor can decode ("?name:spec": optional)."""
         out = []
         for item in self.layout.split():
             name, _, spec = item.partition(":")
-            out.append(Field("state", FieldType.parse(spec), doc="", wire=name))
+            out.append(Field("state", FieldType.parse(spec), doc="", wire=name.lstrip("?"),
+                             optional=name.startswith("?")))
         return out
 
     def apply(self, tree: dict[str, Any]) -> None:
