@@ -289,6 +289,9 @@ class IsaPic(Device):
         self.master.on_int = self._master_int
         self.slave.on_int = self._slave_int
         self._lines = [IrqLine(self._input_handler(n), name=f"{name}.irq{n}") for n in range(16)]
+        # Deliveries per ISA line, for the monitor's ``info irq``: host statistics, not
+        # guest-visible state, so never saved.
+        self.irq_counts = [0] * 16
 
     def _input_handler(self, n: int) -> Callable[[bool], None]:
         chip, ir = (self.master, n) if n < 8 else (self.slave, n - 8)
@@ -318,9 +321,14 @@ class IsaPic(Device):
     def acknowledge(self) -> int:
         """The CPU's INTA sequence: returns the vector and updates INT."""
         master, slave = self.master, self.slave
-        if master.pending_ir() != CASCADE_IR or master.single:
+        ir = master.pending_ir()
+        if ir != CASCADE_IR or master.single:
+            if ir >= 0:
+                self.irq_counts[ir] += 1
             return master.inta()
         master.intack(CASCADE_IR)
+        if slave.pending_ir() >= 0:
+            self.irq_counts[8 + slave.pending_ir()] += 1
         vector = slave.inta()
         # The slave's INT falls while it is being acknowledged, so a request it still
         # signals afterwards (auto-EOI, special fully nested) is a fresh edge on IR2.

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from emu import __version__
 from emu.host.chardev import Chardev
+from emu.monitor import info, keyboard, memory, qom_commands  # noqa: F401  (register commands)
 from emu.monitor.commands import CommandError, Pending, execute
 
 if TYPE_CHECKING:
@@ -23,6 +24,14 @@ log = logging.getLogger("emu.monitor")
 PROMPT = b"(pyemu) "
 MAX_LINE = 4096
 HISTORY = 100
+
+
+_session: list[HumanMonitor] = []  # the monitor whose command runs now (machine thread)
+
+
+def current_session() -> HumanMonitor | None:
+    """The monitor session running the current command; None for other callers (QMP)."""
+    return _session[-1] if _session else None
 
 
 class HumanMonitor:
@@ -37,6 +46,11 @@ class HumanMonitor:
         self._busy = False
         self._typed = bytearray()
         chardev.attach(self)
+
+    @property
+    def history(self) -> tuple[str, ...]:
+        """This session's command lines, oldest first (at most HISTORY)."""
+        return tuple(self._history)
 
     def greet(self) -> None:
         self._out(f"pyemu {__version__} monitor - type 'help' for more information\n")
@@ -104,6 +118,7 @@ class HumanMonitor:
         self.run_line(line)
 
     def run_line(self, line: str) -> None:
+        _session.append(self)
         try:
             output = execute(self.machine, line)
         except CommandError as e:
@@ -111,6 +126,8 @@ class HumanMonitor:
         except Exception as e:  # a bug in a command must not take the monitor down
             log.exception("monitor command %r failed", line)
             output = f"internal error: {e}"
+        finally:
+            _session.pop()
         if isinstance(output, Pending):
             self._busy = True
             threading.Thread(target=self._await, args=(output,), daemon=True,
