@@ -90,6 +90,8 @@ class Stats:
     mbps: float = 0.0
     throttle: int = 0  # percent of CPU time taken away by auto-converge
     disk_transferred: int = 0  # block migration: bytes of drive contents sent
+    bandwidth: float = 0.0  # bytes per second over the last pass
+    stalled: int = 0  # passes in a row whose leftover would not fit the downtime limit
 
 
 @dataclass
@@ -310,8 +312,10 @@ class Outgoing:
         self.stats.dirty_pages_rate = int(redirtied / seconds)
         self.stats.mbps = sent * 8 / seconds / 1e6
         self.stats.remaining = redirtied * PAGE + DISK_CHUNK * sum(map(len, chunks.values()))
-        bandwidth = max(sent / seconds, 1.0)
+        bandwidth = self.stats.bandwidth = max(sent / seconds, 1.0)
         self.stats.expected_downtime_ms = int(self.stats.remaining / bandwidth * 1000)
+        fits = self.stats.expected_downtime_ms <= self.params["downtime-limit"]
+        self.stats.stalled = 0 if fits else self.stats.stalled + 1
         self.settings.emit("MIGRATION_PASS", {"pass": self.stats.dirty_sync_count})
         self._throttle(self.stats.remaining, sent)
         return dirty, chunks
@@ -324,6 +328,17 @@ class Outgoing:
                 data = backend.read(offset, min(DISK_CHUNK, backend.size - offset))
                 self.stats.disk_transferred += len(data)
                 writer.disk(name, offset, data)
+
+    def convergence(self) -> str:
+        """Why an active migration is not finishing, once it has gone round a while."""
+        st = self.stats
+        if self.status != "active" or st.stalled < 3:
+            return ""
+        return (f"not converging: {st.stalled} passes in a row left "
+                f"{st.remaining >> 20} MiB, {st.expected_downtime_ms} ms at "
+                f"{st.bandwidth / (1 << 20):.1f} MiB/s against a downtime limit of "
+                f"{self.params['downtime-limit']} ms (auto-converge, a higher "
+                "downtime-limit or max-bandwidth would let it finish)")
 
     def _converged(self, dirty: Any, chunks: dict[str, list[int]]) -> bool:
         return ((not dirty.any() and not any(chunks.values())) or

@@ -1,7 +1,9 @@
 """``pyemu-state``: look into snapshot files without running a guest.
 
   pyemu-state show FILE            summary: machine, RAM, clock, sections
-  pyemu-state dump FILE            the whole state tree as JSON (RAM summarised)
+  pyemu-state dump FILE [--json] [--ram]
+                                   the whole state tree as JSON (RAM summarised unless
+                                   --ram: then every page in use, as hex)
   pyemu-state diff A B             differences by object path and field, and RAM pages
   pyemu-state schema [--compare OLD.json]
                                    every type's saved fields; with --compare, the changes
@@ -157,8 +159,13 @@ def cmd_show(args: argparse.Namespace) -> str:
 
 def cmd_dump(args: argparse.Namespace) -> str:
     raw = _load(args.file)
+    ram: dict[str, Any] = _ram_summary(raw.ram)
+    if args.ram:  # every page in use, by page number, as hex
+        pages = raw.ram.reshape(-1, PAGE)
+        ram["pages_in_use"] = {str(i): pages[i].tobytes().hex()
+                               for i in np.flatnonzero(pages.any(axis=1)).tolist()}
     out = {"emulator": raw.emulator, "description": raw.description,
-           "ram": _ram_summary(raw.ram), "state": state_tree(raw, args.file)}
+           "ram": ram, "state": state_tree(raw, args.file)}
     return json.dumps(_jsonable(out), indent=1, sort_keys=True)
 
 
@@ -284,7 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="pyemu-state", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
     sub.add_parser("show").add_argument("file")
-    sub.add_parser("dump").add_argument("file")
+    dump = sub.add_parser("dump")
+    dump.add_argument("file")
+    dump.add_argument("--json", action="store_true", help="JSON (the only format)")
+    dump.add_argument("--ram", action="store_true", help="include every page in use")
     d = sub.add_parser("diff")
     d.add_argument("a")
     d.add_argument("b")

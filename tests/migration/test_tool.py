@@ -113,3 +113,12 @@ def test_bad_edits_get_one_line_and_write_nothing(snapshots, tmp_path, edit, mes
     r = tool("set", str(snapshots[0]), edit, str(out))
     assert r.returncode == 1 and r.stderr == f"pyemu-state: {message}\n"
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_dump_ram_on_request(snapshots):
+    plain = json.loads(tool("dump", "--json", str(snapshots[0])).stdout)
+    assert "pages_in_use" not in plain["ram"]
+    full = json.loads(tool("dump", "--json", "--ram", str(snapshots[0])).stdout)
+    pages = full["ram"]["pages_in_use"]
+    assert len(pages) == full["ram"]["nonzero_pages"]
+    assert all(len(text) == 8192 and text.strip("0") for text in pages.values())
