@@ -12,7 +12,7 @@ import re
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from emu import __version__
 from emu.devices.mc146818 import boot_order_nibbles, parse_rtc_base
@@ -37,6 +37,8 @@ usage: pyemu [options]
   -serial SPEC          next serial port: stdio, mon:stdio, null, none, file:PATH,
                         tcp:HOST:PORT[,server][,nowait], unix:PATH[,server][,nowait]
   -monitor SPEC         human monitor on a chardev (stdio, none, tcp:..., unix:...)
+  -qmp SPEC             QMP (JSON) monitor: unix:PATH,server[,nowait] or
+                        tcp:HOST:PORT,server[,nowait] (HOST empty: loopback); repeatable
   -debugcon SPEC        debug console on ports 0xE9 and 0x402
   -nographic            no display: serial port and monitor on stdio (Ctrl-a h: help)
   -display none         no display (pyemu has none anyway)
@@ -71,6 +73,7 @@ class Options:
     log_items: list[str]
     log_file: str | None
     info_only: str | None = None  # text to print instead of running
+    qmp: list[str] = field(default_factory=list)  # -qmp listener specs (host bindings)
 
 
 def parse_size(text: str) -> int:
@@ -104,6 +107,7 @@ def parse_args(argv: list[str]) -> Options:
     cfg = MachineConfig()
     log_items: list[str] = []
     log_file: str | None = None
+    qmp: list[str] = []
     i = 0
 
     def arg() -> str:
@@ -146,12 +150,24 @@ def parse_args(argv: list[str]) -> Options:
                 log_items.append(item)
         elif name == "-D":
             log_file = arg()
+        elif name == "-qmp":
+            qmp.append(_qmp(arg()))
         else:
             what = "invalid option" if opt.startswith("-") else "unexpected argument"
             raise UsageError(f"{opt}: {what}")
         i += 1
     _finish(cfg)
-    return Options(cfg, log_items, log_file)
+    return Options(cfg, log_items, log_file, qmp=qmp)
+
+
+def _qmp(value: str) -> str:
+    from emu.monitor.qmp import parse_spec
+
+    try:
+        parse_spec(value)
+    except ValueError as e:
+        raise UsageError(f"-qmp {value}: {e}") from None
+    return value
 
 
 def _machine(cfg: MachineConfig, value: str) -> str | None:
@@ -318,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(opts)
     from emu.machine.launch import launch  # heavy imports only when running
 
-    return launch(opts.cfg, signal_handlers=_install_signals)
+    return launch(opts.cfg, signal_handlers=_install_signals, qmp=opts.qmp)
 
 
 def _install_signals(on_signal: Callable[[str], None]) -> None:

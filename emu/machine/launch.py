@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from emu.migration.live import Incoming, run_incoming
 from emu.migration.stream import StreamError, matches
 from emu.migration.transport import TransportError
 from emu.monitor.hmp import HumanMonitor
+from emu.monitor.qmp import QmpServer, open_servers
 
 log = logging.getLogger("emu.machine")
 
@@ -50,8 +51,24 @@ class Built:
     cfg: MachineConfig
 
 
-def launch(cfg: MachineConfig, signal_handlers: Callable[[Callable[[str], None]], None]) -> int:
-    """Build the machine for ``cfg``, run it until it exits, return the exit status."""
+def launch(cfg: MachineConfig, signal_handlers: Callable[[Callable[[str], None]], None],
+           qmp: Sequence[str] = ()) -> int:
+    """Build the machine for ``cfg``, run it until it exits, return the exit status.
+    ``qmp``: -qmp listener specs, bound before anything else is opened."""
+    try:
+        servers = open_servers(list(qmp))
+    except ValueError as e:
+        print(f"pyemu: {e}", file=sys.stderr)
+        return 1
+    try:
+        return _launch(cfg, signal_handlers, servers)
+    finally:
+        for server in servers:
+            server.close()
+
+
+def _launch(cfg: MachineConfig, signal_handlers: Callable[[Callable[[str], None]], None],
+            servers: list[QmpServer]) -> int:
     incoming = None
     if cfg.incoming not in (None, "defer"):
         try:
@@ -60,7 +77,7 @@ def launch(cfg: MachineConfig, signal_handlers: Callable[[Callable[[str], None]]
             print(f"pyemu: -incoming {e}", file=sys.stderr)
             return 1
         if not cfg.shaped:
-            return _launch_from_stream(cfg, incoming, signal_handlers)
+            return _launch_from_stream(cfg, incoming, signal_handlers, servers)
     try:
         built = _build(cfg, lock=cfg.incoming is None)
     except LaunchError as e:
@@ -70,24 +87,31 @@ def launch(cfg: MachineConfig, signal_handlers: Callable[[Callable[[str], None]]
         return 1
     if incoming is not None:
         start_incoming(built.machine, incoming)
-    return _run(built, signal_handlers)
+    return _run(built, signal_handlers, servers)
 
 
 def start_incoming(machine: Any, incoming: Incoming) -> None:
-    """Receive a migration into ``machine`` (waiting in "inmigrate") on its own thread."""
-    machine.migration.incoming_status = "active"
+    """Receive a migration into ``machine`` (waiting in "inmigrate") on its own thread;
+    MIGRATION events tell its start and its outcome."""
+    settings = machine.migration
+    settings.incoming_status = "active"
     check = matches(machine)
 
     def on_description(desc: dict[str, Any]) -> Any:
         check(desc)
         return machine
 
-    threading.Thread(target=run_incoming, args=(incoming, on_description, lambda: machine),
-                     name="migration-incoming", daemon=True).start()
+    def receive() -> None:
+        run_incoming(incoming, on_description, lambda: machine)
+        settings.emit("MIGRATION", {"status": settings.incoming_status})
+
+    settings.emit("MIGRATION", {"status": "active"})
+    threading.Thread(target=receive, name="migration-incoming", daemon=True).start()
 
 
 def _launch_from_stream(cfg: MachineConfig, incoming: Incoming,
-                        signal_handlers: Callable[[Callable[[str], None]], None]) -> int:
+                        signal_handlers: Callable[[Callable[[str], None]], None],
+                        servers: list[QmpServer]) -> int:
     """A bare destination: the machine is built from the stream's description, with the
     host bindings of this command line, before any RAM arrives."""
     made: list[Built] = []
@@ -115,7 +139,7 @@ def _launch_from_stream(cfg: MachineConfig, incoming: Incoming,
     incoming.ready.wait()
     if not made:
         return 1  # run_incoming said why
-    return _run(made[0], signal_handlers)
+    return _run(made[0], signal_handlers, servers)
 
 
 def _build(cfg: MachineConfig, *, lock: bool) -> Built:
@@ -178,21 +202,23 @@ def _close(chardevs: list[Chardev], blocks: dict[int, BlockBackend]) -> None:
         backend.close()
 
 
-def _run(built: Built, signal_handlers: Callable[[Callable[[str], None]], None]) -> int:
+def _run(built: Built, signal_handlers: Callable[[Callable[[str], None]], None],
+         servers: list[QmpServer]) -> int:
     machine, cfg, opened, monitors = built.machine, built.cfg, built.opened, built.monitors
     try:
-        return _serve(machine, cfg, opened, monitors, signal_handlers)
+        return _serve(machine, cfg, opened, monitors, signal_handlers, servers)
     finally:
         _close([], built.blocks)
 
 
 def _serve(machine, cfg: MachineConfig, opened: list[Chardev], monitors: list[Chardev],
-           signal_handlers: Callable[[Callable[[str], None]], None]) -> int:
+           signal_handlers: Callable[[Callable[[str], None]], None],
+           servers: list[QmpServer]) -> int:
     for cd in opened:
         machine.add_input_source(cd)
         if isinstance(cd, MuxChardev):
             cd.frontend(1).set_notify(machine.wake)
-            cd.on_quit = lambda: machine.request_shutdown(0, "C-a x")
+            cd.on_quit = lambda: machine.request_shutdown(0, "C-a x", "host-ui")
     for cd in monitors:
         mon = HumanMonitor(machine, cd, echo=not isinstance(cd, SocketChardev))
         if isinstance(cd, SocketChardev):
@@ -204,9 +230,12 @@ def _serve(machine, cfg: MachineConfig, opened: list[Chardev], monitors: list[Ch
         machine.set_runstate("inmigrate")
     else:
         machine.set_runstate("prelaunch" if cfg.start_paused else "running")
+    for server in servers:
+        server.start(machine)
 
     def on_signal(name: str) -> None:
-        machine.post(lambda: machine.request_shutdown(0, f"terminating on signal {name}"))
+        machine.post(lambda: machine.request_shutdown(0, f"terminating on signal {name}",
+                                                      "host-signal"))
 
     signal_handlers(on_signal)
     status: list[int] = []
@@ -217,6 +246,8 @@ def _serve(machine, cfg: MachineConfig, opened: list[Chardev], monitors: list[Ch
         while thread.is_alive():
             thread.join(0.25)  # the main thread stays free to take signals
     finally:
+        for server in servers:  # the last replies and events (SHUTDOWN) go out first
+            server.close()
         _close(opened, {})
     log.info("exit: %s", machine.exit_reason)
     return status[0] if status else 1

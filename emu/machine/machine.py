@@ -56,6 +56,10 @@ class Machine(Object):
         self.clock.shorten_slice = self._shorten_slice
         self.migration = Migration()
         self.throttle = 0  # percent of CPU time withheld (auto-converge)
+        # Told of run state changes, resets and shutdowns (QMP's events), on the thread
+        # where they happen: (event name, data).
+        self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        self._reset_cause = "guest-reset"
 
     # -- what boards provide ----------------------------------------------------------
     def acknowledge_interrupt(self) -> int:
@@ -66,15 +70,22 @@ class Machine(Object):
         """Put the CPU where the guest starts: the reset vector or a loaded kernel."""
 
     # -- requests from devices (machine thread) -------------------------------------
-    def request_reset(self, reason: str) -> None:
-        self._reset_reason = reason
+    # ``cause`` is QEMU's ShutdownCause as the RESET and SHUTDOWN events report it; the
+    # default is the guest's own doing, host-side callers name theirs.
+    def request_reset(self, reason: str, cause: str = "guest-reset") -> None:
+        self._reset_reason, self._reset_cause = reason, cause
         self.cpu.request_stop()
 
-    def request_shutdown(self, status: int, reason: str) -> None:
+    def request_shutdown(self, status: int, reason: str, cause: str = "guest-shutdown") -> None:
         if self.exit_status is None:
             self.exit_status, self.exit_reason = status, reason
+            self.emit("SHUTDOWN", {"guest": cause.startswith("guest"), "reason": cause})
         self.cpu.request_stop()
         self._wake.set()
+
+    def emit(self, event: str, data: dict[str, Any]) -> None:
+        for listener in self.listeners:
+            listener(event, data)
 
     # -- requests from other threads --------------------------------------------------
     def post(self, fn: Callable[[], Any]) -> Future:
@@ -126,7 +137,9 @@ class Machine(Object):
             self.clock.start()
         else:
             self.clock.stop()
-        self.runstate = state
+        was, self.runstate = self.runstate, state
+        if (was == "running") != (state == "running"):
+            self.emit("RESUME" if state == "running" else "STOP", {})
 
     def stop(self) -> None:
         if self.runstate == "running":
@@ -180,10 +193,12 @@ class Machine(Object):
             source.pump()
         if self._reset_reason is not None:
             reason, self._reset_reason = self._reset_reason, None
+            cause = self._reset_cause
             if self.no_reboot:
-                self.request_shutdown(0, f"{reason} (-no-reboot)")
+                self.request_shutdown(0, f"{reason} (-no-reboot)", cause)
             else:
                 self.system_reset(reason)
+                self.emit("RESET", {"guest": cause.startswith("guest"), "reason": cause})
 
     def _step(self) -> None:
         self._service()
@@ -247,7 +262,7 @@ class Machine(Object):
         if result.error:
             log.error("guest stopped: %s", result.error)
             self.set_runstate("internal-error")
-            self.request_shutdown(1, f"internal error: {result.error}")
+            self.request_shutdown(1, f"internal error: {result.error}", "host-error")
         elif result.triple_fault:
             log.warning("triple fault: resetting the machine")
             self.request_reset("triple fault")

@@ -1,8 +1,12 @@
-"""The one command registry behind the human monitor (and, later, QMP).
+"""The one command registry behind the human monitor, and what QMP shares with it.
 
 Commands take the machine and their argument words and return text; they run on the
 machine thread. Names and output follow QEMU's human monitor, so habits carry over.
 A bad command or argument raises ``CommandError`` with a one-line message.
+
+The actions both front ends offer (resume, migrate, snapshots...) are plain functions
+here (``resume``, ``start_migration``, ``save_snapshot``...); the HMP commands and the
+QMP commands of emu/monitor/qmp.py are thin wrappers around them.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from emu import __version__
 
 if TYPE_CHECKING:
     from emu.machine.machine import Machine
+    from emu.migration.live import Outgoing
 
 Handler = Callable[["Machine", list[str]], "str | Pending"]
 
@@ -150,11 +155,16 @@ def _stop(machine: Machine, args: list[str]) -> str:
     return ""
 
 
-@command("cont", help="resume emulation")
-def _cont(machine: Machine, args: list[str]) -> str:
+def resume(machine: Machine) -> None:
+    """cont: run the guest, unless its state does not allow it."""
     if machine.runstate in ("shutdown", "internal-error", "inmigrate", "finish-migrate"):
         raise CommandError(f"cannot continue a machine in state {machine.runstate}")
     machine.cont()
+
+
+@command("cont", help="resume emulation")
+def _cont(machine: Machine, args: list[str]) -> str:
+    resume(machine)
     return ""
 
 
@@ -165,13 +175,27 @@ def _c(machine: Machine, args: list[str]) -> str:
 
 @command("system_reset", help="reset the system")
 def _system_reset(machine: Machine, args: list[str]) -> str:
-    machine.request_reset("system_reset from the monitor")
+    machine.request_reset("system_reset from the monitor", "host-qmp-system-reset")
     return ""
+
+
+PWRBTN_STS = 1 << 8  # PM1 status: power button pressed (ACPI 4.8.3.1.1; PIIX4 7.2.1)
+
+
+def press_power_button(machine: Machine) -> None:
+    """system_powerdown: latch PWRBTN_STS in the PIIX4 PM status register, where an ACPI
+    guest finds it and shuts itself down. The PM function has no SCI line to raise yet,
+    so a guest learns of it by reading the register; a guest without ACPI ignores it,
+    as it would on QEMU. Announced with a POWERDOWN event."""
+    pm = getattr(machine, "pm", None)
+    if pm is not None:
+        pm.pm1_sts |= PWRBTN_STS
+    machine.emit("POWERDOWN", {})
 
 
 @command("quit", help="quit the emulator")
 def _quit(machine: Machine, args: list[str]) -> str:
-    machine.request_shutdown(0, "quit from the monitor")
+    machine.request_shutdown(0, "quit from the monitor", "host-qmp-quit")
     return ""
 
 
@@ -200,9 +224,9 @@ def _snapshot_path(name: str) -> Path:
     return snapshot_dir() / (name + SNAPSHOT_SUFFIX)
 
 
-@command("savevm", "[tag]", "save a VM snapshot (to $PYEMU_SNAPSHOT_DIR)", max_args=1)
-def _savevm(machine: Machine, args: list[str]) -> str:
-    path = _snapshot_path(args[0] if args else time.strftime("vm-%Y%m%d%H%M%S"))
+def save_snapshot(machine: Machine, tag: str) -> None:
+    """savevm: write the machine to the snapshot ``tag``, whole or not at all."""
+    path = _snapshot_path(tag)
     tmp = path.with_name(path.name + ".part")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -212,29 +236,44 @@ def _savevm(machine: Machine, args: list[str]) -> str:
     except (OSError, ValueError) as e:
         tmp.unlink(missing_ok=True)
         raise CommandError(f"Error: {e}") from None
+
+
+def load_snapshot(machine: Machine, tag: str) -> None:
+    """loadvm: restore the snapshot ``tag``; on any fault the machine is unchanged."""
+    path = _snapshot_path(tag)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise CommandError(f"Error: snapshot '{tag}' cannot be read: {e.strerror}") from None
+    try:
+        machine.load_snapshot(data)
+    except ValueError as e:  # the running machine is unchanged
+        raise CommandError(f"Error: snapshot '{tag}': {e}") from None
+
+
+def delete_snapshot(tag: str) -> None:
+    """delvm: remove the snapshot ``tag``."""
+    try:
+        _snapshot_path(tag).unlink()
+    except FileNotFoundError:
+        raise CommandError(f"Error: snapshot '{tag}' not found") from None
+
+
+@command("savevm", "[tag]", "save a VM snapshot (to $PYEMU_SNAPSHOT_DIR)", max_args=1)
+def _savevm(machine: Machine, args: list[str]) -> str:
+    save_snapshot(machine, args[0] if args else time.strftime("vm-%Y%m%d%H%M%S"))
     return ""
 
 
 @command("loadvm", "tag", "restore a VM snapshot from its tag", max_args=1, min_args=1)
 def _loadvm(machine: Machine, args: list[str]) -> str:
-    path = _snapshot_path(args[0])
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise CommandError(f"Error: snapshot '{args[0]}' cannot be read: {e.strerror}") from None
-    try:
-        machine.load_snapshot(data)
-    except ValueError as e:  # the running machine is unchanged
-        raise CommandError(f"Error: snapshot '{args[0]}': {e}") from None
+    load_snapshot(machine, args[0])
     return ""
 
 
 @command("delvm", "tag", "delete a VM snapshot from its tag", max_args=1, min_args=1)
 def _delvm(machine: Machine, args: list[str]) -> str:
-    try:
-        _snapshot_path(args[0]).unlink()
-    except FileNotFoundError:
-        raise CommandError(f"Error: snapshot '{args[0]}' not found") from None
+    delete_snapshot(args[0])
     return ""
 
 
@@ -266,39 +305,43 @@ def _flags(args: list[str], allowed: str) -> tuple[set[str], list[str]]:
          "exec:CMD, fd:N); -d: return at once, 'info migrate' follows it",
          max_args=2, min_args=1)
 def _migrate(machine: Machine, args: list[str]) -> str | Pending:
-    from emu.migration.live import Outgoing
-    from emu.migration.transport import TransportError, parse_uri
-
     flags, rest = _flags(args, "d")
     if len(rest) != 1:
         raise CommandError("migrate: missing URI (usage: migrate [-d] uri)")
-    settings = machine.migration
-    if settings.active():
-        raise CommandError("Error: There's a migration process in progress")
-    if machine.runstate in ("inmigrate", "shutdown", "internal-error"):
-        raise CommandError(f"Error: cannot migrate a machine in state {machine.runstate}")
-    try:
-        parse_uri(rest[0])
-    except TransportError as e:
-        raise CommandError(f"Error: {e}") from None
-    job = settings.job = Outgoing(machine, settings, rest[0])
-    job.start()
+    job = start_migration(machine, rest[0])
     if "d" in flags:
         return ""
     return Pending(lambda: (job.wait(), "" if job.status == "completed" else
                             f"Error: migration {job.status}: {job.error}")[1])
 
 
-@command("migrate_cancel", help="cancel the current migration")
-def _migrate_cancel(machine: Machine, args: list[str]) -> str:
+def start_migration(machine: Machine, uri: str) -> Outgoing:
+    """Start migrating to ``uri`` on the migration thread; returns the job at once."""
+    from emu.migration.live import Outgoing
+    from emu.migration.transport import TransportError, parse_uri
+
+    settings = machine.migration
+    if settings.active():
+        raise CommandError("Error: There's a migration process in progress")
+    if machine.runstate in ("inmigrate", "shutdown", "internal-error"):
+        raise CommandError(f"Error: cannot migrate a machine in state {machine.runstate}")
+    try:
+        parse_uri(uri)
+    except TransportError as e:
+        raise CommandError(f"Error: {e}") from None
+    job = settings.job = Outgoing(machine, settings, uri)
+    job.start()
+    return job
+
+
+def cancel_migration(machine: Machine) -> None:
+    """migrate_cancel: the source carries on as before (nothing to do without a job)."""
     if machine.migration.job is not None:
         machine.migration.job.cancel()
-    return ""
 
 
-@command("migrate_incoming", "uri", "wait for an incoming migration on URI "
-         "(after -incoming defer)", max_args=1, min_args=1)
-def _migrate_incoming(machine: Machine, args: list[str]) -> str:
+def start_incoming_migration(machine: Machine, uri: str) -> None:
+    """migrate_incoming: listen on ``uri`` (a machine started with -incoming defer)."""
     from emu.machine.launch import start_incoming
     from emu.migration.live import Incoming
     from emu.migration.transport import TransportError
@@ -307,10 +350,22 @@ def _migrate_incoming(machine: Machine, args: list[str]) -> str:
         raise CommandError("Error: 'migrate_incoming' is only allowed once, on a machine "
                            "started with -incoming defer")
     try:
-        incoming = Incoming(args[0])
+        incoming = Incoming(uri)
     except TransportError as e:
         raise CommandError(f"Error: {e}") from None
     start_incoming(machine, incoming)
+
+
+@command("migrate_cancel", help="cancel the current migration")
+def _migrate_cancel(machine: Machine, args: list[str]) -> str:
+    cancel_migration(machine)
+    return ""
+
+
+@command("migrate_incoming", "uri", "wait for an incoming migration on URI "
+         "(after -incoming defer)", max_args=1, min_args=1)
+def _migrate_incoming(machine: Machine, args: list[str]) -> str:
+    start_incoming_migration(machine, args[0])
     return ""
 
 
