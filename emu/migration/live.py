@@ -496,7 +496,7 @@ class Incoming:
         if machine is not None:
             machine.migration.incoming_status = "failed"
             machine.post(lambda: machine.request_shutdown(
-                1, f"incoming migration failed: {reason}"))
+                1, f"incoming migration failed: {reason}", "host-error"))
         self.ready.set()
 
     def close(self) -> None:

@@ -76,6 +76,9 @@ def execute(machine: Machine, line: str) -> str | Pending:
     if not words:
         return ""
     name, args = words[0], words[1:]
+    if "/" in name and name[0] != "/":  # QEMU's glued format: x/4x ADDR
+        name, fmt = name.split("/", 1)
+        args = ["/" + fmt, *args]
     if name == "info":
         if not args:
             return _help_table(INFO, "info ")
@@ -301,22 +304,23 @@ def _flags(args: list[str], allowed: str) -> tuple[set[str], list[str]]:
     return flags, [a for a in args if not (a.startswith("-") and len(a) == 2)]
 
 
-@command("migrate", "[-d] uri", "migrate to URI (tcp:HOST:PORT, unix:PATH, file:PATH, "
-         "exec:CMD, fd:N); -d: return at once, 'info migrate' follows it",
-         max_args=2, min_args=1)
+@command("migrate", "[-d] [-b] uri", "migrate to URI (tcp:HOST:PORT, unix:PATH, "
+         "file:PATH, exec:CMD, fd:N); -d: return at once, 'info migrate' follows it; "
+         "-b: copy the disks too (no shared storage)", max_args=3, min_args=1)
 def _migrate(machine: Machine, args: list[str]) -> str | Pending:
-    flags, rest = _flags(args, "d")
+    flags, rest = _flags(args, "db")
     if len(rest) != 1:
-        raise CommandError("migrate: missing URI (usage: migrate [-d] uri)")
-    job = start_migration(machine, rest[0])
+        raise CommandError("migrate: missing URI (usage: migrate [-d] [-b] uri)")
+    job = start_migration(machine, rest[0], block="b" in flags)
     if "d" in flags:
         return ""
     return Pending(lambda: (job.wait(), "" if job.status == "completed" else
                             f"Error: migration {job.status}: {job.error}")[1])
 
 
-def start_migration(machine: Machine, uri: str) -> Outgoing:
-    """Start migrating to ``uri`` on the migration thread; returns the job at once."""
+def start_migration(machine: Machine, uri: str, *, block: bool = False) -> Outgoing:
+    """Start migrating to ``uri`` on the migration thread; returns the job at once.
+    ``block``: copy the drives too, as the ``block`` capability does (``migrate -b``)."""
     from emu.migration.live import Outgoing
     from emu.migration.transport import TransportError, parse_uri
 
@@ -330,6 +334,7 @@ def start_migration(machine: Machine, uri: str) -> Outgoing:
     except TransportError as e:
         raise CommandError(f"Error: {e}") from None
     job = settings.job = Outgoing(machine, settings, uri)
+    job.caps["block"] = job.caps["block"] or block
     job.start()
     return job
 
@@ -403,6 +408,8 @@ def _info_migrate(machine: Machine, args: list[str]) -> str:
         lines.append(f"dirty pages rate: {st.dirty_pages_rate} pages")
     if st.throttle:
         lines.append(f"cpu throttle percentage: {st.throttle}")
+    if job.convergence():
+        lines.append(f"convergence: {job.convergence()}")
     return "\n".join(lines)
 
 

@@ -385,9 +385,12 @@ def _query_chardev(machine: Machine, args: dict[str, Any]) -> list[dict[str, Any
 
 # -- migration ------------------------------------------------------------------------------
 
-@qmp_command("migrate", {"uri": "str", "*detach": "bool"})
+@qmp_command("migrate", {"uri": "str", "*detach": "bool", "*blk": "bool", "*inc": "bool"})
 def _migrate(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
-    commands.start_migration(machine, args["uri"])  # QMP returns at once: query-migrate
+    if args.get("inc"):
+        raise QmpError("incremental block migration is not supported")
+    # QMP returns at once: query-migrate follows it
+    commands.start_migration(machine, args["uri"], block=bool(args.get("blk")))
     return {}
 
 

@@ -32,6 +32,12 @@ def test_xp_formats_and_sizes(m, run):
     assert run(m, f"xp /10bx {DATA:#x}").splitlines()[1] == "0000000000200008: 0x08 0x09"
 
 
+def test_the_format_may_be_glued_to_the_command(m, run):
+    assert run(m, f"xp/2xb {DATA + 1:#x}") == run(m, f"xp /2xb {DATA + 1:#x}") == \
+        "0000000000200001: 0x01 0x02"
+    assert run(m, f"x/i {DATA:#x}") == run(m, f"x /i {DATA:#x}")
+
+
 def test_xp_decimal_octal_and_chars(m, run):
     end = DATA + 0x27
     assert run(m, f"xp /2dw {end:#x}") == "0000000000200027:         -2          0"
