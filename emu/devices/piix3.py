@@ -28,6 +28,9 @@ NS_PER_SEC = 1_000_000_000
 PMBA, PMREGMISC, SMBBA, SMBHSTCFG = 0x40, 0x80, 0x90, 0xD2
 PM_SIZE = 64
 SCI_EN, SLP_EN = 1, 1 << 13
+PWRBTN_STS = 1 << 8  # PM1 status: the power button was pressed
+SCI_EVENTS = PWRBTN_STS  # the PM1 events this model raises (no timer overflow)
+SCI_IRQ = 9
 ACPI_ENABLE, ACPI_DISABLE = 0xF1, 0xF0
 
 
@@ -110,7 +113,20 @@ class Piix4Pm(PciDevice):
     def realize(self, board: Board) -> None:  # type: ignore[override]
         super().realize(board)
         self._pm_base: int | None = None
+        self.sci = board.isa_irq(SCI_IRQ)
         board.io.register(0xB2, 2, self._apm_read, self._apm_write, owner=f"{self.path}/apm")
+
+    def press_power_button(self) -> None:
+        """The power button (``system_powerdown``): PWRBTN_STS, and an SCI if the guest
+        enabled both the event and ACPI mode (ACPI 4.8.3.1; PIIX4 7.2.1)."""
+        self.pm1_sts |= PWRBTN_STS
+        self._update_sci()
+
+    def sci_level(self) -> bool:
+        return bool(self.pm1_cnt & SCI_EN and self.pm1_sts & self.pm1_en & SCI_EVENTS)
+
+    def _update_sci(self) -> None:
+        self.sci.set(self.sci_level())
 
     def rebuild(self) -> None:
         super().rebuild()
@@ -155,6 +171,7 @@ class Piix4Pm(PciDevice):
             self.pm1_en = value & 0xFFFF
         elif off == 4 and size >= 2:
             self._pm1_control(value & 0xFFFF)
+        self._update_sci()
 
     def _pm1_control(self, value: int) -> None:
         self.pm1_cnt = value & ~SLP_EN
@@ -173,4 +190,5 @@ class Piix4Pm(PciDevice):
             self.pm1_cnt |= SCI_EN
         elif self.apm_cnt == ACPI_DISABLE:
             self.pm1_cnt &= ~SCI_EN
+        self._update_sci()
 

@@ -182,18 +182,20 @@ def _system_reset(machine: Machine, args: list[str]) -> str:
     return ""
 
 
-PWRBTN_STS = 1 << 8  # PM1 status: power button pressed (ACPI 4.8.3.1.1; PIIX4 7.2.1)
-
-
 def press_power_button(machine: Machine) -> None:
-    """system_powerdown: latch PWRBTN_STS in the PIIX4 PM status register, where an ACPI
-    guest finds it and shuts itself down. The PM function has no SCI line to raise yet,
-    so a guest learns of it by reading the register; a guest without ACPI ignores it,
-    as it would on QEMU. Announced with a POWERDOWN event."""
+    """system_powerdown: the PIIX4 PM power button; an ACPI guest that enabled it gets
+    an SCI and shuts itself down, a guest without ACPI ignores it, as on QEMU.
+    Announced with a POWERDOWN event."""
     pm = getattr(machine, "pm", None)
     if pm is not None:
-        pm.pm1_sts |= PWRBTN_STS
+        pm.press_power_button()
     machine.emit("POWERDOWN", {})
+
+
+@command("system_powerdown", help="send system power down event")
+def _system_powerdown(machine: Machine, args: list[str]) -> str:
+    press_power_button(machine)
+    return ""
 
 
 @command("quit", help="quit the emulator")

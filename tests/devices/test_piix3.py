@@ -109,3 +109,18 @@ def test_pm_state_round_trip(board, piix):
         setattr(copy, name, getattr(pm, name))
     copy.rebuild()
     assert other.inw(0x702) == 0x0120 and other.inw(0x704) & 1 == 1
+
+
+def test_power_button_raises_sci_once_acpi_enables_it(board, piix):
+    _, _, pm = piix
+    cfg(board, 11, 0x40, 4, 0x601)
+    cfg(board, 11, 0x80, 1, 0x01)
+    pm.press_power_button()               # ACPI off: the status latches, no interrupt
+    assert board.inw(0x600) & 0x100 and not board.irqs[9].level
+    board.outw(0x600, 0x100)              # write 1 to clear
+    board.outb(0xB2, 0xF1)                # ACPI_ENABLE: SCI_EN
+    board.outw(0x602, 0x100)              # PWRBTN_EN
+    pm.press_power_button()
+    assert board.inw(0x600) & 0x100 and board.irqs[9].level
+    board.outw(0x600, 0x100)              # the guest acknowledges: SCI falls
+    assert not board.irqs[9].level
