@@ -272,9 +272,7 @@ class Outgoing:
         writer.head(desc)
         self.channel.flush()
         if duplex:
-            code, text = read_reply(self.channel, REPLY_TIMEOUT)
-            if code != ACCEPT:
-                raise MigrationError(f"the destination refused: {text}")
+            self._expect(ACCEPT, "the destination refused")
         self.stats.setup_ms = int((time.monotonic() - self.stats.started) * 1000)
         self._set_status("active")
         self.disks = copied_drives(self.machine) if block else {}
@@ -379,15 +377,18 @@ class Outgoing:
         writer.finish(sections)
         self.channel.flush()
         if duplex:
-            code, text = read_reply(self.channel, REPLY_TIMEOUT)
-            if code != DONE:
-                raise MigrationError(f"the destination could not load the guest: {text}")
+            self._expect(DONE, "the destination could not load the guest")
         self.channel.close()
         self.stats.transferred = self.channel.bytes_sent
         self.stats.remaining = 0
         self.stats.downtime_ms = int((time.monotonic() - t_down) * 1000)
         self.machine.post(lambda: self.machine.set_runstate("postmigrate"))
         self._set_status("completed")
+
+    def _expect(self, code: int, failure: str) -> None:
+        got, text = read_reply(self.channel, REPLY_TIMEOUT)
+        if got != code:
+            raise MigrationError(f"{failure}: {text}")
 
     def _stop_for_switchover(self) -> bool:
         was_running = self.machine.runstate == "running"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import struct
-from collections.abc import Iterator
 
 import pytest
 import unicorn.x86_const as x
@@ -103,14 +102,6 @@ class Rig:
         w = TreeWriter()
         visit_cpu(w, self.cpu)
         return w.root
-
-
-@pytest.fixture
-def rigs() -> Iterator[list[Rig]]:
-    made: list[Rig] = []
-    yield made
-    for r in made:
-        r.cpu.close()
 
 
 def new_rig(rigs: list[Rig]) -> Rig:

@@ -9,9 +9,6 @@ References: Intel SDM vol. 2B RDTSC, RDTSCP; vol. 3A 17.17.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from emu.clock import Clock
 from emu.cpu.state import load_cpu, save_cpu
@@ -71,14 +68,6 @@ class Rig:
 
     def readings(self) -> list[int]:
         return [self.reading(i) for i in range(self.passes)]
-
-
-@pytest.fixture
-def rigs() -> Iterator[list[Rig]]:
-    made: list[Rig] = []
-    yield made
-    for r in made:
-        r.cpu.close()
 
 
 def new_rig(rigs: list[Rig], clock: Clock, code: bytes = GUEST) -> Rig:

@@ -16,14 +16,6 @@ const char guest_name[] = "dirty";
 
 #define BUF_BASE 0x400000u /* 4 MiB, above the guest image */
 
-static volatile int ticks;
-
-static void on_irq0(struct frame32 *f)
-{
-    (void)f;
-    ticks++;
-    pic_eoi(0);
-}
 
 static uint32_t option(const char *name, uint32_t fallback)
 {
@@ -85,11 +77,7 @@ int main(void)
     uint32_t disk = option("disk", 0);
     volatile uint32_t *buf = (volatile uint32_t *)BUF_BASE;
 
-    idt32_init();
-    isr32_register(PIC_VEC_BASE + 0, on_irq0);
-    pic_init();
-    pit_set_periodic(1000);
-    pic_unmask(0);
+    pit_ticks_start(1000);
     sti();
     for (uint32_t r = 1; rounds == 0 || r <= rounds; r++) {
         for (uint32_t i = 0; i < words; i++) {
@@ -102,8 +90,8 @@ int main(void)
         if (disk && r < DISK_SECTORS)
             write_sector(r, r);
         printf("round %u ok\n", r);
-        int until = ticks + (int)period;
-        while (ticks < until)
+        int until = pit_ticks + (int)period;
+        while (pit_ticks < until)
             hlt();
     }
     return 0;

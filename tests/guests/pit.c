@@ -13,34 +13,21 @@ const char guest_name[] = "pit";
 #define WINDOW_MS 50
 #define TOLERANCE 3
 
-static volatile int ticks;
-
-static void on_irq0(struct frame32 *f)
-{
-    (void)f;
-    ticks++;
-    pic_eoi(0);
-}
-
 int main(void)
 {
-    idt32_init();
-    isr32_register(PIC_VEC_BASE + 0, on_irq0);
-    pic_init();
-    pit_set_periodic(1000);
-    pic_unmask(0);
+    pit_ticks_start(1000);
     sti();
 
     /* Wait for the first tick so the window starts with the rate generator running. */
-    if (!check(wait_count(&ticks, 1, 100), "IRQ0 arrives after PIC/PIT setup"))
+    if (!check(wait_count(&pit_ticks, 1, 100), "IRQ0 arrives after PIC/PIT setup"))
         return 1;
 
     pit_ch2_oneshot((uint16_t)(PIT_HZ * WINDOW_MS / 1000));
     check(!pit_ch2_done(), "port 0x61 OUT2 low right after the mode 0 count is written");
-    int start = ticks;
+    int start = pit_ticks;
     while (!pit_ch2_done())
         ;
-    int counted = ticks - start;
+    int counted = pit_ticks - start;
     cli();
     printf("counted %d IRQ0 ticks in %d ms (channel 2 one-shot)\n", counted, WINDOW_MS);
     check(counted >= WINDOW_MS - TOLERANCE && counted <= WINDOW_MS + TOLERANCE,

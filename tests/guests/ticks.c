@@ -15,15 +15,7 @@ const char guest_name[] = "ticks";
 #define WORDS 4096
 #define ROUNDS 6
 
-static volatile int ticks;
 static uint32_t buf[WORDS];
-
-static void on_irq0(struct frame32 *f)
-{
-    (void)f;
-    ticks++;
-    pic_eoi(0);
-}
 
 static inline uint64_t rdtsc(void)
 {
@@ -46,16 +38,12 @@ static uint32_t stir(uint32_t seed)
 
 int main(void)
 {
-    idt32_init();
-    isr32_register(PIC_VEC_BASE + 0, on_irq0);
-    pic_init();
-    pit_set_periodic(1000);
-    pic_unmask(0);
+    pit_ticks_start(1000);
     sti();
     for (int seen = 0; seen < TICKS;) {
-        while (ticks == seen)
+        while (pit_ticks == seen)
             hlt();
-        seen = ticks;
+        seen = pit_ticks;
         uint64_t tsc = rdtsc();
         printf("tick %d tsc %u:%u sum %x\n", seen, (uint32_t)(tsc >> 32), (uint32_t)tsc,
                stir((uint32_t)tsc));

@@ -8,22 +8,11 @@ import os
 import socket
 
 import pytest
+from hostnet import has_ipv6_loopback, needs_ipv6
 
 from emu.host import sockaddr
 from emu.host.chardev import parse_chardev
 from emu.host.sockaddr import AddressError, SocketError
-
-
-def has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-needs_ipv6 = pytest.mark.skipif(not has_ipv6_loopback(), reason="host has no ::1")
 
 
 def free_port() -> int:

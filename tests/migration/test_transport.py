@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from hostnet import has_ipv6_loopback, needs_ipv6
 
 from emu.migration.transport import (
     Channel,
@@ -29,16 +30,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PAYLOAD = random.Random(7).randbytes(3 << 20 | 12345)  # odd size: no chunk boundary lines up
 
 
-def has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-needs_ipv6 = pytest.mark.skipif(not has_ipv6_loopback(), reason="host has no ::1")
 
 
 def send_payload(ch: Channel, payload: bytes = PAYLOAD) -> None:

@@ -193,6 +193,10 @@ uint16_t pic_read_isr(void);
 /* ---- 8254 PIT (pit.c) ---- */
 #define PIT_HZ 1193182u
 void pit_set_periodic(uint32_t hz); /* channel 0, mode 2 */
+/* IDT, PIC and channel 0 at hz with IRQ0 unmasked, counting into pit_ticks; the caller
+ * does the sti(). */
+extern volatile int pit_ticks;
+void pit_ticks_start(uint32_t hz);
 void pit_ch2_oneshot(uint16_t count); /* channel 2, mode 0, gate on, speaker off */
 int pit_ch2_done(void);               /* port 0x61 bit 5 = OUT2 */
 void pit_delay_us(uint32_t us);       /* busy wait on channel 2 */

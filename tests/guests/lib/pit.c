@@ -15,6 +15,24 @@ void pit_set_periodic(uint32_t hz)
     outb(0x40, (uint8_t)(div >> 8));
 }
 
+volatile int pit_ticks;
+
+static void on_tick(struct frame32 *f)
+{
+    (void)f;
+    pit_ticks++;
+    pic_eoi(0);
+}
+
+void pit_ticks_start(uint32_t hz)
+{
+    idt32_init();
+    isr32_register(PIC_VEC_BASE + 0, on_tick);
+    pic_init();
+    pit_set_periodic(hz);
+    pic_unmask(0);
+}
+
 void pit_ch2_oneshot(uint16_t count)
 {
     outb(0x61, (uint8_t)((inb(0x61) & ~0x02) | 0x01));
