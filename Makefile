@@ -50,9 +50,10 @@ $(BENCH_GUEST): bench/guests/compute.S emu/guests/multiboot32.inc emu/guests/dem
 	as --32 -I emu/guests -o bench/guests/build/compute.o bench/guests/compute.S
 	ld -m elf_i386 --no-warn-rwx-segments -T emu/guests/demo.ld -o $@ bench/guests/build/compute.o
 
-bench: build $(BENCH_GUEST)
+bench: build guests $(BENCH_GUEST)
 	$(BIN)/python bench/cpu.py
 	$(BIN)/python bench/snapshot.py
+	$(BIN)/python bench/migrate.py
 
 clean:
 	rm -rf $(HELPER) $(DEMO) bench/guests/build

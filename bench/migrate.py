@@ -1,0 +1,377 @@
+"""Live migration benchmark: pyemu against QEMU TCG over loopback TCP, in one run.
+
+Each case starts a source and a destination process of one emulator, lets the guest run
+about a second, migrates, and reads the emulator's own figures (pyemu: ``info migrate``
+on its human monitor; QEMU: ``query-migrate`` over QMP). Medians of --repeat runs, at
+QEMU's defaults (downtime-limit 300 ms, max-bandwidth 128 MiB/s) unless the row says
+otherwise. Both emulators run the same Multiboot guests: pyemu's bundled demo guest
+(idle, HLT between timer ticks) and tests/guests' dirty.elf, which rewrites and checks a
+buffer every round and prints "round N ok". After each migration the destination's
+serial output must go on from where the source's stopped, with no FAIL; anything else
+is reported as a corruption. Downtime is as each emulator defines it: pyemu's runs
+until the destination has loaded the guest and answered, QEMU's until the source has
+sent the last byte. Usage: python bench/migrate.py [--repeat N] [--cases a,b,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from qmp import QEMU, Hmp, Qmp, QmpError, free_port, listening, qemu_argv, stop  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+PYEMU = ROOT / ".venv" / "bin" / "pyemu"
+DEMO = ROOT / "emu" / "guests" / "demo.elf"
+DIRTY = ROOT / "tests" / "guests" / "build" / "dirty.elf"
+MIB = 1 << 20
+DEFAULT_BANDWIDTH = 128 * MIB
+NO_CAP_QEMU = 1 << 40  # QEMU has no "unlimited": 1 TiB/s
+ROUND = re.compile(r"round (\d+) ok")
+
+
+@dataclass(frozen=True)
+class Case:
+    key: str
+    label: str
+    append: str | None  # None: the demo guest; else dirty.elf with this command line
+    ram_mib: int = 128
+    capped: bool = True
+    auto_converge: bool = False
+
+
+CASES = (
+    Case("a", "idle demo guest, 128 MiB", None),
+    Case("a-nocap", "idle demo guest, 128 MiB, no cap", None, capped=False),
+    Case("a-dirty", "dirty mib=1 period=1000, 128 MiB", "mib=1 period=1000"),
+    Case("b", "rewrite 32 MiB/20 ms, 128 MiB", "mib=32 period=20"),
+    Case("b-ac", "rewrite 32 MiB, 128 MiB, auto-converge", "mib=32 period=20",
+         auto_converge=True),
+    Case("c", "rewrite 128 MiB/20 ms, 512 MiB", "mib=128 period=20", ram_mib=512),
+    Case("c-nocap", "rewrite 128 MiB, 512 MiB, no cap", "mib=128 period=20", ram_mib=512,
+         capped=False),
+)
+
+
+@dataclass
+class Run:
+    total_ms: int = 0
+    downtime_ms: int = 0
+    mib_sent: float = 0.0
+    rewrite_mibs: float = 0.0  # how fast the guest rewrote memory before the migration
+    error: str = ""  # "did not converge", "failed: ...": no figures
+    corruption: str = ""  # what the destination's guest showed wrong
+
+
+class Side:
+    """One emulator's source and destination processes for one migration."""
+
+    name = ""
+
+    def __init__(self, case: Case, tmp: Path, timeout: float) -> None:
+        self.case, self.tmp, self.timeout = case, tmp, timeout
+        self.port = free_port()
+        self.src_serial, self.dst_serial = tmp / "src.serial", tmp / "dst.serial"
+        self.procs: list[subprocess.Popen] = []
+        self.log = (tmp / "emulator.log").open("ab")
+
+    def spawn(self, argv: list[str]) -> subprocess.Popen:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
+                                stderr=subprocess.STDOUT, cwd=self.tmp)
+        self.procs.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for proc in self.procs:
+            stop(proc)
+        self.log.close()
+
+    def wait_listening(self, proc: subprocess.Popen) -> None:
+        deadline = time.monotonic() + 30
+        while not listening(self.port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise QmpError(f"{self.name} destination not listening on {self.port}")
+            time.sleep(0.02)
+
+    def wait_guest_started(self) -> float:
+        """Until the guest has printed something (it is past boot), then ~1 s more, and
+        for dirty.elf until a second round: returns how fast it rewrote memory, MiB/s."""
+        first = "alive" if self.case.append is None else "round 1 ok"
+        t1 = self._wait_for(first)
+        time.sleep(1.0)
+        if self.case.append is None:
+            return 0.0
+        self._wait_for("round 2 ok")
+        rounds = len(ROUND.findall(read(self.src_serial)))
+        mib = int(re.search(r"mib=(\d+)", self.case.append).group(1))
+        return (rounds - 1) * mib / (time.monotonic() - t1)
+
+    def _wait_for(self, marker: str) -> float:
+        deadline = time.monotonic() + 60
+        while marker not in read(self.src_serial):
+            if time.monotonic() > deadline:
+                raise QmpError(f"{self.name} guest printed no '{marker}' in 60 s")
+            time.sleep(0.02)
+        return time.monotonic()
+
+    def check_destination(self, running: bool) -> str:
+        """'' if the destination's guest goes on as the source's left off, else what
+        went wrong."""
+        if not running:
+            return "destination not running after the migration"
+        if self.case.append is None:
+            return ""
+        before = read(self.src_serial)
+        if "FAIL" in before:  # not the migration's doing
+            return "source guest failed: " + before[before.index("FAIL"):].splitlines()[0]
+        last = max((int(n) for n in ROUND.findall(before)), default=0)
+        deadline = time.monotonic() + 60
+        while True:
+            text = before + read(self.dst_serial)
+            rounds = [int(n) for n in ROUND.findall(text)]
+            if "FAIL" in text:
+                return "destination guest: " + text[text.index("FAIL"):].splitlines()[0]
+            if rounds != list(range(1, len(rounds) + 1)):
+                return f"rounds out of order: ...{rounds[-8:]}"
+            if rounds and rounds[-1] >= last + 2:
+                return ""
+            if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
+                return (f"destination stopped advancing: source reached round {last}, "
+                        f"destination round {rounds[-1] if rounds else 0}")
+            time.sleep(0.1)
+
+
+def read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+class PyemuSide(Side):
+    name = "pyemu"
+
+    def source_argv(self) -> list[str]:
+        argv = [str(PYEMU), "-M", "pc", "-m", str(self.case.ram_mib), "-display", "none"]
+        if self.case.append is not None:
+            argv += ["-kernel", str(DIRTY), "-append", self.case.append]
+        return argv + ["-serial", f"file:{self.src_serial}",
+                       "-monitor", f"unix:{self.tmp / 'src.mon'},server,nowait"]
+
+    def migrate(self) -> Run:
+        src = self.spawn(self.source_argv())
+        dst = self.spawn([str(PYEMU), "-incoming", f"tcp:127.0.0.1:{self.port}",
+                          "-serial", f"file:{self.dst_serial}",
+                          "-monitor", f"unix:{self.tmp / 'dst.mon'},server,nowait"])
+        mon = Hmp(self.tmp / "src.mon", proc=src)
+        self.wait_listening(dst)  # its monitor comes with the machine the stream brings
+        bandwidth = f"{DEFAULT_BANDWIDTH // MIB}M" if self.case.capped else "0"
+        for line in ("migrate_set_parameter downtime-limit 300",
+                     f"migrate_set_parameter max-bandwidth {bandwidth}",
+                     f"migrate_set_capability auto-converge "
+                     f"{'on' if self.case.auto_converge else 'off'}"):
+            expect_silence(mon, line)
+        rate = self.wait_guest_started()
+        expect_silence(mon, f"migrate -d tcp:127.0.0.1:{self.port}")
+        deadline = time.monotonic() + self.timeout
+        while True:
+            info = mon.cmd("info migrate")
+            status = field(info, r"Migration status: (\S+)")
+            if status in ("completed", "failed", "cancelled"):
+                break
+            if time.monotonic() > deadline:
+                mon.cmd("migrate_cancel")
+                return Run(error="did not converge", rewrite_mibs=rate)
+            time.sleep(0.05)
+        if status != "completed":
+            return Run(error=info.split("Migration status: ", 1)[1].splitlines()[0])
+        run = Run(int(field(info, r"total time: (\d+) ms")),
+                  int(field(info, r"downtime: (\d+) ms")),
+                  int(field(info, r"transferred ram: (\d+) kbytes")) / 1024, rate)
+        running = _pyemu_running(Hmp(self.tmp / "dst.mon", proc=dst))
+        run.corruption = self.check_destination(running)
+        return run
+
+
+def _pyemu_running(mon: Hmp) -> bool:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if "running" in mon.cmd("info status"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def expect_silence(mon: Hmp, line: str) -> None:
+    out = mon.cmd(line)
+    if out:
+        raise QmpError(f"pyemu monitor: {line!r}: {out}")
+
+
+def field(text: str, pattern: str) -> str:
+    m = re.search(pattern, text)
+    if not m:
+        raise QmpError(f"no {pattern!r} in: {text}")
+    return m.group(1)
+
+
+class QemuSide(Side):
+    name = "qemu"
+
+    def argv(self, serial: Path, qmp: str) -> list[str]:
+        kernel = DEMO if self.case.append is None else DIRTY
+        return qemu_argv(self.case.ram_mib, kernel, self.tmp / qmp, f"file:{serial}",
+                         self.case.append)
+
+    def migrate(self) -> Run:
+        src = self.spawn(self.argv(self.src_serial, "src.qmp"))
+        dst = self.spawn(self.argv(self.dst_serial, "dst.qmp") +
+                         ["-incoming", f"tcp:127.0.0.1:{self.port}"])
+        qmp, dqmp = Qmp(self.tmp / "src.qmp", proc=src), Qmp(self.tmp / "dst.qmp", proc=dst)
+        self.wait_listening(dst)
+        qmp.cmd("migrate-set-parameters", **{
+            "downtime-limit": 300,
+            "max-bandwidth": DEFAULT_BANDWIDTH if self.case.capped else NO_CAP_QEMU})
+        qmp.cmd("migrate-set-capabilities", capabilities=[
+            {"capability": "auto-converge", "state": self.case.auto_converge}])
+        rate = self.wait_guest_started()
+        qmp.cmd("migrate", uri=f"tcp:127.0.0.1:{self.port}")
+        deadline = time.monotonic() + self.timeout
+        while True:
+            info = qmp.cmd("query-migrate")
+            if info.get("status") in ("completed", "failed", "cancelled"):
+                break
+            if time.monotonic() > deadline:
+                qmp.cmd("migrate_cancel")
+                return Run(error="did not converge", rewrite_mibs=rate)
+            time.sleep(0.05)
+        if info["status"] != "completed":
+            return Run(error=f"{info['status']}: {info.get('error-desc', '')}")
+        run = Run(info["total-time"], info["downtime"], info["ram"]["transferred"] / MIB, rate)
+        run.corruption = self.check_destination(_qemu_running(dqmp))
+        return run
+
+
+def _qemu_running(qmp: Qmp) -> bool:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if qmp.cmd("query-status")["status"] == "running":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def one_run(side_type: type[Side], case: Case, timeout: float) -> Run:
+    with tempfile.TemporaryDirectory(prefix=f"migrate-{side_type.name}-") as tmp:
+        side = side_type(case, Path(tmp), timeout)
+        try:
+            run = side.migrate()
+        except (QmpError, OSError) as e:
+            run = Run(error=f"error: {e}")
+        finally:
+            side.close()
+        if run.corruption or run.error:
+            tail = read(Path(tmp) / "emulator.log")[-2000:]
+            print(f"!! {side_type.name} '{case.label}': {run.corruption or run.error}"
+                  + (f"\n   emulator output: {tail.strip()}" if tail.strip() else ""),
+                  file=sys.stderr, flush=True)
+        return run
+
+
+@dataclass
+class Cell:
+    """A case's medians on one emulator, or why there are none."""
+
+    runs: list[Run]
+
+    @property
+    def good(self) -> list[Run]:
+        return [r for r in self.runs if not r.error]
+
+    def median(self, attr: str) -> float | None:
+        good = self.good
+        return statistics.median(getattr(r, attr) for r in good) if good else None
+
+    def rewrite_rate(self) -> float:
+        rates = [r.rewrite_mibs for r in self.runs if r.rewrite_mibs]
+        return statistics.median(rates) if rates else 0.0
+
+    def complete(self) -> bool:
+        """Every run converged and the guest went on correctly after each."""
+        return all(not r.error and not r.corruption for r in self.runs)
+
+    def columns(self) -> list[str]:
+        """Medians of the runs that completed; '(2/3)': how many did, 'N bad': how many
+        of those delivered a guest that failed its check."""
+        good = self.good
+        if not good:
+            return [self.runs[0].error[:24], "-", "-"]
+        notes = [f"{len(good)}/{len(self.runs)}"] if len(good) < len(self.runs) else []
+        bad = sum(1 for r in good if r.corruption)
+        notes += [f"{bad} bad"] if bad else []
+        mark = f" ({', '.join(notes)})" if notes else ""
+        return [f"{self.median('total_ms'):.0f}{mark}", f"{self.median('downtime_ms'):.0f}",
+                f"{self.median('mib_sent'):.2f}"]
+
+
+def _line(cells: list[str], widths: list[int]) -> str:
+    return cells[0].ljust(widths[0]) + "".join(
+        c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=3, help="runs per case; medians count")
+    ap.add_argument("--timeout", type=float, default=60.0, help="seconds per migration")
+    ap.add_argument("--cases", default=",".join(c.key for c in CASES),
+                    help="comma-separated: " + ", ".join(c.key for c in CASES))
+    ap.add_argument("--no-qemu", action="store_true", help="pyemu's columns only")
+    args = ap.parse_args()
+    keys = args.cases.split(",")
+    cases = [c for c in CASES if c.key in keys]
+    qemu = QEMU is not None and not args.no_qemu
+    sides: list[type[Side]] = [PyemuSide] + ([QemuSide] if qemu else [])
+    head = ["case", "pyemu total ms", "pyemu downtime ms", "pyemu MiB sent"]
+    if qemu:
+        head += ["qemu total ms", "qemu downtime ms", "qemu MiB sent", "ratio total"]
+    widths = [40] + [max(len(h) + 2, 20) for h in head[1:]]
+    print(f"live migration over loopback TCP, median of {args.repeat}, "
+          f"{os.cpu_count()} cores; defaults: downtime-limit 300 ms, max-bandwidth 128 MiB/s"
+          + ("" if qemu else "; pyemu only (no qemu-system-x86_64, or --no-qemu)"), flush=True)
+    print(_line(head, widths), flush=True)
+    corrupt = 0
+    for case in cases:
+        cells = {s.name: Cell([]) for s in sides}
+        for _ in range(args.repeat):  # interleaved, so both see the same machine load
+            for side in sides:
+                cells[side.name].runs.append(one_run(side, case, args.timeout))
+        row = [case.label] + cells["pyemu"].columns()
+        if qemu:
+            row += cells["qemu"].columns()
+            p, q = cells["pyemu"].median("total_ms"), cells["qemu"].median("total_ms")
+            both = cells["pyemu"].complete() and cells["qemu"].complete()
+            row.append(f"{p / q:.1f}" if both and p and q else "-")
+        print(_line(row, widths), flush=True)
+        if case.append is not None:
+            speeds = ", ".join(f"{n} {c.rewrite_rate():.0f} MiB/s" for n, c in cells.items())
+            print(f"   guest rewrite rate before migrating: {speeds}", flush=True)
+        for name, cell in cells.items():
+            for r in cell.runs:
+                if r.corruption:
+                    corrupt += 1
+                    print(f"   ** CORRUPTION ({name}): {r.corruption}", flush=True)
+    if corrupt:
+        print(f"** {corrupt} migration(s) delivered a guest that did not go on correctly **")
+
+
+if __name__ == "__main__":
+    main()
