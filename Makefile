@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HELPER := emu/cpu/_cpuhelper.so
 DEMO := emu/guests/demo.elf
 
-.PHONY: all build run test lint guests firmware bench clean
+.PHONY: all build run test lint guests firmware bios bench clean
 
 all: build
 
@@ -24,7 +24,11 @@ $(DEMO): emu/guests/demo.S emu/guests/multiboot32.inc emu/guests/demo.ld
 	ld -m elf_i386 --no-warn-rwx-segments -T emu/guests/demo.ld -o $@ emu/guests/demo.o
 	rm -f emu/guests/demo.o
 
-build: $(STAMP) $(HELPER) $(DEMO)
+build: $(STAMP) $(HELPER) $(DEMO) bios
+
+# pyemu's own BIOS (firmware/, built with the system toolchain).
+bios:
+	$(MAKE) -C firmware
 
 run: build
 	$(BIN)/pyemu -nographic
@@ -57,4 +61,5 @@ bench: build guests $(BENCH_GUEST)
 
 clean:
 	rm -rf $(HELPER) $(DEMO) bench/guests/build
+	$(MAKE) -C firmware clean
 	$(MAKE) -C tests/guests clean

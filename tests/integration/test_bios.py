@@ -1,0 +1,184 @@
+"""pyemu's own BIOS (firmware/): it builds reproducibly, boots our disks and CDs, and each
+BIOS service a boot loader uses answers as the PC interfaces say.
+
+The services are checked from inside the guest by tests/guests/bios/ (a boot sector with a
+partition table that loads a second stage with INT 13h extensions); it prints one
+PASS/FAIL line per check and INFO lines with values compared here with the command line.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FIRMWARE = ROOT / "firmware"
+GUESTS = ROOT / "tests" / "guests" / "build"
+SERVICES_IMG = GUESTS / "bios" / "services.img"
+SERVICES_ISO = GUESTS / "bios" / "services.iso"
+SECTOR = 512
+
+
+def _make(out_dir: Path | None = None) -> Path:
+    args = ["make", "-s", "-C", str(FIRMWARE)]
+    if out_dir is not None:
+        args.append(f"B={out_dir}")
+    subprocess.run(args, check=True, capture_output=True, timeout=120)
+    return (out_dir or FIRMWARE / "build") / "bios.bin"
+
+
+@pytest.fixture(scope="session")
+def bios() -> str:
+    """firmware/build/bios.bin, brought up to date with its sources."""
+    return str(_make())
+
+
+@pytest.fixture
+def media(tmp_path):
+    """Private copies of the test guests' disk images (the services test writes)."""
+    def copy(path: Path) -> str:
+        if not path.exists():
+            pytest.fail(f"{path} is missing: 'make guests' builds the test guests")
+        dest = tmp_path / path.name
+        shutil.copyfile(path, dest)
+        return str(dest)
+    return copy
+
+
+def _read_until(proc: subprocess.Popen, marker: bytes, out: bytearray, timeout: float) -> None:
+    """Append the process's stdout to ``out`` until ``marker`` appears in it."""
+    os.set_blocking(proc.stdout.fileno(), False)
+    deadline = time.monotonic() + timeout
+    while marker not in out:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {marker!r} in {bytes(out)!r}")
+        chunk = proc.stdout.read()
+        if chunk:
+            out += chunk
+        elif proc.poll() is not None:
+            raise AssertionError(f"pyemu exited ({proc.returncode}) before {marker!r}: "
+                                 f"{bytes(out)!r}")
+        else:
+            time.sleep(0.02)
+
+
+def _verdicts(text: str) -> tuple[list[str], list[str]]:
+    lines = text.replace("\r", "").splitlines()
+    return ([ln for ln in lines if ln.startswith("PASS ")],
+            [ln for ln in lines if ln.startswith("FAIL ")])
+
+
+def test_build_is_reproducible(bios, tmp_path):
+    first = _make(tmp_path / "a").read_bytes()
+    second = _make(tmp_path / "b").read_bytes()
+    assert len(first) == 64 * 1024
+    assert first == second == Path(bios).read_bytes()
+    # The reset vector at F000:FFF0 is a far jump into segment F000h.
+    assert first[0xFFF0] == 0xEA and first[0xFFF3:0xFFF5] == b"\x00\xf0"
+
+
+def test_boots_our_mbr_from_ide(bios, media, pyemu):
+    disk = media(GUESTS / "mbr.img")
+    start = time.monotonic()
+    r = pyemu("-bios", bios, "-hda", disk, "-nographic", timeout=60)
+    elapsed = time.monotonic() - start
+    out = r.stdout.decode(errors="replace")
+    assert "pyemu BIOS" in out
+    assert "ata0-0: PYEMU HARDDISK, 1 MiB, drive 80" in out
+    assert "PASS mbr: booted by the BIOS from drive 80" in out, out
+    assert r.returncode == 1
+    print(f"\npyemu BIOS to MBR verdict: {elapsed:.2f} s from process start")
+
+
+def test_boots_el_torito_cd(bios, pyemu):
+    r = pyemu("-bios", bios, "-cdrom", str(GUESTS / "mbr.iso"), "-boot", "d", "-nographic",
+              timeout=60)
+    out = r.stdout.decode(errors="replace")
+    assert "ata1-0: PYEMU DVD-ROM, CD-ROM, drive e0" in out
+    assert "Booting from CD-ROM e0" in out
+    assert "PASS mbr: booted by the BIOS from drive E0" in out, out
+    assert r.returncode == 1
+
+
+@pytest.mark.parametrize(("order", "drive"), [("c", "80"), ("d", "E0"), ("dc", "E0"),
+                                              ("cd", "80")])
+def test_boot_order_follows_boot_option(bios, media, pyemu, order, drive):
+    r = pyemu("-bios", bios, "-hda", media(GUESTS / "mbr.img"), "-cdrom",
+              str(GUESTS / "mbr.iso"), "-boot", order, "-nographic", timeout=60)
+    out = r.stdout.decode(errors="replace")
+    assert f"PASS mbr: booted by the BIOS from drive {drive}" in out, out
+    assert r.returncode == 1
+
+
+def test_falls_back_to_the_next_boot_device(bios, pyemu, tmp_path):
+    blank = tmp_path / "blank.img"
+    blank.write_bytes(bytes(1 << 20))
+    r = pyemu("-bios", bios, "-hda", str(blank), "-cdrom", str(GUESTS / "mbr.iso"),
+              "-boot", "cd", "-nographic", timeout=60)
+    out = r.stdout.decode(errors="replace")
+    assert "Boot failed: not a bootable disk" in out
+    assert "PASS mbr: booted by the BIOS from drive E0" in out, out
+
+
+@pytest.mark.parametrize("drives", [["-hda", "blank"], []], ids=["blank-disk", "no-drives"])
+def test_no_bootable_device_is_reported(bios, pyemu_proc, tmp_path, drives):
+    blank = tmp_path / "blank.img"
+    blank.write_bytes(bytes(1 << 20))  # no 55AA signature
+    args = [str(blank) if a == "blank" else a for a in drives]
+    p = pyemu_proc("-bios", bios, *args, "-nographic")
+    out = bytearray()
+    _read_until(p, b"No bootable device.", out, timeout=30)
+
+
+def test_services_from_a_partitioned_disk(bios, media, start_with_monitor):
+    disk = media(SERVICES_IMG)
+    proc, mon = start_with_monitor("-bios", bios, "-hda", disk, "-m", "64",
+                                   "-rtc", "base=2020-01-02", "-nographic")
+    out = bytearray()
+    _read_until(proc, b"WAIT int16: type a key on the serial console", out, timeout=60)
+    proc.stdin.write(b"k")
+    proc.stdin.flush()
+    _read_until(proc, b"WAIT int16: send shift-a to the keyboard", out, timeout=30)
+    mon.cmd("sendkey shift-a")
+    _read_until(proc, b"DONE bios:", out, timeout=30)
+    _read_until(proc, b"failed\r\n", out, timeout=10)
+    assert proc.wait(10) == 1
+    text = out.decode(errors="replace")
+    passed, failed = _verdicts(text)
+    assert not failed, text
+    assert "stage1: running" in text
+    assert "INFO e820 ram_end=04000000" in text  # -m 64
+    assert "INFO rtc date 2020-01-02" in text
+    assert "INFO int16 key from serial: ascii 6B scan 25" in text
+    assert "INFO int16 key from keyboard: ascii 41 scan 1E" in text
+    for service in ("int10 ", "int11 ", "int12 ", "int13 02h", "int13 03h", "int13 41h",
+                    "int13 42h", "int13 43h", "int13 48h", "int15 E820", "int15 E801h",
+                    "int15 88h", "int15 2400h", "int15 86h", "int16 00h", "int16 05h",
+                    "int1a 00h", "int1a 04h"):
+        assert any(line.startswith("PASS " + service) for line in passed), (service, text)
+    assert f"DONE bios: {len(passed)} passed, 0 failed" in text
+    # What INT 13h AH=03h and AH=43h wrote is in the image.
+    image = Path(disk).read_bytes()
+    assert image[200 * SECTOR:200 * SECTOR + 13] == b"CHS-WRITE 200"
+    assert image[201 * SECTOR:201 * SECTOR + 13] == b"EDD-WRITE 201"
+    assert image[202 * SECTOR:202 * SECTOR + 13] == b"EDD-WRITE 202"
+    assert image[203 * SECTOR:203 * SECTOR + 13] == b"PYEMU LBA 000"
+
+
+@pytest.mark.parametrize("mib", [64, 256])
+def test_services_from_an_el_torito_cd(bios, pyemu, mib):
+    r = pyemu("-bios", bios, "-cdrom", str(SERVICES_ISO), "-boot", "d", "-m", str(mib),
+              "-rtc", "base=2020-01-02", "-nographic", timeout=60)
+    text = r.stdout.decode(errors="replace")
+    passed, failed = _verdicts(text)
+    assert not failed, text
+    assert any(line.startswith("PASS int13 42h reads 2048-byte CD sectors") for line in passed)
+    assert any(line.startswith("PASS int13 4B01h") for line in passed)
+    assert f"INFO e820 ram_end={mib << 20:08X}" in text
+    assert f"DONE bios: {len(passed)} passed, 0 failed" in text
+    assert r.returncode == 1
