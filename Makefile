@@ -40,11 +40,16 @@ guests:
 firmware:
 	tests/guests/firmware/fetch-seabios.sh
 
+# Debian's Linux kernel and a busybox initramfs (tests/guests/build/linux), fetched with
+# apt-get and built when missing.
+linux-guest:
+	PYTHON=$(BIN)/python tests/guests/linux/fetch.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check emu tests bench
 
 # pytest exits 5 when it collected nothing; make fails on any non-zero status.
-test: build guests firmware lint
+test: build guests firmware linux-guest lint
 	$(BIN)/pytest -q -p no:cacheprovider
 
 BENCH_GUEST := bench/guests/build/compute.elf

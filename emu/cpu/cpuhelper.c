@@ -101,12 +101,10 @@ struct pyemu_cpu {
     int64_t icount_budget;
     int64_t irqs_delivered;
     int64_t exceptions_delivered;
-    /* block hooks: the global one (icount, or realtime while an IRQ waits for IF=1 or
-     * the end of a shadow) and the one-shot one that delivers at a slice's first block */
+    /* the global block hook: delivers interrupts and ends slices on a kick */
     int64_t watch_hook;
-    int64_t once_hook;
-    /* deadline thread: ends the slice (uc_emu_stop, retried) once CLOCK_MONOTONIC
-     * reaches `deadline_ns` or someone kicks, while a slice runs (`in_run`) */
+    /* deadline thread: kicks the running slice (`in_run`) once CLOCK_MONOTONIC
+     * reaches `deadline_ns` */
     int64_t deadline_ns;
     int64_t in_run;
     int64_t thread_running;
@@ -185,19 +183,6 @@ static void on_block(void *uc, uint64_t addr, uint32_t size, void *ud)
     if (p->kick) {
         p->emu_stop(uc);
         return;
-    }
-    deliver_irq(p);
-}
-
-/* The first block of a slice that began with an interrupt ready to deliver. */
-static void on_block_once(void *uc, uint64_t addr, uint32_t size, void *ud)
-{
-    struct pyemu_cpu *p = ud;
-    (void)addr;
-    (void)size;
-    if (p->once_hook) {
-        p->hook_del(uc, (size_t)p->once_hook);
-        p->once_hook = 0;
     }
     deliver_irq(p);
 }
@@ -371,11 +356,14 @@ int pyemu_cpu_attach(struct pyemu_cpu *p, int icount)
                        UC_X86_INS_RDTSC);
     err |= p->hook_add(p->uc, &h, UC_HOOK_INSN, (void *)on_rdtscp, p, (uint64_t)1, (uint64_t)0,
                        UC_X86_INS_RDTSCP);
-    if (icount) {
+    if (icount)
         err |= p->hook_add(p->uc, &h, UC_HOOK_CODE, (void *)on_code_icount, p, (uint64_t)1,
                            (uint64_t)0);
-        err |= pyemu_watch(p, 1);
-    }
+    /* The block hook stays on in both modes. Slices end from inside the CPU thread, at a
+     * block boundary, never by uc_emu_stop from another thread, and translated code is
+     * never flushed to add or drop the hook: Linux crashed on stale translations of code
+     * it had patched (alternatives, entry code) with either of those in play. */
+    err |= pyemu_watch(p, 1);
     return err;
 }
 
@@ -396,26 +384,6 @@ int pyemu_watch(struct pyemu_cpu *p, int on)
     return err;
 }
 
-static void disarm(struct pyemu_cpu *p)
-{
-    if (p->once_hook) {
-        p->hook_del(p->uc, (size_t)p->once_hook);
-        p->once_hook = 0;
-    }
-}
-
-/* Deliver the pending interrupt in the block at linear address `pc`, the first of the
- * next slice; the caller drops that block's translation so the hook is compiled in. */
-int pyemu_arm_delivery(struct pyemu_cpu *p, uint64_t pc)
-{
-    size_t h = 0;
-    int err;
-    disarm(p);
-    err = p->hook_add(p->uc, &h, UC_HOOK_BLOCK, (void *)on_block_once, p, pc, pc);
-    p->once_hook = (int64_t)h;
-    return err;
-}
-
 /* ---- deadline thread ------------------------------------------------------------ */
 
 static void wait_until(struct pyemu_cpu *p, int64_t ns)
@@ -424,24 +392,19 @@ static void wait_until(struct pyemu_cpu *p, int64_t ns)
     pthread_cond_timedwait(&p->cond, &p->lock, &ts);
 }
 
-/* An emu_stop that lands between two emu_starts is lost, so the thread repeats it
- * every RETRY_NS until the slice has ended (`in_run` cleared by pyemu_run_end). */
-#define RETRY_NS 200000
+/* The thread only raises `kick`; the block hook (or icount's code hook) stops the
+ * engine from the CPU thread. A kick stays raised until the slice ends, so none is lost
+ * between two emu_starts. */
 
 static void *deadline_main(void *arg)
 {
     struct pyemu_cpu *p = arg;
     pthread_mutex_lock(&p->lock);
     while (p->thread_running) {
-        int64_t now = mono_ns();
-        /* In icount mode the code hook honours a kick at an exact instruction; a stop
-         * from this thread would land between an instruction's hook and the instruction
-         * (unicorn skips the hooks of a stopping block), losing the count. */
-        int due = (p->kick && p->clock_shift < 0) || now >= p->deadline_ns;
-        if (due && p->in_run) {
-            p->emu_stop(p->uc);
-            wait_until(p, now + RETRY_NS);
-        } else if (due || p->deadline_ns == INT64_MAX) {
+        if (p->in_run && mono_ns() >= p->deadline_ns) {
+            p->kick = 1;
+            pthread_cond_wait(&p->cond, &p->lock);  /* until the next slice begins */
+        } else if (!p->in_run || p->deadline_ns == INT64_MAX) {
             pthread_cond_wait(&p->cond, &p->lock);
         } else {
             wait_until(p, p->deadline_ns);
@@ -489,7 +452,6 @@ void pyemu_run_end(struct pyemu_cpu *p)
     p->kick = 0;
     p->deadline_ns = INT64_MAX;
     pthread_mutex_unlock(&p->lock);
-    disarm(p);
 }
 
 /* From any thread: end the running slice, or the next one, promptly. */
@@ -497,7 +459,6 @@ void pyemu_kick(struct pyemu_cpu *p)
 {
     pthread_mutex_lock(&p->lock);
     p->kick = 1;
-    pthread_cond_signal(&p->cond);
     pthread_mutex_unlock(&p->lock);
 }
 

@@ -49,7 +49,7 @@ class PyemuCpu(ctypes.Structure):
         ("fast_pos", ctypes.c_int64), ("fast_end", ctypes.c_int64),
         *[(n, ctypes.c_int64) for n in (
             "intr", "kick", "stop_reason", "icount", "icount_budget", "irqs_delivered",
-            "exceptions_delivered", "watch_hook", "once_hook", "deadline_ns", "in_run",
+            "exceptions_delivered", "watch_hook", "deadline_ns", "in_run",
             "thread_running", "off_tsc_aux", "clock_shift", "clock_base", "tsc_offset")],
         ("lock", ctypes.c_byte * 40), ("cond", ctypes.c_byte * 48), ("thread", ctypes.c_ulong),
     ]
@@ -81,8 +81,7 @@ def _load() -> ctypes.CDLL:
     for name, args in (("pyemu_deadline_start", []), ("pyemu_deadline_stop", []),
                        ("pyemu_deadline_set", [ctypes.c_int64]),
                        ("pyemu_run_begin", [ctypes.c_int64]), ("pyemu_run_end", []),
-                       ("pyemu_kick", []), ("pyemu_watch", [ctypes.c_int]),
-                       ("pyemu_arm_delivery", [ctypes.c_uint64])):
+                       ("pyemu_kick", []), ("pyemu_watch", [ctypes.c_int])):
         getattr(lib, name).argtypes = [ref, *args]
     lib.pyemu_struct_size.restype = ctypes.c_int64
     if lib.pyemu_struct_size() != ctypes.sizeof(PyemuCpu):
@@ -249,14 +248,6 @@ class Helper:
 
     def kick(self) -> None:
         self.lib.pyemu_kick(self.ref)
-
-    def watch(self, on: bool) -> None:
-        if self.lib.pyemu_watch(self.ref, int(on)) != 0:
-            raise HelperError("unicorn refused the interrupt-window hook")
-
-    def arm_delivery(self, pc: int) -> None:
-        if self.lib.pyemu_arm_delivery(self.ref, pc) != 0:
-            raise HelperError("unicorn refused the delivery hook")
 
     def close(self) -> None:
         """Stop the deadline thread; idempotent. It must run before the struct the thread

@@ -55,8 +55,12 @@ CR0_PE, CR0_ET, CR0_PG = 1, 0x10, 1 << 31
 
 CPUID_APIC_EDX = 1 << 9
 CPUID_X2APIC_ECX = 1 << 21
+CPUID_RDRAND_ECX = 1 << 30
+CPUID_RDSEED_EBX = 1 << 18
 CPUID_INVARIANT_TSC_EDX = 1 << 8  # leaf 80000007h: constant rate, runs in every state
 U64 = (1 << 64) - 1
+TSC_HZ = 1_000_000_000  # the virtual TSC counts virtual nanoseconds
+TSC_LEAF_MAX = 0x16
 
 
 class Segment(ctypes.Structure):
@@ -94,8 +98,6 @@ class X86Cpu:
         self._inta_fn = inta
         self.helper = Helper(self.uc, self._inta, IN_CB(self._on_in), icount)
         self._window: bytes | None = None
-        self._in_run = False
-        self._watching = icount  # icount keeps the global block hook for good
         self._hooks: list[object] = []
         self._add_insn_hook(OUT_CB(self._on_out), x.UC_X86_INS_OUT)
         self._add_insn_hook(CPUID_CB(self._on_cpuid), x.UC_X86_INS_CPUID)
@@ -183,12 +185,9 @@ class X86Cpu:
         self.helper.p.icount_budget = self.helper.p.icount + insns
 
     def set_intr(self, level: bool) -> None:
-        """The INTR line. Raised inside a slice with no block hook to see it, it ends the
-        slice, so that the next one starts by delivering."""
-        rising = level and not self.helper.p.intr
+        """The INTR line; the C block hook delivers at the next block boundary once IF=1
+        and no STI/MOV SS shadow is in force."""
         self.helper.p.intr = int(level)
-        if rising and self._in_run and not self._watching:
-            self.uc.emu_stop()
 
     def set_a20(self, enabled: bool) -> None:
         fn = SET_A20(ctypes.cast(UCLIB.x86_cpu_set_a20_x86_64, ctypes.c_void_p).value)
@@ -244,12 +243,17 @@ class X86Cpu:
         self.set_a20(True)
         self.flush_tlb()
 
-    def enter_flat32(self, eip: int, **regs: int) -> None:
-        """Flat 32-bit protected mode, paging off, IF=0: the Multiboot entry state."""
+    def enter_flat32(self, eip: int, *, code_sel: int = 0x08, data_sel: int = 0x10,
+                     gdt: tuple[int, int] | None = None, **regs: int) -> None:
+        """Flat 32-bit protected mode, paging off, IF=0: the Multiboot entry state, and
+        with ``code_sel``/``data_sel`` and a ``gdt`` (base, limit) that of Linux's 32-bit
+        boot protocol."""
         self.uc.reg_write(x.UC_X86_REG_CR0, CR0_PE | CR0_ET)
+        if gdt is not None:
+            self.uc.reg_write(x.UC_X86_REG_GDTR, (0, gdt[0], gdt[1], 0))
         for i, seg in enumerate(self._segs):
             code = SEG_NAMES[i] == "cs"
-            seg.selector = 0x08 if code else 0x10
+            seg.selector = code_sel if code else data_sel
             seg.base, seg.limit = 0, 0xFFFFFFFF
             seg.flags = CODE32_FLAGS if code else DATA32_FLAGS
         UPDATE_HFLAGS(ctypes.cast(UCLIB.x86_update_hflags_x86_64, ctypes.c_void_p).value)(
@@ -283,40 +287,17 @@ class X86Cpu:
         rip = self.uc.reg_read(x.UC_X86_REG_RIP)
         if self.icount:
             p.icount_budget = p.icount + (budget if budget is not None else 1 << 62)
-        else:
-            self._prepare_delivery(rip)
         self.helper.run_begin(None if self.icount else host_deadline_ns)
-        self._in_run = True
         try:
             self.uc.emu_start(rip, NEVER)
         except unicorn.UcError as e:
             return RunResult(error=f"{e} at RIP {self.uc.reg_read(x.UC_X86_REG_RIP):#x}")
         finally:
-            self._in_run = False
             self.helper.run_end()
         if self.helper.halted:
             return RunResult(halted=True)
         # #DF delivery that itself faulted is a triple fault: the engine stops silently.
         return RunResult(triple_fault=bool(p.stop_reason & STOP_DOUBLE_FAULT))
-
-    def _prepare_delivery(self, rip: int) -> None:
-        """Realtime mode runs without a per-block hook. An interrupt that can be taken now
-        is delivered by a one-shot hook on the slice's first block; one that waits for
-        IF=1 or the end of an STI/MOV SS shadow needs the global hook until it goes."""
-        p = self.helper.p
-        blocked = False
-        if p.intr:
-            if self.irq_deliverable() and not self.hflags & HF_INHIBIT_IRQ:
-                cs = self._segs[1]
-                pc = rip if cs.flags & CS_LONG else (cs.base + rip) & 0xFFFFFFFF
-                self.helper.arm_delivery(pc)
-                self.uc.ctl_remove_cache(pc, pc + 1)
-            else:
-                blocked = True
-        if blocked != self._watching:
-            self._watching = blocked
-            self.helper.watch(blocked)
-            self.uc.ctl_flush_tb()
 
     # -- registers ------------------------------------------------------------------
     @property
@@ -360,7 +341,7 @@ def _cpuid_table() -> dict[tuple[int, int], tuple[int, int, int, int]]:
     uc.mem_map(0x1000, 0x1000)
     uc.mem_write(0x1000, b"\x0f\xa2")
     table = {}
-    leaves = [*range(0, 0x15), *range(0x80000000, 0x80000009)]
+    leaves = [*range(0, 0xE), *range(0x80000000, 0x80000009)]
     for leaf in leaves:
         for sub in range(4):
             uc.reg_write(x.UC_X86_REG_RAX, leaf)
@@ -370,9 +351,23 @@ def _cpuid_table() -> dict[tuple[int, int], tuple[int, int, int, int]]:
                 x.UC_X86_REG_RAX, x.UC_X86_REG_RBX, x.UC_X86_REG_RCX, x.UC_X86_REG_RDX))
     a, b, c, d = table[(1, 0)]
     for sub in range(4):
-        table[(1, sub)] = (a, b, c & ~CPUID_X2APIC_ECX, d & ~CPUID_APIC_EDX)
+        table[(1, sub)] = (a, b, c & ~(CPUID_X2APIC_ECX | CPUID_RDRAND_ECX), d & ~CPUID_APIC_EDX)
+    # RDRAND/RDSEED read the host's entropy: a guest using them would differ from run to
+    # run even under -icount, whose point is a reproducible run.
+    a, b, c, d = table[(7, 0)]
+    table[(7, 0)] = (a, b & ~CPUID_RDSEED_EBX, c, d)
     # The virtual TSC ticks at 1 GHz of virtual time whatever the guest does (no P- or
     # C-states exist here); that is what "invariant" promises.
+    # The TSC's rate, so that Linux takes it from CPUID (leaf 15h: TSC = crystal Hz *
+    # EBX / EAX; leaf 16h: base MHz) instead of timing it against the PIT, which an
+    # emulator's uneven pace makes fail. Leaves between the engine's last and 16h read 0.
+    table[(0, 0)] = (max(table[(0, 0)][0], TSC_LEAF_MAX), *table[(0, 0)][1:])
+    for leaf in range(0xE, TSC_LEAF_MAX + 1):
+        for sub in range(4):
+            table[(leaf, sub)] = (0, 0, 0, 0)
+    table[(0x15, 0)] = (1, 1, TSC_HZ, 0)
+    mhz = TSC_HZ // 1_000_000
+    table[(0x16, 0)] = (mhz, mhz, 100, 0)
     a, b, c, d = table[(0x80000007, 0)]
     for sub in range(4):
         table[(0x80000007, sub)] = (a, b, c, d | CPUID_INVARIANT_TSC_EDX)

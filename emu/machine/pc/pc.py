@@ -29,12 +29,15 @@ from emu.host.chardev import Chardev
 from emu.irq import IrqLine
 from emu.machine.config import MachineConfig, drive_id
 from emu.machine.machine import Machine
+from emu.machine.pc import linux
 from emu.machine.pc.multiboot import BootError, load_multiboot
 from emu.memory.address_space import AddressSpace
 
 COM_PORTS = ((0x3F8, 4), (0x2F8, 3), (0x3E8, 4), (0x2E8, 3))
 IDE_CHANNELS = ((0x1F0, 0x3F6, 14), (0x170, 0x376, 15))
-E820_RAM = 1
+E820_RAM, E820_RESERVED = 1, 2
+# Below 1 MiB: conventional memory up to the (absent) EBDA, then the BIOS area.
+EBDA_BASE, BIOS_AREA = 0x9FC00, 0xF0000
 BIOS_STUB_SIZE = 0x10000
 BIOS_MAX = 0x40000  # SeaBIOS's largest build; the board has no flash for more
 BZIMAGE_MAGIC_OFFSET, BZIMAGE_MAGIC = 0x202, b"HdrS"
@@ -46,7 +49,17 @@ def default_guest() -> str:
     return str(resources.files("emu.guests").joinpath("demo.elf"))
 
 
-def _bios_image(path: str | None) -> bytes:
+OWN_BIOS = Path(__file__).resolve().parents[3] / "firmware" / "build" / "bios.bin"
+
+
+def _bios_image(path: str | None, firmware_boot: bool) -> bytes:
+    """The ROM: ``-bios``; else pyemu's own BIOS when the firmware boots the machine
+    (drives without -kernel); else a stub whose reset vector halts."""
+    if path is None and firmware_boot:
+        if not OWN_BIOS.exists():
+            raise BootError(f"{OWN_BIOS} is missing: 'make' builds pyemu's BIOS "
+                            "(or give -bios FILE)")
+        path = str(OWN_BIOS)
     if path is None:
         rom = bytearray(b"\xff" * BIOS_STUB_SIZE)
         rom[0xFFF0:0xFFF0 + len(RESET_VECTOR_STUB)] = RESET_VECTOR_STUB
@@ -102,7 +115,17 @@ class PcMachine(Machine):
         # vector; neither: the bundled demo guest.
         firmware_boot = cfg.kernel is None and (cfg.bios is not None or bool(cfg.drives))
         self.kernel = None if firmware_boot else cfg.kernel or default_guest()
-        self.mem = AddressSpace(self.cpu.uc, cfg.ram_size, _bios_image(cfg.bios),
+        # A bzImage (by content) takes Linux's boot protocol, anything else Multiboot.
+        # Read and checked once here, so a bad file is a launch error, and loaded again
+        # from these bytes on every reset.
+        self.linux: linux.LinuxImage | None = None
+        self.initrd: bytes | None = None
+        if self.kernel is not None:
+            data = _read(self.kernel, "-kernel")
+            if linux.is_bzimage(data):
+                self.linux = linux.parse_bzimage(data, self.kernel)
+                self.initrd = _read(cfg.initrd, "-initrd") if cfg.initrd else None
+        self.mem = AddressSpace(self.cpu.uc, cfg.ram_size, _bios_image(cfg.bios, firmware_boot),
                                 self.cpu.invalidate_code)
         self._build_pci()
         self._build_ide(cfg, blocks or {})
@@ -168,6 +191,15 @@ class PcMachine(Machine):
             _linux_items(fw, _read(cfg.kernel, "-kernel"), cfg.append,
                          _read(cfg.initrd, "-initrd") if cfg.initrd else None)
 
+    def memory_map(self) -> list[tuple[int, int, int]]:
+        """The E820 map a loader hands the OS: RAM with the legacy holes below 1 MiB."""
+        ranges = [(0, EBDA_BASE, E820_RAM), (EBDA_BASE, 0xA0000 - EBDA_BASE, E820_RESERVED),
+                  (BIOS_AREA, 0x100000 - BIOS_AREA, E820_RESERVED),
+                  (0x100000, self.mem.below_4g - 0x100000, E820_RAM)]
+        if self.mem.above_4g:
+            ranges.append((1 << 32, self.mem.above_4g, E820_RAM))
+        return ranges
+
     def drive_backends(self) -> dict[str, BlockBackend]:
         """Each drive's image by drive id (``-drive id=``, else QEMU's ide0-hd0 names)."""
         return {drive_id(spec): self.blocks[spec.index] for spec in self.cfg.drives}
@@ -205,5 +237,12 @@ class PcMachine(Machine):
     def boot(self) -> None:
         if self.kernel is None:
             return  # the CPU is at the reset vector; the firmware takes it from there
+        if self.linux is not None:
+            booted = linux.load_linux(self.linux, self.cfg.append, self.initrd, self.cfg.initrd,
+                                      self.mem, self.memory_map())
+            self.cpu.enter_flat32(booted.entry, code_sel=linux.BOOT_CS, data_sel=linux.BOOT_DS,
+                                  gdt=(linux.GDT_ADDR, len(linux.GDT) - 1),
+                                  rsi=booted.boot_params, rbp=0, rdi=0, rbx=0)
+            return
         image = load_multiboot(self.kernel, self.cfg.append, self.cfg.initrd, self.mem)
         self.cpu.enter_flat32(image.entry, rax=0x2BADB002, rbx=image.info_addr)
