@@ -24,9 +24,10 @@ usage: pyemu [options]
 
   -M pc                 machine type (only 'pc'; '-M help' lists machines)
   -m SIZE               RAM size in MiB, or with a suffix: 512M, 1G (default 128M)
-  -kernel FILE          boot a Multiboot ELF kernel (default: the bundled demo guest)
+  -kernel FILE          boot a Linux bzImage or a Multiboot ELF kernel (default: the
+                        bundled demo guest)
   -append STRING        kernel command line
-  -initrd FILES         Multiboot modules: "file1 args,file2"
+  -initrd FILES         Linux: the initrd; Multiboot: modules "file1 args,file2"
   -bios FILE            firmware image mapped below 4 GiB (e.g. SeaBIOS's bios.bin)
   -drive file=F[,if=ide][,index=0-3][,media=disk|cdrom][,readonly=on][,snapshot=on]
                         an IDE drive with a raw image (format=raw)
