@@ -43,7 +43,7 @@ firmware:
 # Debian's Linux kernel and a busybox initramfs (tests/guests/build/linux), fetched with
 # apt-get and built when missing.
 linux-guest:
-	PYTHON=$(BIN)/python tests/guests/linux/fetch.sh
+	PYTHON=$(CURDIR)/$(BIN)/python tests/guests/linux/fetch.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check emu tests bench
