@@ -14,6 +14,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "tests" / "guests" / "build" / "linux"
 MARKER = b"pyemu-linux: init started"
 APPEND = "console=ttyS0 noapic nolapic acpi=off"
+APPEND_ACPI = "console=ttyS0 noapic nolapic"  # with the ACPI tables pyemu builds
 BOOT_TIMEOUT = 90
 
 pytestmark = pytest.mark.linux
@@ -74,9 +77,10 @@ class Console:
         return text.rsplit(typed, 1)[1].split("\n", 1)[1]  # after the (re)drawn line
 
 
-@pytest.fixture(scope="module")
-def linux():
-    """A booted guest at its shell prompt; -no-reboot turns the guest's reboot into exit."""
+@contextmanager
+def booted(append: str) -> Iterator[Console]:
+    """A guest booted with ``append``, at its shell prompt; -no-reboot turns the guest's
+    reboot into exit."""
     for name in ("vmlinuz", "rootfs.gz"):
         if not (BUILD / name).exists():
             pytest.fail(f"{BUILD / name} is missing: tests/guests/linux/fetch.sh builds it "
@@ -84,7 +88,7 @@ def linux():
     started = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "emu.cli", "-m", "256", "-kernel", str(BUILD / "vmlinuz"),
-         "-initrd", str(BUILD / "rootfs.gz"), "-append", APPEND, "-nographic",
+         "-initrd", str(BUILD / "rootfs.gz"), "-append", append, "-nographic",
          "-rtc", "base=2020-01-01T00:00:00", "-no-reboot"],
         cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -100,6 +104,12 @@ def linux():
         proc.wait(10)
         for f in (proc.stdin, proc.stdout, proc.stderr):
             f.close()
+
+
+@pytest.fixture(scope="module")
+def linux() -> Iterator[Console]:
+    with booted(APPEND) as console:
+        yield console
 
 
 def test_boots_to_the_shell(linux: Console) -> None:
@@ -143,3 +153,21 @@ def test_reboot_exits_under_no_reboot(linux: Console) -> None:
     # which -no-reboot turns into a clean exit.
     linux.type("reboot -f")
     assert linux.proc.wait(30) == 0
+
+
+def test_acpi_poweroff_exits_with_status_0() -> None:
+    # Without acpi=off: Linux finds the FADT and DSDT pyemu builds, learns \_S5 and
+    # powers off through PM1a_CNT's SLP_EN, which ends pyemu with status 0.
+    with booted(APPEND_ACPI) as linux:
+        assert re.search(rb"ACPI: FACP 0x[0-9A-F]+ 000114 \(v06 PYEMU", linux.out), linux.out
+        assert b"ACPI: PM: (supports S0 S5)" in linux.out
+        # ACPI found the PCI root bridge: bus 0 is scanned, IDE included.
+        assert "0000:00:01.1" in linux.run("ls /sys/bus/pci/devices")
+        start = linux.type("poweroff -f")
+        assert linux.proc.wait(30) == 0
+        # Status 0 is also what -no-reboot gives a reboot: the kernel's last words tell
+        # the power-off apart (the reader thread may still be draining the pipe).
+        deadline = time.monotonic() + 5
+        while b"reboot: Power down" not in linux.out[start:] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert b"reboot: Power down" in linux.out[start:], linux.out[start:]

@@ -6,7 +6,8 @@ and the 32-bit entry's documented state), the protected-mode kernel after
 (setup_sects + 1) sectors, loaded at code32_start (1 MiB); boot_params (the "zero
 page") with the setup header copied in at 0x1F1 and the loader's fields filled in
 (type_of_loader, loadflags, heap_end_ptr, cmd_line_ptr, ramdisk_image/size), the E820
-map at 0x2D0 with its count at 0x1E8; and the 32-bit boot protocol's entry state: flat
+map at 0x2D0 with its count at 0x1E8, the ACPI RSDP address at 0x070 (protocol 2.14 and
+later); and the 32-bit boot protocol's entry state: flat
 4 GiB segments, a GDT holding __BOOT_CS (0x10) and __BOOT_DS (0x18), ESI = boot_params,
 EBP = EDI = EBX = 0, interrupts off, paging off.
 The image is hostile input: every field used is checked against the file and RAM.
@@ -23,6 +24,7 @@ from emu.memory.address_space import AddressSpace
 HDR_START = 0x1F1
 MAGIC_OFFSET, MAGIC = 0x202, b"HdrS"
 MIN_PROTOCOL = 0x206
+RSDP_PROTOCOL = 0x20E  # 2.14: boot_params.acpi_rsdp_addr is read by the kernel
 ONE_MIB = 0x100000
 
 # Setup header fields (offsets in the file and in boot_params alike).
@@ -147,7 +149,7 @@ def load_linux(image: LinuxImage, cmdline: str, initrd: bytes | None, initrd_pat
     params[E820_ENTRIES] = len(e820)
     for i, entry_ in enumerate(e820):
         E820_ENTRY.pack_into(params, E820_TABLE + i * E820_ENTRY.size, *entry_)
-    if rsdp is not None:
+    if rsdp is not None and image.version >= RSDP_PROTOCOL:
         struct.pack_into("<Q", params, ACPI_RSDP_ADDR, rsdp)
     mem.write(ZERO_PAGE, bytes(params))
     mem.write(GDT_ADDR, GDT)

@@ -3,6 +3,9 @@
 Ports and IRQs as on an IBM PC/AT compatible: PICs 0x20/0xA0 (+ ELCR 0x4D0), PIT
 0x40-0x43 on IRQ0, COM1-COM4 at 0x3F8/0x2F8/0x3E8/0x2E8 on IRQ 4/3/4/3, debugcon at
 0x402 and 0xE9, isa-debug-exit at 0xF4, POST port 0x80, system control port A 0x92.
+A direct Linux boot has no firmware, so the board does the firmware's ACPI part: it
+places the PIIX4 PM registers at 0x600 (as SeaBIOS does) and builds ACPI tables
+(acpi.py) in an E820 ACPI-reclaim area at the top of low RAM.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import struct
 from importlib import resources
 from pathlib import Path
 
-from emu.devices import fw_cfg
+from emu.devices import fw_cfg, piix3
 from emu.devices.fw_cfg import FwCfg, e820_table
 from emu.devices.i440fx import I440fx
 from emu.devices.i8042 import I8042
@@ -29,19 +32,30 @@ from emu.host.chardev import Chardev
 from emu.irq import IrqLine
 from emu.machine.config import MachineConfig, drive_id
 from emu.machine.machine import Machine
-from emu.machine.pc import linux
+from emu.machine.pc import acpi, linux
 from emu.machine.pc.multiboot import BootError, load_multiboot
 from emu.memory.address_space import AddressSpace
 
 COM_PORTS = ((0x3F8, 4), (0x2F8, 3), (0x3E8, 4), (0x2E8, 3))
 IDE_CHANNELS = ((0x1F0, 0x3F6, 14), (0x170, 0x376, 15))
-E820_RAM, E820_RESERVED = 1, 2
+E820_RAM, E820_RESERVED, E820_ACPI = 1, 2, 3
 # Below 1 MiB: conventional memory up to the (absent) EBDA, then the BIOS area.
 EBDA_BASE, BIOS_AREA = 0x9FC00, 0xF0000
 BIOS_STUB_SIZE = 0x10000
 BIOS_MAX = 0x40000  # SeaBIOS's largest build; the board has no flash for more
 BZIMAGE_MAGIC_OFFSET, BZIMAGE_MAGIC = 0x202, b"HdrS"
 RESET_VECTOR_STUB = bytes([0xFA, 0xF4, 0xEB, 0xFD])  # cli; hlt; jmp back to hlt
+# ACPI for a direct Linux boot: the tables' area just below the top of low RAM, the PM
+# register base SeaBIOS programs, and the reset register the FADT names (RCR at 0xCF9;
+# 06h = SRST | RST_CPU).
+ACPI_AREA_SIZE = 0x10000
+PM_BASE = 0x600
+PM_BLOCK = acpi.PmBlock(pm_base=PM_BASE, sci_irq=piix3.SCI_IRQ, smi_cmd=0xB2,
+                        acpi_enable=piix3.ACPI_ENABLE, acpi_disable=piix3.ACPI_DISABLE,
+                        reset_port=0xCF9, reset_value=0x06)
+# Where Linux (and ACPICA) also scan for an RSDP: the first KiB of the EBDA, found from
+# the BIOS data area word at 40Eh. The board's EBDA is the reserved 1 KiB below 640 KiB.
+BDA_EBDA_SEGMENT = 0x40E
 
 
 def default_guest() -> str:
@@ -192,13 +206,36 @@ class PcMachine(Machine):
                          _read(cfg.initrd, "-initrd") if cfg.initrd else None)
 
     def memory_map(self) -> list[tuple[int, int, int]]:
-        """The E820 map a loader hands the OS: RAM with the legacy holes below 1 MiB."""
+        """The E820 map a loader hands the OS: RAM with the legacy holes below 1 MiB and,
+        for a direct Linux boot, the ACPI tables' area at the top of low RAM."""
+        low_top = self.acpi_area() if self.linux is not None else self.mem.below_4g
         ranges = [(0, EBDA_BASE, E820_RAM), (EBDA_BASE, 0xA0000 - EBDA_BASE, E820_RESERVED),
                   (BIOS_AREA, 0x100000 - BIOS_AREA, E820_RESERVED),
-                  (0x100000, self.mem.below_4g - 0x100000, E820_RAM)]
+                  (0x100000, low_top - 0x100000, E820_RAM)]
+        if low_top != self.mem.below_4g:
+            ranges.append((low_top, ACPI_AREA_SIZE, E820_ACPI))
         if self.mem.above_4g:
             ranges.append((1 << 32, self.mem.above_4g, E820_RAM))
         return ranges
+
+    def acpi_area(self) -> int:
+        """Base of the ACPI table area of a direct Linux boot."""
+        return self.mem.below_4g - ACPI_AREA_SIZE
+
+    def install_acpi(self) -> acpi.AcpiTables:
+        """The firmware's ACPI duties for a direct Linux boot: decode the PM registers
+        at PM_BASE (PMBA, PIIX4 3.4.1.1; PMREGMISC bit 0 enables them), and put the tables
+        in RAM, with an RSDP copy at the EBDA's start where a scan finds it."""
+        self.pm.config_write(piix3.PMBA, 2, PM_BASE | 1)
+        self.pm.config_write(piix3.PMREGMISC, 1, 1)
+        tables = acpi.build(self.acpi_area(), PM_BLOCK, self.mem.below_4g)
+        if len(tables.blob) > ACPI_AREA_SIZE:
+            raise BootError(f"ACPI tables of {len(tables.blob)} bytes overflow their area")
+        self.mem.write(tables.base, tables.blob)
+        rsdp = tables.rsdp - tables.base
+        self.mem.write(EBDA_BASE, tables.blob[rsdp:rsdp + acpi.RSDP_LENGTH])
+        self.mem.write(BDA_EBDA_SEGMENT, struct.pack("<H", EBDA_BASE >> 4))
+        return tables
 
     def drive_backends(self) -> dict[str, BlockBackend]:
         """Each drive's image by drive id (``-drive id=``, else QEMU's ide0-hd0 names)."""
@@ -238,8 +275,9 @@ class PcMachine(Machine):
         if self.kernel is None:
             return  # the CPU is at the reset vector; the firmware takes it from there
         if self.linux is not None:
+            tables = self.install_acpi()
             booted = linux.load_linux(self.linux, self.cfg.append, self.initrd, self.cfg.initrd,
-                                      self.mem, self.memory_map())
+                                      self.mem, self.memory_map(), rsdp=tables.rsdp)
             self.cpu.enter_flat32(booted.entry, code_sel=linux.BOOT_CS, data_sel=linux.BOOT_DS,
                                   gdt=(linux.GDT_ADDR, len(linux.GDT) - 1),
                                   rsi=booted.boot_params, rbp=0, rdi=0, rbx=0)
