@@ -143,6 +143,24 @@ static void edd_check(struct bregs *r, struct drive *d)
     set_cf(r, 0);
 }
 
+/* The EDD calls (Phoenix EDD 3.0: 41h-44h, 47h, 48h), answered alike for disks and CDs;
+ * 0 if AH is not one of them. */
+static int edd_call(struct bregs *r, struct drive *d)
+{
+    switch (AH(r)) {
+    case 0x41:
+        edd_check(r, d);
+        return 1;
+    case 0x42: case 0x43: case 0x44: case 0x47:
+        ext_call(r, d);
+        return 1;
+    case 0x48:
+        params_call(r, d);
+        return 1;
+    }
+    return 0;
+}
+
 static void hd_call(struct bregs *r, struct drive *d)
 {
     switch (AH(r)) {
@@ -172,17 +190,9 @@ static void hd_call(struct bregs *r, struct drive *d)
         set_cf(r, 0);
         return;
     }
-    case 0x41:
-        edd_check(r, d);
-        break;
-    case 0x42: case 0x43: case 0x44: case 0x47:
-        ext_call(r, d);
-        break;
-    case 0x48:
-        params_call(r, d);
-        break;
     default:
-        ret_status(r, DISK_BAD_CMD);
+        if (!edd_call(r, d))
+            ret_status(r, DISK_BAD_CMD);
     }
     BDA8(BDA_DISK_STATUS) = AH(r);
 }
@@ -200,20 +210,12 @@ static void cd_call(struct bregs *r, struct drive *d)
         set_ah(r, 0x02);   /* removable, with change line */
         set_cf(r, 0);
         break;
-    case 0x41:
-        edd_check(r, d);
-        break;
-    case 0x42: case 0x43: case 0x44: case 0x47:
-        ext_call(r, d);
-        break;
-    case 0x48:
-        params_call(r, d);
-        break;
     case 0x4B:
         eltorito_status(r, d);
         break;
     default:
-        ret_status(r, DISK_BAD_CMD);
+        if (!edd_call(r, d))
+            ret_status(r, DISK_BAD_CMD);
     }
 }
 
