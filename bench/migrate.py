@@ -10,7 +10,15 @@ buffer every round and prints "round N ok". After each migration the destination
 serial output must go on from where the source's stopped, with no FAIL; anything else
 is reported as a corruption. Downtime is as each emulator defines it: pyemu's runs
 until the destination has loaded the guest and answered, QEMU's until the source has
-sent the last byte. Usage: python bench/migrate.py [--repeat N] [--cases a,b,...]
+sent the last byte.
+
+The Linux rows boot Debian's cloud kernel with the busybox initramfs (tests/guests/linux,
+`make linux-guest`) with the same kernel, initrd and command line on both emulators; the
+serial console is a unix socket the bench types into. Idle, the guest sits at its shell
+prompt; otherwise a shell loop rewrites MIB MiB in tmpfs and checks its md5 every pass,
+printing "pass N OK" (or BAD). The destination must go on passing, never BAD, and its
+shell must answer a command typed there.
+Usage: python bench/migrate.py [--repeat N] [--cases a,b,...]
 """
 
 from __future__ import annotations
@@ -18,16 +26,28 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from qmp import QEMU, Hmp, Qmp, QmpError, free_port, listening, qemu_argv, stop  # noqa: E402
+from qmp import (  # noqa: E402
+    QEMU,
+    Hmp,
+    Qmp,
+    QmpError,
+    _connect_unix,
+    free_port,
+    listening,
+    qemu_argv,
+    stop,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PYEMU = ROOT / ".venv" / "bin" / "pyemu"
@@ -37,6 +57,14 @@ MIB = 1 << 20
 DEFAULT_BANDWIDTH = 128 * MIB
 NO_CAP_QEMU = 1 << 40  # QEMU has no "unlimited": 1 TiB/s
 ROUND = re.compile(r"round (\d+) ok")
+LINUX = ROOT / "tests" / "guests" / "build" / "linux"
+LINUX_APPEND = "console=ttyS0 noapic nolapic acpi=off"
+LINUX_PROMPT = "/ # "
+OOPS = re.compile(r"(BUG: |general protection fault|Oops|Kernel panic)[^\r\n]*")
+PASS = re.compile(r"pass (\d+) (\w+)\r?\n")
+LOOP = ("dd if=/dev/urandom of=/tmp/a bs=1M count={mib} 2>/dev/null; s=$(md5sum < /tmp/a); "
+        "n=0; while true; do cp /tmp/a /tmp/b; t=$(md5sum < /tmp/b); "
+        '[ "$s" = "$t" ] && echo "pass $n OK" || echo "pass $n BAD"; n=$((n+1)); done &')
 
 
 @dataclass(frozen=True)
@@ -47,6 +75,11 @@ class Case:
     ram_mib: int = 128
     capped: bool = True
     auto_converge: bool = False
+    linux_mib: int | None = None  # Linux instead: 0 idle, else the loop's MiB per pass
+
+    @property
+    def linux(self) -> bool:
+        return self.linux_mib is not None
 
 
 CASES = (
@@ -59,7 +92,37 @@ CASES = (
     Case("c", "rewrite 128 MiB/20 ms, 512 MiB", "mib=128 period=20", ram_mib=512),
     Case("c-nocap", "rewrite 128 MiB, 512 MiB, no cap", "mib=128 period=20", ram_mib=512,
          capped=False),
+    Case("linux", "Linux idle at the shell, 256 MiB", None, ram_mib=256, linux_mib=0),
+    Case("linux-loop", "Linux rewriting 32 MiB in tmpfs, 256 MiB", None, ram_mib=256,
+         linux_mib=32),
 )
+
+
+class SerialLink:
+    """A client of an emulator's serial unix socket: what arrives is appended to a file
+    (so the checks read it like a file backend's), and lines can be typed."""
+
+    def __init__(self, path: Path, out: Path, proc: subprocess.Popen) -> None:
+        self.sock = _connect_unix(path, 30, proc)
+        self.out = out.open("ab", buffering=0)
+        self.thread = threading.Thread(target=self._copy, daemon=True)
+        self.thread.start()
+
+    def _copy(self) -> None:
+        try:
+            while chunk := self.sock.recv(65536):
+                self.out.write(chunk)
+        except OSError:
+            pass
+
+    def type(self, line: str) -> None:
+        self.sock.sendall(line.encode() + b"\n")
+
+    def close(self) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.thread.join(5)
+        self.out.close()
 
 
 @dataclass
@@ -82,7 +145,22 @@ class Side:
         self.port = free_port()
         self.src_serial, self.dst_serial = tmp / "src.serial", tmp / "dst.serial"
         self.procs: list[subprocess.Popen] = []
+        self.links: dict[str, SerialLink] = {}
         self.log = (tmp / "emulator.log").open("ab")
+
+    def serial(self, end: str) -> str:
+        """The -serial of the source or the destination (``end``): a file, or for Linux a
+        unix socket server; a source waits for the bench to connect, so nothing of its
+        boot is lost."""
+        if not self.case.linux:
+            return f"file:{self.tmp / (end + '.serial')}"
+        wait = "on" if end == "src" else "off"
+        return f"unix:{self.tmp / (end + '.sock')},server=on,wait={wait}"
+
+    def attach(self, end: str, proc: subprocess.Popen) -> None:
+        if self.case.linux:
+            self.links[end] = SerialLink(self.tmp / f"{end}.sock",
+                                         self.tmp / f"{end}.serial", proc)
 
     def spawn(self, argv: list[str]) -> subprocess.Popen:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
@@ -93,6 +171,8 @@ class Side:
     def close(self) -> None:
         for proc in self.procs:
             stop(proc)
+        for link in self.links.values():
+            link.close()
         self.log.close()
 
     def wait_listening(self, proc: subprocess.Popen) -> None:
@@ -105,6 +185,8 @@ class Side:
     def wait_guest_started(self) -> float:
         """Until the guest has printed something (it is past boot), then ~1 s more, and
         for dirty.elf until a second round: returns how fast it rewrote memory, MiB/s."""
+        if self.case.linux:
+            return self._linux_started()
         first = "alive" if self.case.append is None else "round 1 ok"
         t1 = self._wait_for(first)
         time.sleep(1.0)
@@ -115,19 +197,57 @@ class Side:
         mib = int(re.search(r"mib=(\d+)", self.case.append).group(1))
         return (rounds - 1) * mib / (time.monotonic() - t1)
 
-    def _wait_for(self, marker: str) -> float:
+    def _linux_started(self) -> float:
+        """At the shell prompt, then with the loop started and past its second pass."""
+        self._wait_for(LINUX_PROMPT)
+        mib = self.case.linux_mib
+        if not mib:
+            time.sleep(1.0)
+            return 0.0
+        self.links["src"].type(LOOP.format(mib=mib))
+        t1 = self._wait_for("pass 0 OK")
+        time.sleep(1.0)
+        self._wait_for("pass 1 OK")
+        passes = len(PASS.findall(read(self.src_serial)))
+        return (passes - 1) * mib / (time.monotonic() - t1)
+
+    def _wait_for(self, marker: str, path: Path | None = None) -> float:
         deadline = time.monotonic() + 60
-        while marker not in read(self.src_serial):
+        while marker not in read(path or self.src_serial):
             if time.monotonic() > deadline:
                 raise QmpError(f"{self.name} guest printed no '{marker}' in 60 s")
             time.sleep(0.02)
         return time.monotonic()
+
+    def check_linux(self) -> str:
+        """'' if the loop goes on at the destination with no BAD pass and its shell
+        answers, else what went wrong."""
+        before = read(self.src_serial)
+        if (bad := re.search(r"pass \d+ BAD", before)):  # not the migration's doing
+            return f"source guest: {bad.group()}"
+        last = max((int(n) for n, _ in PASS.findall(before)), default=-1)
+        if last >= 0:  # the destination's passes go on beyond the source's
+            try:
+                self._wait_for(f"pass {last + 2} ", self.dst_serial)
+            except QmpError:
+                oops = OOPS.search(read(self.dst_serial))
+                return (f"destination stopped passing after the source's pass {last}"
+                        + (f"; its kernel: {oops.group().strip()}" if oops else ""))
+        self.links["dst"].type("echo alive-$((40+2))")  # the echo of the line differs
+        try:
+            self._wait_for("\nalive-42", self.dst_serial)
+        except QmpError:
+            return "the destination's shell does not answer"
+        bad = re.search(r"pass \d+ BAD", read(self.dst_serial))
+        return f"destination guest: {bad.group()}" if bad else ""
 
     def check_destination(self, running: bool) -> str:
         """'' if the destination's guest goes on as the source's left off, else what
         went wrong."""
         if not running:
             return "destination not running after the migration"
+        if self.case.linux:
+            return self.check_linux()
         if self.case.append is None:
             return ""
         before = read(self.src_serial)
@@ -162,15 +282,19 @@ class PyemuSide(Side):
 
     def source_argv(self) -> list[str]:
         argv = [str(PYEMU), "-M", "pc", "-m", str(self.case.ram_mib), "-display", "none"]
-        if self.case.append is not None:
+        if self.case.linux:
+            argv += ["-kernel", str(LINUX / "vmlinuz"), "-initrd", str(LINUX / "rootfs.gz"),
+                     "-append", LINUX_APPEND]
+        elif self.case.append is not None:
             argv += ["-kernel", str(DIRTY), "-append", self.case.append]
-        return argv + ["-serial", f"file:{self.src_serial}",
+        return argv + ["-serial", self.serial("src"),
                        "-monitor", f"unix:{self.tmp / 'src.mon'},server,nowait"]
 
     def migrate(self) -> Run:
         src = self.spawn(self.source_argv())
+        self.attach("src", src)
         dst = self.spawn([str(PYEMU), "-incoming", f"tcp:127.0.0.1:{self.port}",
-                          "-serial", f"file:{self.dst_serial}",
+                          "-serial", self.serial("dst"),
                           "-monitor", f"unix:{self.tmp / 'dst.mon'},server,nowait"])
         mon = Hmp(self.tmp / "src.mon", proc=src)
         self.wait_listening(dst)  # its monitor comes with the machine the stream brings
@@ -198,6 +322,7 @@ class PyemuSide(Side):
                   int(field(info, r"downtime: (\d+) ms")),
                   int(field(info, r"transferred ram: (\d+) kbytes")) / 1024, rate)
         running = _pyemu_running(Hmp(self.tmp / "dst.mon", proc=dst))
+        self.attach("dst", dst)  # a bare destination opens it with the machine
         run.corruption = self.check_destination(running)
         return run
 
@@ -227,15 +352,19 @@ def field(text: str, pattern: str) -> str:
 class QemuSide(Side):
     name = "qemu"
 
-    def argv(self, serial: Path, qmp: str) -> list[str]:
+    def argv(self, end: str) -> list[str]:
+        qmp, serial = self.tmp / f"{end}.qmp", self.serial(end)
+        if self.case.linux:
+            return qemu_argv(self.case.ram_mib, LINUX / "vmlinuz", qmp, serial,
+                             LINUX_APPEND) + ["-initrd", str(LINUX / "rootfs.gz")]
         kernel = DEMO if self.case.append is None else DIRTY
-        return qemu_argv(self.case.ram_mib, kernel, self.tmp / qmp, f"file:{serial}",
-                         self.case.append)
+        return qemu_argv(self.case.ram_mib, kernel, qmp, serial, self.case.append)
 
     def migrate(self) -> Run:
-        src = self.spawn(self.argv(self.src_serial, "src.qmp"))
-        dst = self.spawn(self.argv(self.dst_serial, "dst.qmp") +
-                         ["-incoming", f"tcp:127.0.0.1:{self.port}"])
+        src = self.spawn(self.argv("src"))
+        self.attach("src", src)
+        dst = self.spawn(self.argv("dst") + ["-incoming", f"tcp:127.0.0.1:{self.port}"])
+        self.attach("dst", dst)
         qmp, dqmp = Qmp(self.tmp / "src.qmp", proc=src), Qmp(self.tmp / "dst.qmp", proc=dst)
         self.wait_listening(dst)
         qmp.cmd("migrate-set-parameters", **{
@@ -361,7 +490,7 @@ def main() -> None:
             both = cells["pyemu"].complete() and cells["qemu"].complete()
             row.append(f"{p / q:.1f}" if both and p and q else "-")
         print(_line(row, widths), flush=True)
-        if case.append is not None:
+        if case.append is not None or case.linux_mib:
             speeds = ", ".join(f"{n} {c.rewrite_rate():.0f} MiB/s" for n, c in cells.items())
             print(f"   guest rewrite rate before migrating: {speeds}", flush=True)
         for name, cell in cells.items():
