@@ -49,6 +49,7 @@ import stat
 import subprocess
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -683,7 +684,7 @@ def _fd_channel(u: Uri, *, outgoing: bool) -> Channel:
 
 # -- incoming --------------------------------------------------------------------------------
 
-class Listener:
+class Listener(ABC):
     """The receiving side before the transfer starts; ``accept()`` gives the Channel.
 
     ``address`` is what was bound or opened: ``(host, port)`` for tcp: (the real port when
@@ -700,12 +701,13 @@ class Listener:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @abstractmethod
     def accept(self, timeout: float | None = None) -> Channel:
-        raise NotImplementedError
+        """The channel of the one transfer this listener takes."""
 
+    @abstractmethod
     def close(self) -> None:
         """Stop listening, from any thread; a blocked accept() raises TransportError."""
-        raise NotImplementedError
 
 
 class _SocketListener(Listener):
