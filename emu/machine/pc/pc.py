@@ -42,6 +42,7 @@ E820_RAM, E820_RESERVED, E820_ACPI = 1, 2, 3
 # Below 1 MiB: conventional memory up to the (absent) EBDA, then the BIOS area.
 EBDA_BASE, BIOS_AREA = 0x9FC00, 0xF0000
 BIOS_STUB_SIZE = 0x10000
+IDETIM_PRIMARY, IDETIM_SECONDARY, IDE_DECODE = 0x40, 0x42, 0x8000
 BIOS_MAX = 0x40000  # SeaBIOS's largest build; the board has no flash for more
 BZIMAGE_MAGIC_OFFSET, BZIMAGE_MAGIC = 0x202, b"HdrS"
 RESET_VECTOR_STUB = bytes([0xFA, 0xF4, 0xEB, 0xFD])  # cli; hlt; jmp back to hlt
@@ -222,6 +223,12 @@ class PcMachine(Machine):
         """Base of the ACPI table area of a direct Linux boot."""
         return self.mem.below_4g - ACPI_AREA_SIZE
 
+    def enable_ide_decode(self) -> None:
+        """The firmware's IDE duty for a direct Linux boot: IDETIM bit 15 (decode enable)
+        on both channels (82371SB 2.3.9); ata_piix takes a channel without it as off."""
+        for idetim in (IDETIM_PRIMARY, IDETIM_SECONDARY):
+            self.ide.config_write(idetim, 2, self.ide.config_read(idetim, 2) | IDE_DECODE)
+
     def install_acpi(self) -> acpi.AcpiTables:
         """The firmware's ACPI duties for a direct Linux boot: decode the PM registers
         at PM_BASE (PMBA, PIIX4 3.4.1.1; PMREGMISC bit 0 enables them), and put the tables
@@ -275,6 +282,7 @@ class PcMachine(Machine):
         if self.kernel is None:
             return  # the CPU is at the reset vector; the firmware takes it from there
         if self.linux is not None:
+            self.enable_ide_decode()
             tables = self.install_acpi()
             booted = linux.load_linux(self.linux, self.cfg.append, self.initrd, self.cfg.initrd,
                                       self.mem, self.memory_map(), rsdp=tables.rsdp)

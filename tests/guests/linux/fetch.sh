@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Fetches Debian's cloud kernel (bzImage) and busybox-static with apt-get and builds the
 # initramfs the Linux guest tests boot: tests/guests/build/linux/{vmlinuz,rootfs.gz}.
+# The IDE disk driver (ata_piix, sd_mod and what they depend on) is a module in that
+# kernel: it is taken from the same package into the initramfs, which /init loads.
 # The kernel version is discovered from the linux-image-cloud-amd64 metapackage.
 # Idempotent; exits non-zero with one clear line when a package cannot be had.
 set -euo pipefail
@@ -8,8 +10,10 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=$HERE/../build/linux
 PYTHON=${PYTHON:-python3}
 LOG=/tmp/fetch-linux-guest.log
-[ -f "$OUT/vmlinuz" ] && [ -f "$OUT/rootfs.gz" ] && [ "$OUT/rootfs.gz" -nt "$HERE/mkinitramfs.py" ] \
-    && [ "$OUT/rootfs.gz" -nt "$HERE/init" ] && exit 0
+MODULES=$OUT/pkgs/modules
+[ -f "$OUT/vmlinuz" ] && [ -f "$MODULES/order" ] && [ -f "$OUT/rootfs.gz" ] \
+    && [ "$OUT/rootfs.gz" -nt "$HERE/mkinitramfs.py" ] && [ "$OUT/rootfs.gz" -nt "$HERE/init" ] \
+    && [ "$MODULES/order" -nt "$HERE/pickmodules.py" ] && exit 0
 fail() { echo "fetch-linux: $*; see $LOG" >&2; exit 1; }
 command -v apt-get >/dev/null || { echo "fetch-linux: apt-get is needed to fetch the kernel and busybox" >&2; exit 1; }
 : >"$LOG"
@@ -25,12 +29,17 @@ IMAGE=$(apt-cache depends linux-image-cloud-amd64 2>>"$LOG" \
         | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-cloud-amd64\)$/\1/p' | head -n1)
 [ -n "$IMAGE" ] || fail "no linux-image-*-cloud-amd64 behind the linux-image-cloud-amd64 package"
 
-if [ ! -f "$OUT/vmlinuz" ]; then
+if [ ! -f "$OUT/vmlinuz" ] || [ ! -f "$MODULES/order" ] || [ "$HERE/pickmodules.py" -nt "$MODULES/order" ]; then
     rm -f ./"$IMAGE"_*.deb
     apt-get download "$IMAGE" >>"$LOG" 2>&1 || fail "'apt-get download $IMAGE' failed (no network or package?)"
     rm -rf kernel && mkdir kernel
-    dpkg-deb --fsys-tarfile ./"$IMAGE"_*.deb | tar -x -C kernel ./boot
-    cp kernel/boot/vmlinuz-* "$OUT/vmlinuz.tmp" || fail "$IMAGE holds no /boot/vmlinuz-*"
+    dpkg-deb --fsys-tarfile ./"$IMAGE"_*.deb | tar -x -C kernel ./boot ./lib/modules >>"$LOG" 2>&1 \
+        || fail "$IMAGE could not be unpacked"
+    cp kernel/boot/vmlinuz-* "$OUT/vmlinuz.tmp" >>"$LOG" 2>&1 || fail "$IMAGE holds no /boot/vmlinuz-*"
+    rm -rf "$MODULES.tmp"
+    "$PYTHON" "$HERE/pickmodules.py" kernel/lib/modules/*/ ata_piix sd_mod -o "$MODULES.tmp" >>"$LOG" 2>&1 \
+        || fail "could not take the IDE modules out of $IMAGE"
+    rm -rf "$MODULES" && mv "$MODULES.tmp" "$MODULES"
     mv "$OUT/vmlinuz.tmp" "$OUT/vmlinuz"
     rm -rf kernel ./"$IMAGE"_*.deb
 fi
@@ -43,5 +52,6 @@ if [ ! -x busybox/bin/busybox ]; then
     rm -f ./busybox-static_*.deb
 fi
 BUSYBOX=$PWD/busybox/bin/busybox
-"$PYTHON" "$HERE/mkinitramfs.py" --busybox "$BUSYBOX" --init "$HERE/init" -o "$OUT/rootfs.gz.tmp"
+"$PYTHON" "$HERE/mkinitramfs.py" --busybox "$BUSYBOX" --init "$HERE/init" --modules "$MODULES" \
+    -o "$OUT/rootfs.gz.tmp"
 mv "$OUT/rootfs.gz.tmp" "$OUT/rootfs.gz"

@@ -56,11 +56,18 @@ class Cpio:
         return bytes(self.out)
 
 
-def build(busybox: bytes, init: bytes) -> bytes:
-    """The archive: busybox, /init, the directories init mounts on, console nodes."""
+def build(busybox: bytes, init: bytes, modules: Path | None = None) -> bytes:
+    """The archive: busybox, /init, the directories init mounts on, console nodes, and
+    the kernel modules pickmodules.py chose (lib/modules/<name>.ko and their load
+    'order')."""
     c = Cpio()
-    for d in ("bin", "sbin", "dev", "proc", "sys", "tmp", "root", "etc"):
+    for d in ("bin", "sbin", "dev", "proc", "sys", "tmp", "root", "etc", "lib", "lib/modules"):
         c.directory(d)
+    if modules is not None:
+        order = (modules / "order").read_text()
+        c.file("lib/modules/order", order.encode(), 0o644)
+        for name in order.split():
+            c.file(f"lib/modules/{name}.ko", (modules / f"{name}.ko").read_bytes(), 0o644)
     c.file("bin/busybox", busybox)
     c.symlink("bin/sh", "busybox")
     c.file("init", init)
@@ -74,9 +81,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--busybox", required=True, type=Path)
     ap.add_argument("--init", required=True, type=Path)
+    ap.add_argument("--modules", type=Path, help="directory pickmodules.py wrote")
     ap.add_argument("-o", "--output", required=True, type=Path)
     args = ap.parse_args()
-    archive = build(args.busybox.read_bytes(), args.init.read_bytes())
+    archive = build(args.busybox.read_bytes(), args.init.read_bytes(), args.modules)
     # mtime=0: the same inputs give the same bytes.
     args.output.write_bytes(gzip.compress(archive, compresslevel=9, mtime=0))
 
