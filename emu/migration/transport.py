@@ -559,7 +559,7 @@ class _FileWriter(Channel):
 
 
 def _create_temp(uri: str, path: str) -> tuple[str, int]:
-    """A new file ``.NAME.XXXXXXXX.part`` in the target's directory (so rename is atomic)."""
+    """A new file ``.NAME.<random>.part`` in the target's directory (so rename is atomic)."""
     directory, name = os.path.split(path)
     while True:
         temp = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.part")
