@@ -135,6 +135,17 @@ int fw_cfg_present(void);
 void fw_cfg_select(u16 key);
 void fw_cfg_read(void *buf, u32 len);
 int fw_cfg_find_file(const char *name, u16 *key, u32 *size);
+struct fw_cfg_file { u32 size; u16 key; char name[56]; };
+/* Calls fn for each directory entry until it returns non-zero, and returns that value;
+ * fn must not select another item. */
+int fw_cfg_each_file(int (*fn)(const struct fw_cfg_file *f, void *ctx), void *ctx);
+
+/* -- optionrom.c ---------------------------------------------------------------------- */
+void option_roms_load(void);
+int option_rom_in_bootorder(u32 i);
+u32 option_rom_bev(u32 i);     /* its bootstrap entry as seg:off, 0 if it has none */
+extern u16 option_rom_segs[];   /* 0-terminated; entry.S calls each one's init entry */
+extern u32 option_rom_count;
 #define FW_CFG_RAM_SIZE 0x03
 
 /* -- memory map (system.c) ------------------------------------------------------------ */

@@ -1,6 +1,8 @@
 /*
  * INT 19h bootstrap and INT 18h.
  *
+ * Boot devices are tried in turn: an entry that returns (a ROM's BEV, BIOS Boot
+ * Specification 1.01) makes INT 19h try the next one; after the last, INT 18h.
  * Boot order: the CMOS boot device nibbles QEMU's pc board stores for -boot (3Dh bits
  * 3:0 first, 7:4 second, 38h bits 7:4 third; 1 floppy, 2 hard disk, 3 CD-ROM,
  * 4 network); without any usable entry, hard disk then CD-ROM.
@@ -98,25 +100,49 @@ static u32 boot_cd(struct bregs *r)
     return segoff(seg, 0);
 }
 
-void handle_19(struct bregs *r)
+enum { BOOT_DISK = 2, BOOT_CD = 3, BOOT_ROM = 0x10 /* + option ROM index */ };
+#define MAX_CANDIDATES (3 + 8)
+
+static u32 boot_tried;  /* candidates tried so far: INT 19h goes on after a BEV returns */
+
+/* What to try, in order: ROMs bootorder names, the CMOS order (disk then CD-ROM when it
+ * names neither), then the other ROMs. */
+static u32 boot_candidates(u8 *list)
 {
     u8 order[3] = {cmos_read(0x3D) & 0x0F, cmos_read(0x3D) >> 4, cmos_read(0x38) >> 4};
-    int tried = 0;
+    u32 n = 0;
+    for (u32 i = 0; i < option_rom_count; i++)
+        if (option_rom_in_bootorder(i))
+            list[n++] = (u8)(BOOT_ROM + i);
+    u32 cmos_first = n;
+    for (u32 i = 0; i < 3; i++)
+        if (order[i] == BOOT_DISK || order[i] == BOOT_CD)
+            list[n++] = order[i];
+    if (n == cmos_first) {
+        list[n++] = BOOT_DISK;
+        list[n++] = BOOT_CD;
+    }
+    for (u32 i = 0; i < option_rom_count; i++)
+        if (!option_rom_in_bootorder(i))
+            list[n++] = (u8)(BOOT_ROM + i);
+    return n;
+}
+
+void handle_19(struct bregs *r)
+{
+    u8 list[MAX_CANDIDATES];
+    u32 n = boot_candidates(list);
     r->eax = 0;
     r->ds = r->es = 0;
-    for (u32 i = 0; i < 3 && !r->eax; i++) {
-        if (order[i] == 2)
+    while (!r->eax && boot_tried < n) {
+        u8 what = list[boot_tried++];
+        if (what == BOOT_DISK)
             r->eax = boot_disk(r);
-        else if (order[i] == 3)
+        else if (what == BOOT_CD)
             r->eax = boot_cd(r);
         else
-            continue;
-        tried = 1;
+            r->eax = option_rom_bev(what - BOOT_ROM);
     }
-    if (!tried)
-        r->eax = boot_disk(r);
-    if (!tried && !r->eax)
-        r->eax = boot_cd(r);
 }
 
 void handle_18(struct bregs *r)

@@ -71,10 +71,40 @@ shadowed:
         movw    %ax, %es
         movl    $post_main, %eax
         call    call32                  /* the C POST ends by write-protecting F000 */
+        call    option_roms_init
         sti
         int     $0x19
 1:      hlt
         jmp     1b
+
+/* Far-call the initialisation entry (offset 3) of each option ROM POST placed, with
+ * BX = DX = FFFFh (no ISA PnP card) as BBS 1.01 asks; the segments are a 0-terminated
+ * list in the C part's data (E segment). */
+option_roms_init:
+        movl    $option_rom_segs, %esi
+        subl    $0xE0000, %esi
+1:      movw    $0xE000, %ax
+        movw    %ax, %fs
+        movw    %fs:(%si), %ax
+        testw   %ax, %ax
+        jz      2f
+        pushw   %si
+        pushw   %ax
+        pushw   $3
+        movw    %sp, %bp
+        movw    $0xFFFF, %bx
+        movw    $0xFFFF, %dx
+        lcallw  *(%bp)
+        cli
+        cld
+        addw    $4, %sp
+        popw    %si
+        xorw    %ax, %ax
+        movw    %ax, %ds
+        movw    %ax, %es
+        addw    $2, %si
+        jmp     1b
+2:      ret
 
 /* Write AH to config register AL of PCI 00:00.0 (the i440FX). Clobbers AX, CX, DX. */
 pam_write:
@@ -164,8 +194,9 @@ call32_back:                            /* 16-bit protected mode, CS = SEL_CODE1
         C_ENTRY int1a_entry, handle_1a
         C_ENTRY int15_c, handle_15
 
-/* INT 19h: the C part loads a boot sector and returns its entry (seg:off) in EAX and
- * the drive in DL, or EAX = 0 when nothing booted. */
+/* INT 19h: the C part loads a boot sector (or picks a ROM's BEV) and returns its entry
+ * (seg:off) in EAX and the drive in DL, or EAX = 0 when nothing is left to try. The
+ * entry is far-called: a BEV that returns did not boot, and the next device is tried. */
         .globl int19_entry
 int19_entry:
         cli
@@ -182,10 +213,12 @@ int19_entry:
         popw    %ds
         testl   %eax, %eax
         jz      1f
-        pushl   %eax                    /* IP then CS for lretw */
+        pushl   %eax                    /* IP then CS for lcallw */
+        movw    %sp, %bp
         xorl    %eax, %eax
         sti
-        lretw
+        lcallw  *(%bp)
+        jmp     int19_entry
 1:      int     $0x18
 
 /* INT 18h: no bootable device. Say so and stop. */

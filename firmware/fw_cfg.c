@@ -36,19 +36,44 @@ static u32 be32(const u8 *p)
     return (u32)p[0] << 24 | (u32)p[1] << 16 | (u32)p[2] << 8 | p[3];
 }
 
-int fw_cfg_find_file(const char *name, u16 *key, u32 *size)
+int fw_cfg_each_file(int (*fn)(const struct fw_cfg_file *f, void *ctx), void *ctx)
 {
     u8 entry[64];
-    u32 namelen = strlen(name) + 1;
+    struct fw_cfg_file f;
     fw_cfg_select(FW_CFG_FILE_DIR);
     fw_cfg_read(entry, 4);
     for (u32 n = be32(entry); n; n--) {
         fw_cfg_read(entry, sizeof(entry));
-        if (memcmp(entry + 8, name, namelen) == 0) {
-            *size = be32(entry);
-            *key = (u16)(entry[4] << 8 | entry[5]);
-            return 1;
-        }
+        f.size = be32(entry);
+        f.key = (u16)(entry[4] << 8 | entry[5]);
+        memcpy(f.name, entry + 8, sizeof(f.name));
+        f.name[sizeof(f.name) - 1] = 0;
+        int done = fn(&f, ctx);
+        if (done)
+            return done;
     }
     return 0;
+}
+
+static int match_name(const struct fw_cfg_file *f, void *ctx)
+{
+    struct fw_cfg_file *want = ctx;
+    if (memcmp(f->name, want->name, strlen(want->name) + 1))
+        return 0;
+    *want = *f;
+    return 1;
+}
+
+int fw_cfg_find_file(const char *name, u16 *key, u32 *size)
+{
+    struct fw_cfg_file want;
+    u32 len = strlen(name) + 1;
+    if (len > sizeof(want.name))
+        return 0;
+    memcpy(want.name, name, len);
+    if (!fw_cfg_each_file(match_name, &want))
+        return 0;
+    *key = want.key;
+    *size = want.size;
+    return 1;
 }

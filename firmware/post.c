@@ -171,6 +171,7 @@ void post_main(struct bregs *r)
     i8042_init();
     pci_init();
     ata_init();
+    option_roms_load();
     /* F segment read-only from here on: PAM0 bits 5:4 = 01 (reads from DRAM). */
     pci_write8(0, 0, PAM0, 0x10);
 }

@@ -73,13 +73,19 @@ def _verdicts(text: str) -> tuple[list[str], list[str]]:
             [ln for ln in lines if ln.startswith("FAIL ")])
 
 
-def test_build_is_reproducible(bios, tmp_path):
-    first = _make(tmp_path / "a").read_bytes()
-    second = _make(tmp_path / "b").read_bytes()
-    assert len(first) == 64 * 1024
-    assert first == second == Path(bios).read_bytes()
-    # The reset vector at F000:FFF0 is a far jump into segment F000h.
-    assert first[0xFFF0] == 0xEA and first[0xFFF3:0xFFF5] == b"\x00\xf0"
+@pytest.mark.parametrize("name", ["bios.bin", "linuxboot.bin"])
+def test_build_is_reproducible(bios, tmp_path, name):
+    first = (_make(tmp_path / "a").parent / name).read_bytes()
+    second = (_make(tmp_path / "b").parent / name).read_bytes()
+    assert first == second == (Path(bios).parent / name).read_bytes()
+    if name == "bios.bin":
+        # 64 KiB whose reset vector at F000:FFF0 is a far jump into segment F000h.
+        assert len(first) == 64 * 1024
+        assert first[0xFFF0] == 0xEA and first[0xFFF3:0xFFF5] == b"\x00\xf0"
+    else:
+        # an option ROM: 55h AAh, its length in 512-byte blocks, all bytes summing to 0
+        assert first[:2] == b"\x55\xaa" and len(first) == first[2] * 512
+        assert sum(first) % 256 == 0
 
 
 def test_boots_our_mbr_from_ide(bios, media, pyemu):

@@ -1,6 +1,7 @@
 """Debian's Linux 6.1 (cloud kernel) with a busybox initramfs, booted by pyemu's own
-Linux loader (-kernel bzImage -initrd -append) and used on the serial console as a
-person would: commands typed on stdin, their output read back.
+Linux loader (-kernel bzImage -initrd -append), or with -bios through the firmware and
+fw_cfg, and used on the serial console as a person would: commands typed on stdin, their
+output read back.
 
 One guest is booted for the whole module (boot time dominates); each test types a
 command and waits for its output followed by a numbered end mark.
@@ -157,6 +158,17 @@ def test_reboot_exits_under_no_reboot(linux: Console) -> None:
     assert linux.proc.wait(30) == 0
 
 
+def powers_off(linux: Console) -> None:
+    """``poweroff -f`` ends pyemu with status 0, and the kernel's last words say it was a
+    power-off (status 0 is also what -no-reboot gives a reboot)."""
+    start = linux.type("poweroff -f")
+    assert linux.proc.wait(30) == 0
+    deadline = time.monotonic() + 5  # the reader thread may still be draining the pipe
+    while b"reboot: Power down" not in linux.out[start:] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert b"reboot: Power down" in linux.out[start:], linux.out[start:]
+
+
 def test_acpi_poweroff_exits_with_status_0() -> None:
     # Without acpi=off: Linux finds the FADT and DSDT pyemu builds, learns \_S5 and
     # powers off through PM1a_CNT's SLP_EN, which ends pyemu with status 0.
@@ -165,14 +177,36 @@ def test_acpi_poweroff_exits_with_status_0() -> None:
         assert b"ACPI: PM: (supports S0 S5)" in linux.out
         # ACPI found the PCI root bridge: bus 0 is scanned, IDE included.
         assert "0000:00:01.1" in linux.run("ls /sys/bus/pci/devices")
-        start = linux.type("poweroff -f")
-        assert linux.proc.wait(30) == 0
-        # Status 0 is also what -no-reboot gives a reboot: the kernel's last words tell
-        # the power-off apart (the reader thread may still be draining the pipe).
-        deadline = time.monotonic() + 5
-        while b"reboot: Power down" not in linux.out[start:] and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert b"reboot: Power down" in linux.out[start:], linux.out[start:]
+        powers_off(linux)
+
+
+SEABIOS = Path("/usr/share/seabios/bios.bin")
+
+
+@pytest.mark.parametrize("bios, banner", [("bios.bin", b"pyemu BIOS"),
+                                          (str(SEABIOS), b"SeaBIOS")], ids=["own", "seabios"])
+def test_firmware_boots_the_kernel_through_fw_cfg(bios: str, banner: bytes) -> None:
+    # With -bios, -kernel goes through the firmware: it runs pyemu's linuxboot option ROM
+    # from fw_cfg (genroms/, first in bootorder), which loads setup, kernel, command line
+    # and initrd by fw_cfg DMA and enters setup in real mode; setup takes the memory map
+    # from the firmware's INT 15h E820. "bios.bin" is pyemu's own, found by name.
+    if banner == b"SeaBIOS" and not SEABIOS.exists():
+        pytest.fail(f"{SEABIOS} is missing: 'make test' installs Debian's seabios package")
+    with booted(APPEND_ACPI, "-bios", bios) as linux:
+        out = linux.out
+        assert out.index(banner) < out.index(b"Booting from ROM") < out.index(b"Linux version")
+        assert linux.run("cat /proc/cmdline").strip() == APPEND_ACPI
+        e820 = linux.run("dmesg | grep BIOS-e820")
+        assert "[mem 0x0000000000000000-0x000000000009fbff] usable" in e820, e820
+        if banner == b"pyemu BIOS":
+            # the BIOS's own reservation (E and F segments), not the board's direct map
+            assert "[mem 0x00000000000e0000-0x00000000000fffff] reserved" in e820, e820
+            linux.type("reboot -f")
+            assert linux.proc.wait(30) == 0
+        else:
+            # SeaBIOS builds its own ACPI tables on the PIIX4 PM block it programs
+            assert b"ACPI: PM: (supports S0 S5)" in linux.out
+            powers_off(linux)
 
 
 MIB = 1 << 20

@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 
 from emu.devices import fw_cfg
-from emu.devices.fw_cfg import FwCfg
 from emu.machine.config import MachineConfig
 from emu.machine.pc.multiboot import BootError
-from emu.machine.pc.pc import PcMachine, _linux_items
+from emu.machine.pc.pc import OWN_BIOS, PcMachine
 
 HELLO = Path(__file__).resolve().parents[1] / "guests" / "build" / "hello.elf"
 
@@ -49,27 +48,83 @@ def test_fw_cfg_describes_the_machine(machine):
     assert item(m, fw_cfg.BOOT_DEVICE, 1) == b"c"
 
 
-def test_kernel_items_carry_the_kernel_and_command_line(machine, tmp_path):
+def bzimage(tmp_path: Path, setup_sects: int = 2) -> Path:
+    """A minimal relocatable bzImage (protocol 2.15) with a 4 KiB kernel part."""
+    image = bytearray((setup_sects + 1) * 512 + 4096)
+    image[0x1F1] = setup_sects
+    image[0x201] = 0x66  # the header's jump: the header ends at 268h
+    image[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", image, 0x206, 0x20F)
+    struct.pack_into("<I", image, 0x214, 0x100000)  # code32_start
+    struct.pack_into("<I", image, 0x22C, 0x37FFFFFF)  # initrd_addr_max
+    struct.pack_into("<I", image, 0x230, 0x200000)  # kernel_alignment
+    image[0x234] = 1  # relocatable
+    struct.pack_into("<I", image, 0x238, 2048)  # cmdline_size
+    struct.pack_into("<Q", image, 0x258, 0x1000000)  # pref_address
+    struct.pack_into("<I", image, 0x260, 0x800000)  # init_size
+    image[-4096:-4092] = b"KERN"
+    path = tmp_path / "bzImage"
+    path.write_bytes(bytes(image))
+    return path
+
+
+def u32_item(m: PcMachine, key: int) -> int:
+    return struct.unpack("<I", item(m, key, 4))[0]
+
+
+def test_kernel_through_firmware_is_offered_in_fw_cfg(machine, tmp_path):
     initrd = tmp_path / "initrd"
     initrd.write_bytes(b"initrd-bytes")
-    m = machine(kernel=str(HELLO), append="console=ttyS0", initrd=str(initrd))
-    size = struct.unpack("<I", item(m, fw_cfg.KERNEL_SIZE, 4))[0]
-    assert size == HELLO.stat().st_size
-    assert item(m, fw_cfg.KERNEL_DATA, 16) == HELLO.read_bytes()[:16]
+    kernel = bzimage(tmp_path)
+    m = machine(kernel=str(kernel), bios=str(OWN_BIOS), append="console=ttyS0",
+                initrd=str(initrd), ram_size=256 << 20)
+    # each part: where the option ROM puts it, its size, its bytes
+    assert u32_item(m, fw_cfg.SETUP_ADDR) == 0x10000
+    assert u32_item(m, fw_cfg.SETUP_SIZE) == 1536
+    setup = item(m, fw_cfg.SETUP_DATA, 1536)
+    assert u32_item(m, fw_cfg.KERNEL_ADDR) == 0x1000000  # pref_address
+    assert u32_item(m, fw_cfg.KERNEL_SIZE) == 4096
+    assert item(m, fw_cfg.KERNEL_DATA, 4) == b"KERN"
+    assert u32_item(m, fw_cfg.CMDLINE_ADDR) == 0x20000
     assert item(m, fw_cfg.CMDLINE_DATA, 14) == b"console=ttyS0\0"
+    initrd_addr = u32_item(m, fw_cfg.INITRD_ADDR)
     assert item(m, fw_cfg.INITRD_DATA, 12) == b"initrd-bytes"
+    # below the RAM the firmware keeps at the top, page-aligned
+    assert initrd_addr % 4096 == 0 and initrd_addr + 12 <= (256 - 1) << 20
+    # the loader's header fields are filled in the setup sectors themselves
+    assert setup[0x210] == 0xFF  # type_of_loader
+    assert setup[0x211] & 0x81 == 0x81  # LOADED_HIGH | CAN_USE_HEAP
+    assert struct.unpack_from("<II", setup, 0x218) == (initrd_addr, 12)
+    assert struct.unpack_from("<I", setup, 0x228)[0] == 0x20000  # cmd_line_ptr
+    assert struct.unpack_from("<I", setup, 0x214)[0] == 0x1000000  # code32_start
+    # the option ROM that loads them, first in the boot order
+    fw = m.fw_cfg
+    rom = fw.items[fw.file_key("genroms/linuxboot_dma.bin")]
+    assert rom[:2] == b"\x55\xaa" and len(rom) == rom[2] * 512 and sum(rom) % 256 == 0
+    assert fw.items[fw.file_key("bootorder")] == b"/rom@genroms/linuxboot_dma.bin\n"
 
 
-def test_a_bzimage_is_split_into_setup_and_kernel():
-    image = bytearray(8192)
-    image[0x1F1] = 2  # setup_sects: the setup is 3 sectors with the boot sector
-    image[0x202:0x206] = b"HdrS"
-    image[1536:1540] = b"KERN"
-    fw = FwCfg("fw_cfg", None)
-    _linux_items(fw, bytes(image), "", None)
-    assert fw.items[fw_cfg.SETUP_SIZE] == struct.pack("<I", 1536)
-    assert fw.items[fw_cfg.SETUP_DATA] == bytes(image[:1536])
-    assert fw.items[fw_cfg.KERNEL_DATA][:4] == b"KERN"
+def test_kernel_without_bios_is_loaded_directly(machine, tmp_path):
+    m = machine(kernel=str(bzimage(tmp_path)), ram_size=256 << 20)
+    with pytest.raises(KeyError):
+        m.fw_cfg.file_key("genroms/linuxboot_dma.bin")
+    assert m.mem.read(0x1000000, 4) == b"KERN"
+
+
+@pytest.mark.parametrize("opts, message", [
+    (dict(ram_size=16 << 20), r"-kernel: the kernel needs RAM up to 0x1800000; give more"),
+    (dict(append="x" * 3000), r"-append: command line of 3000 bytes; this kernel takes at "
+                              r"most 2048"),
+])
+def test_kernel_through_firmware_that_does_not_fit_is_refused(machine, tmp_path, opts,
+                                                              message):
+    with pytest.raises(BootError, match=message):
+        machine(kernel=str(bzimage(tmp_path)), bios=str(OWN_BIOS), **opts)
+
+
+def test_setup_too_big_for_real_mode_is_refused(machine, tmp_path):
+    with pytest.raises(BootError, match=r"real-mode setup of 65024 bytes does not fit"):
+        machine(kernel=str(bzimage(tmp_path, setup_sects=126)), bios=str(OWN_BIOS))
 
 
 def test_cmos_holds_memory_and_boot_order(machine):

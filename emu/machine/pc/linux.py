@@ -1,4 +1,4 @@
-"""Linux x86 boot protocol loader for ``-kernel bzImage`` (direct boot, no firmware).
+"""Linux x86 boot protocol loader for ``-kernel bzImage``: direct, or through firmware.
 
 Follows the kernel's Documentation/x86/boot.rst: the real-mode header at 0x1F1 ("HdrS"
 at 0x202, protocol version at 0x206; 2.06 or later is required here, for cmdline_size
@@ -10,6 +10,12 @@ map at 0x2D0 with its count at 0x1E8, the ACPI RSDP address at 0x070 (protocol 2
 later); and the 32-bit boot protocol's entry state: flat
 4 GiB segments, a GDT holding __BOOT_CS (0x10) and __BOOT_DS (0x18), ESI = boot_params,
 EBP = EDI = EBX = 0, interrupts off, paging off.
+Through firmware (fw_cfg_boot), the loader's part is the same but done in the setup
+sectors themselves, which the firmware's option ROM (firmware/linuxboot.S) copies to
+SETUP_SEG:0 with the kernel, command line and initrd at the addresses given here, then
+enters setup at SETUP_SEG+20h:0 in real mode with SS = DS = SETUP_SEG and SP at the
+heap's end, as boot.rst's "Running the kernel" asks. Setup then asks the firmware for
+the memory map (INT 15h E820) itself.
 The image is hostile input: every field used is checked against the file and RAM.
 """
 
@@ -46,7 +52,12 @@ GDT_ADDR = 0x8000
 ZERO_PAGE = 0x10000
 CMDLINE_ADDR = 0x20000
 CMDLINE_LIMIT = 0x10000  # the room at CMDLINE_ADDR, whatever cmdline_size allows
-HEAP_END = 0xFE00  # the real-mode heap's end as setup would see it (offset in its segment)
+HEAP_END = 0xFE00  # the real-mode heap's end as setup sees it (offset in its segment)
+SETUP_ADDR = 0x10000  # real-mode setup through firmware: segment 1000h, below the cmdline
+# Through firmware, RAM at the top of low memory is the firmware's (its tables, reserved
+# in its E820): the initrd stays this far below it.
+FIRMWARE_RESERVE = 0x100000
+E820_RAM = 1
 # The GDT: null, unused, then flat 4 GiB ring-0 code (0x10) and data (0x18).
 GDT = struct.pack("<4Q", 0, 0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF)
 
@@ -56,6 +67,7 @@ class LinuxImage:
     """A parsed bzImage: what the loader takes from the file."""
 
     header: bytes  # the setup header, 0x1F1 up to its end
+    setup: bytes  # the real-mode part: boot sector and setup sectors
     kernel: bytes  # the protected-mode part
     version: int
     code32_start: int
@@ -94,7 +106,8 @@ def parse_bzimage(data: bytes, path: str) -> LinuxImage:
         # A relocatable kernel decompresses at pref_address anyway: loading it there
         # saves it moving itself out of the way first.
         load_addr = pref
-    return LinuxImage(header=header, kernel=data[setup_len:], version=version,
+    return LinuxImage(header=header, setup=data[:setup_len], kernel=data[setup_len:],
+                      version=version,
                       code32_start=_u(data, CODE32_START, "I"),
                       initrd_addr_max=_u(data, INITRD_ADDR_MAX, "I"),
                       cmdline_size=_u(data, CMDLINE_SIZE, "I"), load_addr=load_addr)
@@ -109,43 +122,66 @@ class LinuxBoot:
     initrd_addr: int | None = None
 
 
-def load_linux(image: LinuxImage, cmdline: str, initrd: bytes | None, initrd_path: str | None,
-               mem: AddressSpace, e820: list[tuple[int, int, int]],
-               rsdp: int | None = None) -> LinuxBoot:
-    """Put kernel, boot_params, command line and initrd into guest RAM."""
+@dataclass
+class Layout:
+    """Where the loader puts each part, checked against the memory map."""
+
+    cmdline: bytes  # NUL-terminated
+    entry: int  # code32_start as the loader sets it
+    kernel_end: int
+    initrd_addr: int | None
+
+
+def _layout(image: LinuxImage, cmdline: str, initrd_size: int | None, initrd_path: str | None,
+            e820: list[tuple[int, int, int]]) -> Layout:
     init_size = _u(image.header, INIT_SIZE - HDR_START, "I")
     kernel_end = image.load_addr + max(len(image.kernel), init_size)
-    if not mem.is_ram(image.load_addr, kernel_end - image.load_addr):
+    if not any(kind == E820_RAM and base <= image.load_addr and kernel_end <= base + length
+               for base, length, kind in e820):
         raise BootError(f"-kernel: the kernel needs RAM up to {kernel_end:#x}; "
                         f"give more memory with -m")
-    mem.write(image.load_addr, image.kernel)
-
-    params = bytearray(4096)
-    params[HDR_START:HDR_START + len(image.header)] = image.header
-    params[TYPE_OF_LOADER] = LOADER_UNDEFINED
-    params[LOADFLAGS] |= LOADED_HIGH | CAN_USE_HEAP
-    struct.pack_into("<H", params, HEAP_END_PTR, HEAP_END - 0x200)
-    # code32_start is where the kernel was loaded: a relocatable one loaded elsewhere
-    # than its default finds itself from there.
-    entry = image.load_addr if image.load_addr != ONE_MIB else image.code32_start
-    struct.pack_into("<I", params, CODE32_START, entry)
-
     line = cmdline.encode()
     limit = min(image.cmdline_size, CMDLINE_LIMIT - 1)
     if len(line) > limit:
         raise BootError(f"-append: command line of {len(line)} bytes; this kernel takes "
                         f"at most {limit}")
-    mem.write(CMDLINE_ADDR, line + b"\0")
-    struct.pack_into("<I", params, CMD_LINE_PTR, CMDLINE_ADDR)
-
     initrd_addr = None
-    if initrd is not None:
-        initrd_addr = _place_initrd(image, len(initrd), initrd_path or "", kernel_end, e820)
-        mem.write(initrd_addr, initrd)
-        struct.pack_into("<II", params, RAMDISK_IMAGE, initrd_addr, len(initrd))
+    if initrd_size is not None:
+        initrd_addr = _place_initrd(image, initrd_size, initrd_path or "", kernel_end, e820)
+    # code32_start is where the kernel was loaded: a relocatable one loaded elsewhere
+    # than its default finds itself from there.
+    entry = image.load_addr if image.load_addr != ONE_MIB else image.code32_start
+    return Layout(cmdline=line + b"\0", entry=entry, kernel_end=kernel_end,
+                  initrd_addr=initrd_addr)
 
+
+def _fill_header(buf: bytearray, layout: Layout, initrd_size: int | None) -> None:
+    """The loader's fields of the setup header, in boot_params or in the setup sectors
+    (both hold the header at 0x1F1)."""
+    buf[TYPE_OF_LOADER] = LOADER_UNDEFINED
+    buf[LOADFLAGS] |= LOADED_HIGH | CAN_USE_HEAP
+    struct.pack_into("<H", buf, HEAP_END_PTR, HEAP_END - 0x200)
+    struct.pack_into("<I", buf, CODE32_START, layout.entry)
+    struct.pack_into("<I", buf, CMD_LINE_PTR, CMDLINE_ADDR)
+    if layout.initrd_addr is not None:
+        struct.pack_into("<II", buf, RAMDISK_IMAGE, layout.initrd_addr, initrd_size)
+
+
+def load_linux(image: LinuxImage, cmdline: str, initrd: bytes | None, initrd_path: str | None,
+               mem: AddressSpace, e820: list[tuple[int, int, int]],
+               rsdp: int | None = None) -> LinuxBoot:
+    """Put kernel, boot_params, command line and initrd into guest RAM."""
+    initrd_size = None if initrd is None else len(initrd)
+    layout = _layout(image, cmdline, initrd_size, initrd_path, e820)
     if len(e820) > E820_MAX:
         raise BootError(f"-kernel: memory map of {len(e820)} entries (at most {E820_MAX})")
+    mem.write(image.load_addr, image.kernel)
+    params = bytearray(4096)
+    params[HDR_START:HDR_START + len(image.header)] = image.header
+    _fill_header(params, layout, initrd_size)
+    mem.write(CMDLINE_ADDR, layout.cmdline)
+    if initrd is not None:
+        mem.write(layout.initrd_addr, initrd)
     params[E820_ENTRIES] = len(e820)
     for i, entry_ in enumerate(e820):
         E820_ENTRY.pack_into(params, E820_TABLE + i * E820_ENTRY.size, *entry_)
@@ -153,7 +189,37 @@ def load_linux(image: LinuxImage, cmdline: str, initrd: bytes | None, initrd_pat
         struct.pack_into("<Q", params, ACPI_RSDP_ADDR, rsdp)
     mem.write(ZERO_PAGE, bytes(params))
     mem.write(GDT_ADDR, GDT)
-    return LinuxBoot(entry=entry, boot_params=ZERO_PAGE, initrd_addr=initrd_addr)
+    return LinuxBoot(entry=layout.entry, boot_params=ZERO_PAGE, initrd_addr=layout.initrd_addr)
+
+
+@dataclass
+class FirmwareBoot:
+    """What the firmware's option ROM copies where (fw_cfg's setup, kernel, cmdline and
+    initrd items with their addresses)."""
+
+    setup: bytes  # with the loader's header fields filled in
+    kernel_addr: int
+    cmdline: bytes
+    initrd_addr: int | None
+    setup_addr: int = SETUP_ADDR
+    cmdline_addr: int = CMDLINE_ADDR
+
+
+def firmware_boot(image: LinuxImage, cmdline: str, initrd_size: int | None,
+                  initrd_path: str | None, ram_below_4g: int) -> FirmwareBoot:
+    """The layout of a boot through firmware; BootError when it does not fit."""
+    if len(image.setup) > HEAP_END - 0x200:
+        raise BootError(f"-kernel: real-mode setup of {len(image.setup)} bytes does not fit "
+                        f"below its heap at {HEAP_END - 0x200:#x}")
+    usable = ram_below_4g - FIRMWARE_RESERVE - ONE_MIB
+    if usable <= 0:
+        raise BootError(f"-kernel: {ram_below_4g >> 20} MiB of RAM is too little to boot "
+                        "Linux through firmware; give more memory with -m")
+    layout = _layout(image, cmdline, initrd_size, initrd_path, [(ONE_MIB, usable, E820_RAM)])
+    setup = bytearray(image.setup)
+    _fill_header(setup, layout, initrd_size)
+    return FirmwareBoot(setup=bytes(setup), kernel_addr=image.load_addr,
+                        cmdline=layout.cmdline, initrd_addr=layout.initrd_addr)
 
 
 def _place_initrd(image: LinuxImage, size: int, path: str, kernel_end: int,
@@ -164,7 +230,7 @@ def _place_initrd(image: LinuxImage, size: int, path: str, kernel_end: int,
     for base, length, kind in sorted(e820, reverse=True):
         top = min(base + length, ceiling)
         addr = (top - size) & ~0xFFF
-        if kind == 1 and addr >= max(base, kernel_end):
+        if kind == E820_RAM and addr >= max(base, kernel_end):
             return addr
     raise BootError(f"-initrd {path}: {size} bytes do not fit in guest RAM above the kernel "
                     f"(ends at {kernel_end:#x}) and below {ceiling:#x}; give more memory "

@@ -5,7 +5,9 @@ Ports and IRQs as on an IBM PC/AT compatible: PICs 0x20/0xA0 (+ ELCR 0x4D0), PIT
 0x402 and 0xE9, isa-debug-exit at 0xF4, POST port 0x80, system control port A 0x92.
 A direct Linux boot has no firmware, so the board does the firmware's ACPI part: it
 places the PIIX4 PM registers at 0x600 (as SeaBIOS does) and builds ACPI tables
-(acpi.py) in an E820 ACPI-reclaim area at the top of low RAM.
+(acpi.py) in an E820 ACPI-reclaim area at the top of low RAM. With -bios, -kernel
+bzImage goes through the firmware instead, as QEMU offers it: fw_cfg items for each part
+and the genroms/ option ROM that loads them (firmware/linuxboot.S), named in `bootorder`.
 """
 
 from __future__ import annotations
@@ -67,6 +69,15 @@ def default_guest() -> str:
 OWN_BIOS = Path(__file__).resolve().parents[3] / "firmware" / "build" / "bios.bin"
 
 
+def firmware_path(name: str) -> str:
+    """-bios NAME: a file; a bare name that is no file here is looked up among pyemu's
+    built firmware (``bios.bin`` is pyemu's BIOS), as QEMU looks in its data directory."""
+    built = OWN_BIOS.parent / name
+    if "/" not in name and not Path(name).exists() and built.exists():
+        return str(built)
+    return name
+
+
 def _bios_image(path: str | None, firmware_boot: bool) -> bytes:
     """The ROM: ``-bios``; else pyemu's own BIOS when the firmware boots the machine
     (drives without -kernel); else a stub whose reset vector halts."""
@@ -79,6 +90,7 @@ def _bios_image(path: str | None, firmware_boot: bool) -> bytes:
         rom = bytearray(b"\xff" * BIOS_STUB_SIZE)
         rom[0xFFF0:0xFFF0 + len(RESET_VECTOR_STUB)] = RESET_VECTOR_STUB
         return bytes(rom)
+    path = firmware_path(path)
     try:
         image = Path(path).read_bytes()
     except OSError as e:
@@ -96,22 +108,38 @@ def _read(path: str, option: str) -> bytes:
         raise BootError(f"{option} {path}: {e.strerror}") from None
 
 
-def _linux_items(fw: FwCfg, kernel: bytes, cmdline: str, initrd: bytes | None) -> None:
-    """The kernel, initrd and command line items firmware loads ``-kernel`` from, split as
-    QEMU splits a bzImage: the real-mode setup (setup_sects + 1 sectors) and the rest."""
-    if kernel[BZIMAGE_MAGIC_OFFSET:BZIMAGE_MAGIC_OFFSET + 4] == BZIMAGE_MAGIC:
-        setup_len = ((kernel[0x1F1] or 4) + 1) * 512
-        fw.add_u32(fw_cfg.SETUP_SIZE, setup_len)
-        fw.add_bytes(fw_cfg.SETUP_DATA, kernel[:setup_len])
-        kernel = kernel[setup_len:]
-    fw.add_u32(fw_cfg.KERNEL_SIZE, len(kernel))
-    fw.add_bytes(fw_cfg.KERNEL_DATA, kernel)
-    line = cmdline.encode() + b"\0"
-    fw.add_u32(fw_cfg.CMDLINE_SIZE, len(line))
-    fw.add_bytes(fw_cfg.CMDLINE_DATA, line)
+LINUXBOOT_ROM = OWN_BIOS.with_name("linuxboot.bin")
+LINUXBOOT_FILE = "genroms/linuxboot_dma.bin"
+
+
+def _linux_items(fw: FwCfg, image: linux.LinuxImage, cmdline: str, initrd: bytes | None,
+                 initrd_path: str | None, ram_below_4g: int) -> None:
+    """``-kernel`` through firmware, as QEMU's pc board offers it: each part of the boot
+    as an address, size and data item, and the option ROM that loads them (first in the
+    boot order)."""
+    try:
+        rom = LINUXBOOT_ROM.read_bytes()
+    except OSError as e:
+        raise BootError(f"{LINUXBOOT_ROM}: {e.strerror}: 'make' builds pyemu's firmware, "
+                        "which boots -kernel through -bios") from None
+    boot = linux.firmware_boot(image, cmdline, None if initrd is None else len(initrd),
+                               initrd_path, ram_below_4g)
+    parts = [(fw_cfg.SETUP_ADDR, boot.setup_addr, boot.setup),
+             (fw_cfg.KERNEL_ADDR, boot.kernel_addr, image.kernel),
+             (fw_cfg.CMDLINE_ADDR, boot.cmdline_addr, boot.cmdline)]
     if initrd is not None:
-        fw.add_u32(fw_cfg.INITRD_SIZE, len(initrd))
-        fw.add_bytes(fw_cfg.INITRD_DATA, initrd)
+        parts.append((fw_cfg.INITRD_ADDR, boot.initrd_addr, initrd))
+    for addr_key, addr, data in parts:
+        # Each part's keys are consecutive: address, size; the data keys are QEMU's.
+        fw.add_u32(addr_key, addr)
+        fw.add_u32(addr_key + 1, len(data))
+        fw.add_bytes(_DATA_KEY[addr_key], data)
+    fw.add_file(LINUXBOOT_FILE, rom)
+    fw.add_file("bootorder", f"/rom@{LINUXBOOT_FILE}\n".encode())
+
+
+_DATA_KEY = {fw_cfg.SETUP_ADDR: fw_cfg.SETUP_DATA, fw_cfg.KERNEL_ADDR: fw_cfg.KERNEL_DATA,
+             fw_cfg.CMDLINE_ADDR: fw_cfg.CMDLINE_DATA, fw_cfg.INITRD_ADDR: fw_cfg.INITRD_DATA}
 
 
 class PcMachine(Machine):
@@ -126,25 +154,25 @@ class PcMachine(Machine):
         super().__init__(icount_shift=cfg.icount_shift, no_reboot=cfg.no_reboot)
         self.cfg = cfg
         self.blocks = dict(blocks or {})
-        # -kernel: our Multiboot loader; -bios or drives: the firmware from the reset
-        # vector; neither: the bundled demo guest.
-        firmware_boot = cfg.kernel is None and (cfg.bios is not None or bool(cfg.drives))
-        self.kernel = None if firmware_boot else cfg.kernel or default_guest()
         # A bzImage (by content) takes Linux's boot protocol, anything else Multiboot.
         # Read and checked once here, so a bad file is a launch error, and loaded again
         # from these bytes on every reset.
-        self.linux: linux.LinuxImage | None = None
-        self.initrd: bytes | None = None
-        if self.kernel is not None:
-            data = _read(self.kernel, "-kernel")
-            if linux.is_bzimage(data):
-                self.linux = linux.parse_bzimage(data, self.kernel)
-                self.initrd = _read(cfg.initrd, "-initrd") if cfg.initrd else None
+        image = self._linux_image(cfg)
+        # The firmware boots from the reset vector with -bios or drives and no -kernel,
+        # and with -bios and a Linux -kernel (through fw_cfg); otherwise our loaders
+        # put -kernel (or, with neither, the bundled demo guest) in RAM themselves.
+        if cfg.kernel is None:
+            firmware_boot = cfg.bios is not None or bool(cfg.drives)
+        else:
+            firmware_boot = cfg.bios is not None and image is not None
+        self.kernel = None if firmware_boot else cfg.kernel or default_guest()
+        self.linux = None if firmware_boot else image
+        self.initrd = _read(cfg.initrd, "-initrd") if image is not None and cfg.initrd else None
         self.mem = AddressSpace(self.cpu.uc, cfg.ram_size, _bios_image(cfg.bios, firmware_boot),
                                 self.cpu.invalidate_code)
         self._build_pci()
         self._build_ide(cfg, blocks or {})
-        self._build_fw_cfg(cfg)
+        self._build_fw_cfg(cfg, image if firmware_boot else None)
         self.pic = IsaPic("pic", self)
         self.pic.on_intr = self.cpu.set_intr
         self.pit = Pit8254("pit", self)
@@ -189,7 +217,14 @@ class PcMachine(Machine):
                              media=spec.media)
             drive.backend = blocks[spec.index]
 
-    def _build_fw_cfg(self, cfg: MachineConfig) -> None:
+    @staticmethod
+    def _linux_image(cfg: MachineConfig) -> linux.LinuxImage | None:
+        if cfg.kernel is None:
+            return None
+        data = _read(cfg.kernel, "-kernel")
+        return linux.parse_bzimage(data, cfg.kernel) if linux.is_bzimage(data) else None
+
+    def _build_fw_cfg(self, cfg: MachineConfig, firmware_linux: linux.LinuxImage | None) -> None:
         """The firmware's view of the machine, as QEMU's pc board fills fw_cfg."""
         fw = self.fw_cfg = FwCfg("fw_cfg", self)
         fw.add_u64(fw_cfg.RAM_SIZE, cfg.ram_size)
@@ -202,9 +237,9 @@ class PcMachine(Machine):
             ram.append((1 << 32, self.mem.above_4g, E820_RAM))
         fw.add_file("etc/e820", e820_table(ram))
         fw.add_file("etc/boot-fail-wait", struct.pack("<i", -1))
-        if cfg.kernel is not None:
-            _linux_items(fw, _read(cfg.kernel, "-kernel"), cfg.append,
-                         _read(cfg.initrd, "-initrd") if cfg.initrd else None)
+        if firmware_linux is not None:
+            _linux_items(fw, firmware_linux, cfg.append, self.initrd, cfg.initrd,
+                         self.mem.below_4g)
 
     def memory_map(self) -> list[tuple[int, int, int]]:
         """The E820 map a loader hands the OS: RAM with the legacy holes below 1 MiB and,
