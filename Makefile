@@ -1,4 +1,5 @@
-# pyemu: `make run` sets everything up and boots the bundled demo guest;
+# pyemu: `make run` sets everything up and boots the bundled demo guest from its disk
+# image through pyemu's own BIOS;
 # `make test` does the same set-up, builds the test guests and runs the whole suite.
 PYTHON ?= python3
 VENV := .venv
@@ -6,6 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HELPER := emu/cpu/_cpuhelper.so
 DEMO := emu/guests/demo.elf
+DEMO_IMG := emu/guests/demo.img
 
 .PHONY: all build run test lint guests firmware bios bench clean
 
@@ -19,12 +21,19 @@ $(STAMP): pyproject.toml
 $(HELPER): emu/cpu/cpuhelper.c
 	gcc -O2 -Wall -Wextra -Werror -fPIC -shared -o $@ $< -lpthread
 
-$(DEMO): emu/guests/demo.S emu/guests/multiboot32.inc emu/guests/demo.ld
-	as --32 -I emu/guests -o emu/guests/demo.o emu/guests/demo.S
-	ld -m elf_i386 --no-warn-rwx-segments -T emu/guests/demo.ld -o $@ emu/guests/demo.o
-	rm -f emu/guests/demo.o
+emu/guests/%.o: emu/guests/%.S emu/guests/multiboot32.inc
+	as --32 -I emu/guests -o $@ $<
 
-build: $(STAMP) $(HELPER) $(DEMO) bios
+# The demo guest as a Multiboot kernel (-kernel emu/guests/demo.elf) ...
+$(DEMO): emu/guests/demo.o emu/guests/demo.ld
+	ld -m elf_i386 --no-warn-rwx-segments -T emu/guests/demo.ld -o $@ emu/guests/demo.o
+
+# ... and, the same object linked again behind our MBR, the disk image pyemu boots
+# through the BIOS when given no guest options.
+$(DEMO_IMG): emu/guests/demoboot.o emu/guests/demo.o emu/guests/demoimg.ld
+	ld -m elf_i386 -T emu/guests/demoimg.ld -o $@ emu/guests/demoboot.o emu/guests/demo.o
+
+build: $(STAMP) $(HELPER) $(DEMO) $(DEMO_IMG) bios
 
 # pyemu's own BIOS (firmware/, built with the system toolchain).
 bios:
@@ -65,6 +74,6 @@ bench: build guests $(BENCH_GUEST)
 	$(BIN)/python bench/migrate.py
 
 clean:
-	rm -rf $(HELPER) $(DEMO) bench/guests/build
+	rm -rf $(HELPER) $(DEMO) $(DEMO_IMG) emu/guests/*.o bench/guests/build
 	$(MAKE) -C firmware clean
 	$(MAKE) -C tests/guests clean

@@ -13,10 +13,11 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import resources
 
 from emu import __version__
 from emu.devices.mc146818 import boot_order_nibbles, parse_rtc_base
-from emu.host.block import assign_indexes, drive_for_option, parse_drive
+from emu.host.block import DriveSpec, assign_indexes, drive_for_option, parse_drive
 from emu.machine.config import MachineConfig
 
 USAGE = """\
@@ -24,8 +25,9 @@ usage: pyemu [options]
 
   -M pc                 machine type (only 'pc'; '-M help' lists machines)
   -m SIZE               RAM size in MiB, or with a suffix: 512M, 1G (default 128M)
-  -kernel FILE          boot a Linux bzImage or a Multiboot ELF kernel (default: the
-                        bundled demo guest)
+  -kernel FILE          boot a Linux bzImage or a Multiboot ELF kernel (with no -kernel,
+                        -bios or drive: the bundled demo guest's disk image, read-only,
+                        booted through pyemu's BIOS)
   -append STRING        kernel command line
   -initrd FILES         Linux: the initrd; Multiboot: modules "file1 args,file2"
   -bios FILE            firmware image mapped below 4 GiB (e.g. SeaBIOS's bios.bin)
@@ -274,8 +276,21 @@ _FLAGS: dict[str, Callable[[MachineConfig], None]] = {
 }
 
 
+def _demo_drive() -> DriveSpec:
+    """The bundled demo guest's disk image as the first IDE disk, booted through the BIOS;
+    read-only, so that several pyemu can share it and savevm accepts it."""
+    image = resources.files("emu.guests").joinpath("demo.img")
+    if not image.is_file():
+        raise UsageError(f"{image}: the demo guest's disk image is missing; "
+                         "'make' in the source tree builds it")
+    return DriveSpec(file=str(image), index=0, readonly=True, option="-hda")
+
+
 def _finish(cfg: MachineConfig) -> None:
     """Defaults that depend on other options, as QEMU applies them."""
+    # A destination without machine options gets its machine (drives too) from the stream.
+    if cfg.kernel is None and cfg.bios is None and not cfg.drives and cfg.incoming is None:
+        cfg.drives = [_demo_drive()]
     try:
         cfg.drives = assign_indexes(cfg.drives)
     except ValueError as e:

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import struct
+import subprocess
+import time
+from pathlib import Path
+
 import pytest
 
 
@@ -51,15 +57,57 @@ def test_help_and_version(pyemu):
     assert r.returncode == 0 and b"pc " in r.stdout
 
 
+DEMO_BANNER = b"pyemu demo guest: the machine is alive."
+DEMO_IMG = Path(__file__).resolve().parents[2] / "emu" / "guests" / "demo.img"
+
+
 def test_default_guest_boots_and_ctrl_a_x_quits(pyemu_proc, type_into):
     # no guest options: the bundled demo guest; Ctrl-a x on the console ends pyemu
     p = pyemu_proc()
     type_into(p, 2.0, b"abc\r", 1.0, b"\x01x")
     out, err = p.communicate(timeout=20)
-    assert b"pyemu demo guest: the machine is alive." in out
+    assert b"pyemu BIOS" in out and DEMO_BANNER in out
+    assert out.index(b"pyemu BIOS") < out.index(DEMO_BANNER)  # booted by the firmware
     assert b"abc" in out  # typed keys echoed by the guest's UART interrupt handler
     assert b"pyemu: terminated" in out
     assert p.returncode == 0, err
+
+
+def _read_until(proc: subprocess.Popen, marker: bytes, out: bytearray, timeout: float) -> None:
+    os.set_blocking(proc.stdout.fileno(), False)
+    deadline = time.monotonic() + timeout
+    while marker not in out:
+        assert time.monotonic() < deadline and proc.poll() is None, (marker, bytes(out))
+        out += proc.stdout.read() or b""
+        time.sleep(0.02)
+
+
+def test_default_guest_comes_from_its_disk_through_the_bios(pyemu_proc):
+    # the MBR of demo.img loads the demo with INT 13h extensions and enters it at 0x10000
+    p = pyemu_proc("-nographic")
+    out = bytearray()
+    _read_until(p, DEMO_BANNER, out, timeout=30)
+    assert out.index(b"Booting from hard disk 80...") < out.index(DEMO_BANNER)
+    assert b"Boot failed" not in out and b"demo.img:" not in out
+    mark = len(out)
+    p.stdin.write(b"hi there\r")
+    p.stdin.flush()
+    _read_until(p, b"hi there\n\r", out, timeout=10)  # echoed, Enter as a new line
+    p.stdin.write(b"\x01cinfo block\n")
+    p.stdin.flush()
+    _read_until(p, b"Attached to:", out, timeout=10)
+    assert f"ide0-hd0: {DEMO_IMG} (raw, read-only)".encode() in out[mark:]
+
+
+def test_demo_image_is_a_partitioned_disk():
+    image = DEMO_IMG.read_bytes()
+    assert len(image) % 512 == 0 and len(image) <= 8192
+    assert image[510:512] == b"\x55\xaa"
+    entry = image[0x1BE:0x1CE]
+    assert entry[0] == 0x80 and entry[4] == 0xDA  # active, non-file-system data
+    first, count = struct.unpack_from("<II", entry, 8)
+    assert first == 1 and first + count == len(image) // 512
+    assert image[0x1CE:0x1FE] == bytes(48)  # the other three entries unused
 
 
 def test_log_items_go_to_the_log_file(guest, pyemu, tmp_path):

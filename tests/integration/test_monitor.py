@@ -8,6 +8,17 @@ from pathlib import Path
 
 import pytest
 
+BANNER = b"pyemu demo guest: the machine is alive."
+
+
+def _wait_for_banner(out: Path, count: int = 1, timeout: float = 20) -> None:
+    """Until the default guest (BIOS, then the demo from its disk) has printed its banner
+    ``count`` times on the serial port written to ``out``."""
+    deadline = time.monotonic() + timeout
+    while not out.exists() or out.read_bytes().count(BANNER) < count:
+        assert time.monotonic() < deadline, out.read_bytes() if out.exists() else "no output"
+        time.sleep(0.05)
+
 
 @pytest.fixture
 def monitor(start_with_monitor):
@@ -25,8 +36,10 @@ def test_status_stop_cont(monitor):
     assert mon.cmd("info status") == "VM status: running"
 
 
-def test_registers_show_a_stopped_cpu_that_does_not_move(monitor):
-    mon, _ = monitor
+def test_registers_show_a_stopped_cpu_that_does_not_move(tmp_path, start_with_monitor):
+    out = tmp_path / "serial.txt"
+    _, mon = start_with_monitor("-serial", f"file:{out}")
+    _wait_for_banner(out)  # the demo runs in protected mode
     mon.cmd("stop")
     first = mon.cmd("info registers")
     time.sleep(0.2)
@@ -50,10 +63,12 @@ def test_bad_input_gets_one_line_and_the_monitor_survives(monitor):
 def test_system_reset_restarts_the_guest(tmp_path, start_with_monitor):
     out = tmp_path / "serial.txt"
     proc, mon = start_with_monitor("-serial", f"file:{out}")
-    time.sleep(0.5)
+    _wait_for_banner(out)
     mon.cmd("system_reset")
-    time.sleep(1.0)
-    assert out.read_bytes().count(b"pyemu demo guest: the machine is alive.") == 2
+    _wait_for_banner(out, 2)  # through the BIOS and the disk again
+    time.sleep(0.5)
+    text = out.read_bytes()
+    assert text.count(BANNER) == 2 and text.count(b"pyemu BIOS") == 2
 
 
 def test_quit_ends_the_process(monitor):
@@ -69,8 +84,7 @@ def test_start_paused_then_cont(tmp_path, start_with_monitor):
     time.sleep(0.3)
     assert out.read_bytes() == b""  # the CPU has not run
     mon.cmd("cont")
-    time.sleep(0.5)
-    assert b"the machine is alive" in out.read_bytes()
+    _wait_for_banner(out)
 
 
 def test_tcp_monitor(pyemu_proc, connect_monitor):

@@ -62,7 +62,8 @@ BDA_EBDA_SEGMENT = 0x40E
 
 
 def default_guest() -> str:
-    """The bundled demo guest booted when no -kernel is given."""
+    """The demo guest as a Multiboot kernel, loaded when a machine has no -kernel, -bios
+    or drive (the command line gives such a machine the demo's disk image instead)."""
     return str(resources.files("emu.guests").joinpath("demo.elf"))
 
 
