@@ -145,9 +145,12 @@ static void probe(u32 channel, u32 slave, u8 *next_disk, u8 *next_cd)
     num_drives++;
     if (d->is_cd)
         printf("ata%u-%u: %s, CD-ROM, drive %x\n", channel, slave, d->model, d->number);
-    else
+    else if (d->sectors >= 2048)
         printf("ata%u-%u: %s, %u MiB, drive %x\n", channel, slave, d->model,
                (u32)(d->sectors >> 11), d->number);
+    else
+        printf("ata%u-%u: %s, %u KiB, drive %x\n", channel, slave, d->model,
+               (u32)d->sectors / 2, d->number);
 }
 
 void ata_init(void)

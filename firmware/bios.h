@@ -156,6 +156,7 @@ struct e820_entry { u64 addr, len; u32 type; } __attribute__((packed));
 extern struct e820_entry e820[E820_MAX];
 extern u32 e820_count;
 void memory_init(void);
+void rtc_init(void);
 extern u32 ram_below_4g;   /* bytes of RAM below 4 GiB */
 extern u64 ram_above_4g;   /* bytes of RAM above 4 GiB */
 

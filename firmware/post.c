@@ -157,6 +157,7 @@ void post_main(struct bregs *r)
     ivt_init();
     pic_init();
     pit_init();
+    rtc_init();
     serial_init();
     u32 com = serial_ports();
     /* Equipment: math coprocessor, 80x25 colour, serial port count. */

@@ -248,6 +248,23 @@ static int rtc_ready(void)
     return 0;
 }
 
+/* POST: register A = 26h (32.768 kHz time base, 1024 Hz periodic rate), B = 02h (24-hour,
+ * BCD, no interrupts), C and D read to clear pending flags (MC146818A data sheet,
+ * registers A-D); the BDA tick count starts at the time of day, as INT 1Ah counts from
+ * midnight at 1193182 / 65536 = 18.2065 ticks a second. */
+void rtc_init(void)
+{
+    cmos_write(0x0A, 0x26);
+    cmos_write(0x0B, 0x02);
+    cmos_read(0x0C);
+    cmos_read(0x0D);
+    if (!rtc_ready())
+        return;
+    u32 secs = from_bcd(rtc_bcd(0x04)) * 3600u + from_bcd(rtc_bcd(0x02)) * 60u
+               + from_bcd(rtc_bcd(0x00));
+    BDA32(BDA_TICKS) = secs * 18 + (secs * 13535 >> 16);
+}
+
 void handle_1a(struct bregs *r)
 {
     switch (AH(r)) {

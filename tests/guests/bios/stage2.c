@@ -539,6 +539,28 @@ static int bcd_ok(u8 v, u8 max)
     return (v & 15) < 10 && (v >> 4) < 10 && ((v >> 4) * 10 + (v & 15)) <= max;
 }
 
+static u32 from_bcd(u8 v)
+{
+    return (v >> 4) * 10u + (v & 15);
+}
+
+/* POST starts the tick count at the RTC's time of day: 1193182 / 65536 ticks a second. */
+static void test_post_ticks(void)
+{
+    struct regs r;
+    zero(&r);
+    r.eax = 0x0200;
+    call(0x1A, &r);
+    u32 secs = from_bcd((u8)(r.ecx >> 8)) * 3600 + from_bcd((u8)r.ecx) * 60
+               + from_bcd((u8)(r.edx >> 8));
+    u32 expect = secs * 18 + (secs * 13535 >> 16);
+    u32 now = ticks();
+    puts("INFO ticks at the RTC time of day: ");
+    putdec(now);
+    puts("\n");
+    check(now + 19 >= expect && now <= expect + 19, "int1a 00h counts from the RTC time of day");
+}
+
 static void test_time(void)
 {
     u32 t0 = ticks(), t1 = t0;
@@ -670,6 +692,7 @@ void stage2_main(u32 boot_drive)
     test_memory();
     test_a20();
     test_block_move();
+    test_post_ticks();
     test_time();
     test_keyboard_buffer();
     if (drive < 0xE0)
