@@ -30,7 +30,9 @@ usage: pyemu [options]
                         booted through pyemu's BIOS)
   -append STRING        kernel command line
   -initrd FILES         Linux: the initrd; Multiboot: modules "file1 args,file2"
-  -bios FILE            firmware image mapped below 4 GiB (e.g. SeaBIOS's bios.bin)
+  -bios FILE            firmware image mapped below 4 GiB (e.g. SeaBIOS's bios.bin;
+                        bios.bin alone: pyemu's BIOS); with a Linux -kernel, the
+                        firmware boots it through fw_cfg
   -drive file=F[,if=ide][,index=0-3][,media=disk|cdrom][,readonly=on][,snapshot=on]
                         an IDE drive with a raw image (format=raw)
   -hda/-hdb/-hdc/-hdd F IDE drive 0-3 from image F; -cdrom F: a CD-ROM as drive 2

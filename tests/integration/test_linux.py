@@ -26,8 +26,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "tests" / "guests" / "build" / "linux"
 MARKER = b"pyemu-linux: init started"
-APPEND = "console=ttyS0 noapic nolapic acpi=off"
-APPEND_ACPI = "console=ttyS0 noapic nolapic"  # with the ACPI tables pyemu builds
+APPEND = "console=ttyS0 acpi=off"
+APPEND_ACPI = "console=ttyS0"  # with the ACPI tables pyemu (or SeaBIOS) builds
 BOOT_TIMEOUT = 90
 
 pytestmark = pytest.mark.linux

@@ -12,8 +12,8 @@ which Linux with ACPI on never scans PCI bus 0 (it takes the host bridge and its
 from ACPI only). AML encodings are from chapter 20 (NameOp, PackageOp, BufferOp,
 DeviceOp, PkgLength, NameSeg, integer constants).
 
-There is no MADT: the board has no local or I/O APIC, so Linux runs with ``noapic
-nolapic`` and the 8259 PICs.
+There is no MADT: the board has no local or I/O APIC (and CPUID hides the APIC bit), so
+Linux keeps to the 8259 PICs with no kernel option.
 """
 
 from __future__ import annotations
