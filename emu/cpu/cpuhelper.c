@@ -475,3 +475,138 @@ int64_t pyemu_struct_size(void)
 {
     return (int64_t)sizeof(struct pyemu_cpu);
 }
+
+/* ---- memory-region lookup cache -------------------------------------------------
+ *
+ * unicorn 2.1.4 sends every guest store to RAM down the softmmu slow path, and that
+ * path asks `uc->memory_mapping(uc, paddr)` for the store's MemoryRegion twice (in the
+ * store helper and in notdirty_write); each ask is a full flatview_translate, ~20 % of
+ * a Linux boot. The regions only change through the API (map, unmap, mmio_map,
+ * protect), so the helper answers from the list of mapped ranges instead: the
+ * machine suspends the cache around each such call (uc_mem_unmap itself asks for
+ * regions while it splits them) and hands the new list over after. Addresses outside
+ * every range go to the engine's own lookup. */
+
+typedef void *(*mem_mapping_fn)(void *uc, uint64_t addr);
+
+#define MR_RANGES 64
+#define MR_CACHES 64
+
+struct mr_range {
+    uint64_t base, end;             /* [base, end) */
+    void *mr;
+};
+
+struct mr_cache {
+    void *uc;                       /* NULL: slot free */
+    int enabled;
+    int n, last;
+    struct mr_range r[MR_RANGES];
+};
+
+static struct mr_cache mr_caches[MR_CACHES];
+static mem_mapping_fn mr_lookup;    /* the engine's own (find_memory_mapping) */
+static pthread_mutex_t mr_lock = PTHREAD_MUTEX_INITIALIZER;
+/* the cache used last, by any thread: a hint, checked against `uc` on each use */
+static struct mr_cache *volatile mr_last;
+
+static struct mr_cache *mr_cache_of(void *uc)
+{
+    for (int i = 0; i < MR_CACHES; i++)
+        if (mr_caches[i].uc == uc)
+            return &mr_caches[i];
+    return NULL;
+}
+
+static void *cached_mapping(void *uc, uint64_t addr)
+{
+    struct mr_cache *c = mr_last;
+    if (!c || c->uc != uc) {
+        c = mr_cache_of(uc);
+        if (!c)
+            return mr_lookup(uc, addr);
+        mr_last = c;
+    }
+    if (c->enabled) {
+        struct mr_range *r = &c->r[c->last];
+        if (addr - r->base < r->end - r->base)
+            return r->mr;
+        for (int i = 0; i < c->n; i++) {
+            r = &c->r[i];
+            if (addr - r->base < r->end - r->base) {
+                c->last = i;
+                return r->mr;
+            }
+        }
+    }
+    return mr_lookup(uc, addr);
+}
+
+/* Route the engine's region lookups (the function pointer at `off` in uc_struct, which
+ * must hold `lookup`) through the cache; it starts suspended. 0 on success. */
+int pyemu_mr_cache_attach(void *uc, int64_t off, void *lookup)
+{
+    mem_mapping_fn *slot = (mem_mapping_fn *)((char *)uc + off);
+    struct mr_cache *c;
+    int err = -1;
+    pthread_mutex_lock(&mr_lock);
+    if (*slot == (mem_mapping_fn)lookup && (!mr_lookup || mr_lookup == (mem_mapping_fn)lookup)) {
+        c = mr_cache_of(uc);        /* an engine freed without detach, same address */
+        if (!c)
+            c = mr_cache_of(NULL);
+        if (c) {
+            memset(c, 0, sizeof(*c));
+            c->uc = uc;
+            mr_lookup = (mem_mapping_fn)lookup;
+            *slot = (mem_mapping_fn)cached_mapping;
+            err = 0;
+        }
+    }
+    pthread_mutex_unlock(&mr_lock);
+    return err;
+}
+
+/* Before the region list changes: every lookup goes to the engine until the next set. */
+void pyemu_mr_cache_suspend(void *uc)
+{
+    struct mr_cache *c = mr_cache_of(uc);
+    if (c)
+        c->enabled = 0;
+}
+
+/* The mapped ranges now, as n (base, end) pairs; each is kept only if the engine
+ * resolves its first and last byte to the same region. */
+void pyemu_mr_cache_set(void *uc, int n, const uint64_t *ranges)
+{
+    struct mr_cache *c = mr_cache_of(uc);
+    if (!c)
+        return;
+    c->enabled = 0;
+    c->n = 0;
+    c->last = 0;
+    memset(c->r, 0, sizeof(c->r));
+    for (int i = 0; i < n && c->n < MR_RANGES; i++) {
+        uint64_t base = ranges[2 * i], end = ranges[2 * i + 1];
+        void *mr = end > base ? mr_lookup(uc, base) : NULL;
+        if (mr && mr_lookup(uc, end - 1) == mr) {
+            c->r[c->n].base = base;
+            c->r[c->n].end = end;
+            c->r[c->n].mr = mr;
+            c->n++;
+        }
+    }
+    c->enabled = 1;
+}
+
+/* The engine is going away: free its slot (the engine itself is not touched, it may
+ * already be closed). */
+void pyemu_mr_cache_detach(void *uc)
+{
+    pthread_mutex_lock(&mr_lock);
+    struct mr_cache *c = mr_cache_of(uc);
+    if (c) {
+        c->enabled = 0;
+        c->uc = NULL;
+    }
+    pthread_mutex_unlock(&mr_lock);
+}

@@ -8,6 +8,7 @@ searching for them, then verified (../shared/notes/unicorn-2.1.4.md, "Engine and
 from __future__ import annotations
 
 import ctypes
+import logging
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import unicorn
 import unicorn.x86_const as x
 from unicorn.unicorn_py3 import unicorn as _ucmod
 
+log = logging.getLogger(__name__)
 HELPER_PATH = Path(__file__).with_name("_cpuhelper.so")
 UCLIB = _ucmod.uclib
 
@@ -84,6 +86,11 @@ def _load() -> ctypes.CDLL:
                        ("pyemu_kick", []), ("pyemu_watch", [ctypes.c_int])):
         getattr(lib, name).argtypes = [ref, *args]
     lib.pyemu_struct_size.restype = ctypes.c_int64
+    lib.pyemu_mr_cache_attach.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
+    lib.pyemu_mr_cache_set.argtypes = [ctypes.c_void_p, ctypes.c_int,
+                                       ctypes.POINTER(ctypes.c_uint64)]
+    for name in ("pyemu_mr_cache_suspend", "pyemu_mr_cache_detach"):
+        getattr(lib, name).argtypes = [ctypes.c_void_p]
     if lib.pyemu_struct_size() != ctypes.sizeof(PyemuCpu):
         raise HelperError("the C helper's struct does not match emu/cpu/helper.py: rebuild it")
     return lib
@@ -157,6 +164,18 @@ def discover_layout(uc: unicorn.Uc) -> Layout:
                   exc_next_eip=_find_exc_next_eip(env - cpu))
 
 
+def _find_mapping_slot(uc: unicorn.Uc) -> int:
+    """Offset in uc_struct of the engine's region-lookup function pointer."""
+    hits = _find(ctypes.string_at(_handle(uc), 0x1000), _sym("find_memory_mapping_x86_64"))
+    if len(hits) != 1:
+        raise HelperError("cannot locate uc_struct's memory_mapping pointer")
+    return hits[0]
+
+
+def _sym(name: str) -> int:
+    return ctypes.cast(getattr(UCLIB, name), ctypes.c_void_p).value or 0
+
+
 def _find_exc_next_eip(env_off: int) -> int:
     """Run ``int 0x42`` in a scratch engine and see where its next-EIP is kept."""
     found: list[set[int]] = []
@@ -202,7 +221,7 @@ class Helper:
         p.off_sysenter_eip = lay.msr[MSR_SYSENTER_EIP]
         p.off_tsc_aux = lay.msr[MSR_TSC_AUX]
         p.clock_shift = -1
-        sym = lambda name: ctypes.cast(getattr(UCLIB, name), ctypes.c_void_p).value  # noqa: E731
+        sym = _sym
         p.hook_add, p.hook_del = sym("uc_hook_add"), sym("uc_hook_del")
         p.emu_stop = sym("uc_emu_stop")
         p.reg_write, p.reg_read = sym("uc_reg_write"), sym("uc_reg_read")
@@ -220,6 +239,27 @@ class Helper:
             raise HelperError("unicorn refused the helper's hooks")
         if self.lib.pyemu_deadline_start(self.ref) != 0:
             raise HelperError("cannot start the deadline thread")
+        self._mr_attached = self._attach_mr_cache(uc)
+
+    def _attach_mr_cache(self, uc: unicorn.Uc) -> bool:
+        """The cache is only a speed-up: without it (an engine whose layout we do not
+        recognise, or every slot taken) stores are slower, nothing else changes."""
+        try:
+            slot = _find_mapping_slot(uc)
+        except HelperError as e:
+            log.warning("memory-region cache off: %s", e)
+            return False
+        return self.lib.pyemu_mr_cache_attach(self.p.uc, slot,
+                                              _sym("find_memory_mapping_x86_64")) == 0
+
+    # memory-region cache (cpuhelper.c): suspended while the engine's map changes
+    def regions_changing(self) -> None:
+        self.lib.pyemu_mr_cache_suspend(self.p.uc)
+
+    def regions_changed(self, ranges: list[tuple[int, int]]) -> None:
+        """The engine's mapped ranges now, as [start, end) pairs."""
+        flat = (ctypes.c_uint64 * (2 * len(ranges)))(*[v for r in ranges for v in r])
+        self.lib.pyemu_mr_cache_set(self.p.uc, len(ranges), flat)
 
     # CPUState fields
     @property
@@ -252,6 +292,9 @@ class Helper:
     def close(self) -> None:
         """Stop the deadline thread; idempotent. It must run before the struct the thread
         waits on is freed, so an engine dropped without close() is closed here too."""
+        if getattr(self, "_mr_attached", False):
+            self._mr_attached = False
+            self.lib.pyemu_mr_cache_detach(self.p.uc)
         if getattr(self, "ref", None) is not None and self.p.thread_running:
             self.lib.pyemu_deadline_stop(self.ref)
 

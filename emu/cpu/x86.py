@@ -97,6 +97,7 @@ class X86Cpu:
         self._port_in, self._port_out = port_in, port_out
         self._inta_fn = inta
         self.helper = Helper(self.uc, self._inta, IN_CB(self._on_in), icount)
+        self._watch_memory_map()
         self._window: bytes | None = None
         self._hooks: list[object] = []
         self._add_insn_hook(OUT_CB(self._on_out), x.UC_X86_INS_OUT)
@@ -153,6 +154,25 @@ class X86Cpu:
                            x.UC_X86_REG_RDX), regs, strict=True):
             self.uc.reg_write(reg, v)
         return 1  # skip the engine's own CPUID: ours hides the APIC
+
+    def _watch_memory_map(self) -> None:
+        """Keep the helper's memory-region cache in step with the engine's map: every
+        call that changes the map suspends the cache and hands over the new ranges."""
+        for name in ("mem_map", "mem_map_ptr", "mem_unmap", "mem_protect", "mmio_map"):
+            setattr(self.uc, name, self._map_changer(getattr(self.uc, name)))
+        self._regions_changed()
+
+    def _map_changer(self, method: Callable[..., None]) -> Callable[..., None]:
+        def changed(*args: object, **kwargs: object) -> None:
+            self.helper.regions_changing()
+            try:
+                method(*args, **kwargs)
+            finally:
+                self._regions_changed()
+        return changed
+
+    def _regions_changed(self) -> None:
+        self.helper.regions_changed([(lo, hi + 1) for lo, hi, _ in self.uc.mem_regions()])
 
     # -- control -----------------------------------------------------------------
     def kick(self) -> None:

@@ -458,6 +458,33 @@ def test_a20_gate_wraps_at_one_mib(rig: Rig) -> None:
     assert rig.mem.read(0x100000, 1) == b"\xcc" and rig.mem.read(0, 1) == b"\xbb"
 
 
+def test_guest_stores_follow_memory_map_changes(rig: Rig) -> None:
+    # The helper caches which region each physical address belongs to (for unicorn's
+    # store path); remapping the same addresses must be seen by the very next store.
+    from emu.memory.address_space import PAM_OFF, PAM_RE, PAM_WE
+
+    rig.real_mode(bytes([0xC6, 0x06, 0x00, 0x00, 0x5A,   # mov byte [0000h],5Ah
+                         0xF4]))
+    rig.mem.ram[0xC0000] = 0
+
+    def store() -> RunResult:
+        rig.set_seg("ds", 0xC000)
+        rig.set_reg("rip", 0)
+        return rig.run()
+
+    for _ in range(2):
+        rig.mem.set_pam(0xC0000, 0x4000, PAM_OFF)  # no ROM there: the write is dropped
+        assert store().halted
+        assert rig.mem.ram[0xC0000] == 0
+        rig.mem.set_pam(0xC0000, 0x4000, PAM_RE | PAM_WE)  # shadow RAM
+        assert store().halted
+        assert rig.mem.ram[0xC0000] == 0x5A
+        rig.mem.ram[0xC0000] = 0
+    rig.cpu.uc.mem_unmap(0xC0000, 0x4000)  # nothing there now: the engine says so
+    result = store()
+    assert result.error and "UNMAPPED" in result.error
+
+
 # -- code changed from Python ------------------------------------------------------------------
 @pytest.mark.parametrize("how", ["invalidate_code", "AddressSpace.write"])
 def test_code_patched_from_python_is_seen_after_invalidation(rig: Rig, how: str) -> None:
