@@ -3,8 +3,9 @@
 Boots Debian's cloud kernel with the busybox initramfs (tests/guests/linux/fetch.sh
 builds both) on the serial console, under pyemu and under `qemu-system-x86_64 -accel
 tcg` when it is installed, with the same kernel, initrd and command line; prints the
-median of --repeat runs each. --profile then runs pyemu's machine thread under cProfile
-to the marker and prints where the time went.
+median of --repeat runs each. pyemu boots twice: with its direct loader, and like QEMU
+through SeaBIOS and fw_cfg (when Debian's seabios is installed). --profile then runs
+pyemu's machine thread under cProfile to the marker and prints where the time went.
 Usage: python bench/boot.py [--repeat N] [--profile]
 """
 
@@ -27,6 +28,7 @@ BUILD = ROOT / "tests" / "guests" / "build" / "linux"
 MARKER = b"pyemu-linux: init started"
 APPEND = "console=ttyS0 noapic nolapic acpi=off"
 TIMEOUT = 120
+SEABIOS = Path("/usr/share/seabios/bios.bin")
 GUEST_ARGS = ["-m", "256", "-kernel", str(BUILD / "vmlinuz"), "-initrd",
               str(BUILD / "rootfs.gz"), "-append", APPEND, "-nographic"]
 
@@ -95,6 +97,8 @@ def main() -> None:
         if not (BUILD / name).exists():
             sys.exit(f"{BUILD / name} is missing: run tests/guests/linux/fetch.sh")
     engines = {"pyemu": [sys.executable, "-m", "emu.cli", *GUEST_ARGS]}
+    if SEABIOS.exists():
+        engines["pyemu seabios"] = [*engines["pyemu"], "-bios", str(SEABIOS)]
     qemu = shutil.which("qemu-system-x86_64")
     if qemu:
         engines["qemu tcg"] = [qemu, "-accel", "tcg", *GUEST_ARGS]
@@ -104,13 +108,14 @@ def main() -> None:
             times[name].append(time_to_marker(cmd))
     print(f"Linux 6.1 cloud kernel + busybox initramfs, '{APPEND}', "
           f"median of {args.repeat}")
-    print(f"{'engine':<10} {'to marker (s)':>14}  runs")
+    print(f"{'engine':<14} {'to marker (s)':>14}  runs")
     for name, runs in times.items():
-        print(f"{name:<10} {statistics.median(runs):>14.2f}  "
+        print(f"{name:<14} {statistics.median(runs):>14.2f}  "
               + " ".join(f"{t:.2f}" for t in runs))
     if qemu:
-        ratio = statistics.median(times["pyemu"]) / statistics.median(times["qemu tcg"])
-        print(f"pyemu / qemu: {ratio:.1f}x")
+        for name in [n for n in engines if n != "qemu tcg"]:
+            ratio = statistics.median(times[name]) / statistics.median(times["qemu tcg"])
+            print(f"{name} / qemu: {ratio:.1f}x")
     if args.profile:
         profile()
 
