@@ -79,6 +79,14 @@ product:
 init:
         lretw
 
+/* The four parts: address item << 8 | size item, then data item. */
+parts:
+        .word   SETUP_ADDR << 8 | SETUP_SIZE, SETUP_DATA
+        .word   KERNEL_ADDR << 8 | KERNEL_SIZE, KERNEL_DATA
+        .word   CMDLINE_ADDR << 8 | CMDLINE_SIZE, CMDLINE_DATA
+        .word   INITRD_ADDR << 8 | INITRD_SIZE, INITRD_DATA
+parts_end:
+
 /* Bootstrap entry: load the four parts and enter setup. On a fw_cfg error, say so and
  * return to the BIOS, which tries the next boot device. */
 bev:
@@ -86,22 +94,16 @@ bev:
         pushw   %ds
         pushw   %es
         cld
-        movw    $SETUP_ADDR << 8 | SETUP_SIZE, %bx
-        movw    $SETUP_DATA, %di
+        movw    $parts, %si
+1:      movw    %cs:(%si), %bx
+        movw    %cs:2(%si), %di
+        pushw   %si
         call    load_part
+        popw    %si
         jc      fail
-        movw    $KERNEL_ADDR << 8 | KERNEL_SIZE, %bx
-        movw    $KERNEL_DATA, %di
-        call    load_part
-        jc      fail
-        movw    $CMDLINE_ADDR << 8 | CMDLINE_SIZE, %bx
-        movw    $CMDLINE_DATA, %di
-        call    load_part
-        jc      fail
-        movw    $INITRD_ADDR << 8 | INITRD_SIZE, %bx
-        movw    $INITRD_DATA, %di
-        call    load_part
-        jc      fail
+        addw    $4, %si
+        cmpw    $parts_end, %si
+        jb      1b
         movb    $SETUP_ADDR, %al
         call    read_u32
         shrl    $4, %eax

@@ -32,6 +32,13 @@ MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP = 0x174, 0x175, 0x176
 MSR_TSC_AUX = 0xC0000103
 
 
+# CPUX86State around exception_next_eip (QEMU 5.0's target/i386/cpu.h, which unicorn
+# 2.1.4 carries): int error_code, int exception_is_int, exception_next_eip, dr[8],
+# cpu_breakpoint[4], int old_exception (the exception in flight, -1 between instructions).
+EXC_BOOKKEEPING = (-8, 8)  # error_code .. exception_next_eip, relative to the latter
+OLD_EXCEPTION = 8 + 8 * 8 + 4 * 8
+
+
 class HelperError(RuntimeError):
     """The C helper is missing or the engine does not look like the one it was built for."""
 
@@ -160,8 +167,11 @@ def discover_layout(uc: unicorn.Uc) -> Layout:
     if len(diff) != 1:
         raise HelperError("cannot locate EFER in env")
     msr[MSR_EFER] = diff[0]
+    exc_next_eip = _find_exc_next_eip(env - cpu)
+    if ctypes.c_int32.from_address(env + exc_next_eip + OLD_EXCEPTION).value != -1:
+        raise HelperError("cannot locate old_exception in env")
     return Layout(cpu=cpu, env=env, halted=off_uc - 16, exc_index=off_uc - 8, msr=msr,
-                  exc_next_eip=_find_exc_next_eip(env - cpu))
+                  exc_next_eip=exc_next_eip)
 
 
 def _find_mapping_slot(uc: unicorn.Uc) -> int:
@@ -275,6 +285,21 @@ class Helper:
 
     def env_addr(self, off: int) -> int:
         return self.layout.env + off
+
+    def exception_bookkeeping(self) -> tuple[bytes, bytes]:
+        """The engine's record of exception delivery: error code, next EIP and the
+        exception in flight. uc_mem_unmap with paging on walks the guest's page tables
+        for the physical range it unmaps and records the failed walks there as a #PF, then
+        a #DF in flight, which turns the guest's next page fault into a silent halt."""
+        base = self.layout.env + self.layout.exc_next_eip
+        lo, hi = EXC_BOOKKEEPING
+        return (ctypes.string_at(base + lo, hi - lo),
+                ctypes.string_at(base + OLD_EXCEPTION, 4))
+
+    def restore_exception_bookkeeping(self, saved: tuple[bytes, bytes]) -> None:
+        base = self.layout.env + self.layout.exc_next_eip
+        ctypes.memmove(base + EXC_BOOKKEEPING[0], saved[0], len(saved[0]))
+        ctypes.memmove(base + OLD_EXCEPTION, saved[1], len(saved[1]))
 
     def deadline(self, host_ns: int | None) -> None:
         """Move the end of the running slice to host monotonic time ``host_ns``."""

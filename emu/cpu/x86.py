@@ -164,11 +164,17 @@ class X86Cpu:
 
     def _map_changer(self, method: Callable[..., None]) -> Callable[..., None]:
         def changed(*args: object, **kwargs: object) -> None:
+            # The engine's map calls may leave CR2 and the exception bookkeeping as if
+            # the guest had faulted (helper.exception_bookkeeping); the guest did not.
+            cr2 = self.uc.reg_read(x.UC_X86_REG_CR2)
+            kept = self.helper.exception_bookkeeping()
             self.helper.regions_changing()
             try:
                 method(*args, **kwargs)
             finally:
                 self._regions_changed()
+                self.helper.restore_exception_bookkeeping(kept)
+                self.uc.reg_write(x.UC_X86_REG_CR2, cr2)
         return changed
 
     def _regions_changed(self) -> None:

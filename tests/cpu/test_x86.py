@@ -656,3 +656,23 @@ def test_failing_port_handlers_do_not_stop_the_guest() -> None:
         assert cpu.uc.reg_read(x.UC_X86_REG_RAX) == 0xFFFF  # a failed read floats high
     finally:
         cpu.close()
+
+
+def test_map_changes_under_paging_leave_no_fault_behind(rig: Rig) -> None:
+    # unicorn's mem_unmap walks the guest's page tables for the range it unmaps and, where
+    # the walk fails, leaves CR2 and a #PF then #DF "in flight" behind; the guest's next
+    # page fault would then stop the CPU silently. A loaded snapshot remaps PAM with the
+    # guest's paging already on, so this is every migration of a firmware-booted guest.
+    from emu.memory.address_space import PAM_OFF, PAM_RE, PAM_WE
+
+    _paging_then(rig, bytes([0xF4, *STORE_300000, 0xF4]))
+    rig.mem.write(PAGE_TABLE + 0xC0 * 4, bytes(16))  # no page maps C0000h-C3FFFh
+    assert rig.run().halted  # paging on, at the first HLT
+    cr2 = rig.reg("cr2")
+    for mode in (PAM_OFF, PAM_RE | PAM_WE):
+        rig.mem.set_pam(0xC0000, 0x4000, mode)
+    assert rig.reg("cr2") == cr2
+    rig.cpu.halted = False
+    assert rig.run().halted
+    assert rig.reg("rip") == PF_HANDLER_HALTED  # the store's #PF, delivered
+    assert rig.reg("rax") == 0x300000

@@ -16,7 +16,7 @@ import re
 import subprocess
 
 import pytest
-from test_linux import APPEND, BUILD, MARKER, Console
+from test_linux import APPEND, BUILD, MARKER, SEABIOS, Console
 from test_migration import free_port, info, listening, wait_for
 
 HOPS = 10  # migrations in a row; about 6 s each on two cores
@@ -94,12 +94,12 @@ def boot(tmp_path, pyemu_proc, connect_monitor):
         count += 1
         return Process(pyemu_proc, connect_monitor, tmp_path / f"mon{count}.sock", *args)
 
-    def start() -> Process:
+    def start(*extra: str) -> Process:
         for name in ("vmlinuz", "rootfs.gz"):
             if not (BUILD / name).exists():
                 pytest.fail(f"{BUILD / name} is missing: 'make linux-guest' builds it")
         p = process("-m", "256", "-kernel", str(BUILD / "vmlinuz"), "-initrd",
-                    str(BUILD / "rootfs.gz"), "-append", APPEND)
+                    str(BUILD / "rootfs.gz"), "-append", APPEND, *extra)
         p.console.wait_for(re.escape(MARKER), timeout=90)
         p.console.wait_for(rb"# ", timeout=30)
         p.monitor()
@@ -157,3 +157,29 @@ def test_a_loop_rewriting_tmpfs_survives_live_migrations_in_a_row(boot):
     assert numbers == list(range(len(numbers))), numbers  # none lost, none repeated
     assert [n for n, verdict in passes if verdict != b"OK"] == []
     print(f"{len(passes)} passes of {MIB} MiB checked over {HOPS} hops;", "; ".join(figures))
+
+
+def test_a_guest_booted_through_seabios_migrates_and_reboots_there(boot):
+    # Booted through SeaBIOS and pyemu's fw_cfg option ROM; the bare destination builds
+    # the same machine from the stream (firmware, fw_cfg items, option ROM), so a reboot
+    # there goes through SeaBIOS and the ROM again and reaches the shell.
+    if not SEABIOS.exists():
+        pytest.fail(f"{SEABIOS} is missing: 'make test' installs Debian's seabios package")
+    src = boot("-bios", str(SEABIOS))
+    assert src.console.run("echo kept > /tmp/k; cat /tmp/k").strip() == "kept"
+    port = free_port()
+    dst = boot.process("-incoming", f"tcp:127.0.0.1:{port}")
+    wait_for(lambda: listening(port) or dst.proc.poll() is not None,
+             what="the destination to listen")
+    assert src.mon.cmd(f"migrate tcp:127.0.0.1:{port}") == ""
+    assert info(src.mon)["Migration status"] == "completed"
+    assert dst.console.run("cat /tmp/k").strip() == "kept"
+    start = dst.console.type("reboot -f")
+    dst.console.wait_for(rb"SeaBIOS \(version", start, timeout=30)
+    dst.console.wait_for(rb"Booting from ROM", start, timeout=30)
+    marker = dst.console.wait_for(re.escape(MARKER), start, timeout=90)
+    dst.console.wait_for(rb"# ", marker.end(), timeout=30)
+    dst.alive()
+    src.quit()
+    dst.monitor()
+    dst.quit()
