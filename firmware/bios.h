@@ -152,12 +152,16 @@ extern u32 option_rom_count;
 struct e820_entry { u64 addr, len; u32 type; } __attribute__((packed));
 #define E820_RAM 1
 #define E820_RESERVED 2
+#define E820_ACPI 3
 #define E820_MAX 16
 extern struct e820_entry e820[E820_MAX];
 extern u32 e820_count;
 void memory_init(void);
+void e820_reserve_top(u32 len, u32 type);  /* the top of low RAM becomes `type`, and
+                                              ram_below_4g moves down below it */
+void acpi_install(void);                   /* acpi.c */
 void rtc_init(void);
-extern u32 ram_below_4g;   /* bytes of RAM below 4 GiB */
+extern u32 ram_below_4g;   /* top of the RAM below 4 GiB the OS may use (E801h, 88h) */
 extern u64 ram_above_4g;   /* bytes of RAM above 4 GiB */
 
 /* -- ata.c ---------------------------------------------------------------------------- */

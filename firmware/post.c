@@ -3,8 +3,10 @@
  * vector table, BIOS data area and EBDA (IBM PC/AT Technical Reference), the 8259A pair
  * (ICW1-4: vectors 08h-0Fh and 70h-77h), 8254 channel 0 in mode 2 with divisor 65536
  * (18.2 Hz), the 8042 command byte (translation to set 1, keyboard interrupt), COM1,
- * memory sizing, PCI (configuration mechanism #1) for the PIIX3 IDE function, the drives,
- * and finally the F segment made read-only through PAM0 (82441FX data sheet 3.2.16).
+ * the MC146818 (rtc_init), memory sizing, PCI (configuration mechanism #1) for the PIIX3
+ * IDE function, the board's ACPI tables (acpi.c), the drives, option ROMs from fw_cfg
+ * (optionrom.c), and finally the F segment made read-only through PAM0 (82441FX data
+ * sheet 3.2.16).
  */
 #include "bios.h"
 
@@ -171,6 +173,7 @@ void post_main(struct bregs *r)
     putc('\n');
     i8042_init();
     pci_init();
+    acpi_install();
     ata_init();
     option_roms_load();
     /* F segment read-only from here on: PAM0 bits 5:4 = 01 (reads from DRAM). */

@@ -92,6 +92,19 @@ void memory_init(void)
         e820_from_cmos();
 }
 
+void e820_reserve_top(u32 len, u32 type)
+{
+    for (u32 i = 0; i < e820_count; i++) {
+        struct e820_entry *e = &e820[i];
+        if (e->type == E820_RAM && e->addr + e->len == ram_below_4g && e->len > len) {
+            e->len -= len;
+            ram_below_4g -= len;
+            e820_add(ram_below_4g, len, type);
+            return;
+        }
+    }
+}
+
 /* -- INT 15h ---------------------------------------------------------------------- */
 static void e820_call(struct bregs *r)
 {

@@ -238,6 +238,8 @@ class PcMachine(Machine):
             ram.append((1 << 32, self.mem.above_4g, E820_RAM))
         fw.add_file("etc/e820", e820_table(ram))
         fw.add_file("etc/boot-fail-wait", struct.pack("<i", -1))
+        if self.kernel is None:
+            fw.add_file("etc/pyemu/acpi", self._acpi_item())
         if firmware_linux is not None:
             _linux_items(fw, firmware_linux, cfg.append, self.initrd, cfg.initrd,
                          self.mem.below_4g)
@@ -265,15 +267,25 @@ class PcMachine(Machine):
         for idetim in (IDETIM_PRIMARY, IDETIM_SECONDARY):
             self.ide.config_write(idetim, 2, self.ide.config_read(idetim, 2) | IDE_DECODE)
 
+    def _build_acpi(self) -> acpi.AcpiTables:
+        tables = acpi.build(self.acpi_area(), PM_BLOCK, self.mem.below_4g)
+        if len(tables.blob) > ACPI_AREA_SIZE:
+            raise BootError(f"ACPI tables of {len(tables.blob)} bytes overflow their area")
+        return tables
+
+    def _acpi_item(self) -> bytes:
+        """fw_cfg ``etc/pyemu/acpi`` for pyemu's BIOS (firmware/acpi.c): the tables built
+        for the top of low RAM, after their base and the RSDP's offset in them."""
+        tables = self._build_acpi()
+        return struct.pack("<II", tables.base, tables.rsdp - tables.base) + tables.blob
+
     def install_acpi(self) -> acpi.AcpiTables:
         """The firmware's ACPI duties for a direct Linux boot: decode the PM registers
         at PM_BASE (PMBA, PIIX4 3.4.1.1; PMREGMISC bit 0 enables them), and put the tables
         in RAM, with an RSDP copy at the EBDA's start where a scan finds it."""
         self.pm.config_write(piix3.PMBA, 2, PM_BASE | 1)
         self.pm.config_write(piix3.PMREGMISC, 1, 1)
-        tables = acpi.build(self.acpi_area(), PM_BLOCK, self.mem.below_4g)
-        if len(tables.blob) > ACPI_AREA_SIZE:
-            raise BootError(f"ACPI tables of {len(tables.blob)} bytes overflow their area")
+        tables = self._build_acpi()
         self.mem.write(tables.base, tables.blob)
         rsdp = tables.rsdp - tables.base
         self.mem.write(EBDA_BASE, tables.blob[rsdp:rsdp + acpi.RSDP_LENGTH])
