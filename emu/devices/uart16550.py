@@ -251,7 +251,10 @@ class Uart16550(Device):
     # -- transmitter --------------------------------------------------------------
     def _write_thr(self, value: int) -> None:
         self.thre_pending = False
-        self._update()
+        # The line drops for the write, so the next THRE is a new edge; when it is low
+        # already, the IIR in between is never seen and the recompute after will do.
+        if self.irq_out:
+            self._update()
         if self.mcr & MCR_LOOP:
             self._receive_byte(value)
             self._restart_timeout()
@@ -312,8 +315,9 @@ class Uart16550(Device):
 
     def _read_lsr(self) -> int:
         value = self._lsr()
-        self.line_errors = 0
-        self._update()
+        if self.line_errors:  # reading clears them; only then can the IIR change
+            self.line_errors = 0
+            self._update()
         return value
 
     def _read_msr(self) -> int:
