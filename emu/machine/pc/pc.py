@@ -46,7 +46,6 @@ EBDA_BASE, BIOS_AREA = 0x9FC00, 0xF0000
 BIOS_STUB_SIZE = 0x10000
 IDETIM_PRIMARY, IDETIM_SECONDARY, IDE_DECODE = 0x40, 0x42, 0x8000
 BIOS_MAX = 0x40000  # SeaBIOS's largest build; the board has no flash for more
-BZIMAGE_MAGIC_OFFSET, BZIMAGE_MAGIC = 0x202, b"HdrS"
 RESET_VECTOR_STUB = bytes([0xFA, 0xF4, 0xEB, 0xFD])  # cli; hlt; jmp back to hlt
 # ACPI for a direct Linux boot: the tables' area just below the top of low RAM, the PM
 # register base SeaBIOS programs, and the reset register the FADT names (RCR at 0xCF9;
@@ -125,22 +124,21 @@ def _linux_items(fw: FwCfg, image: linux.LinuxImage, cmdline: str, initrd: bytes
                         "which boots -kernel through -bios") from None
     boot = linux.firmware_boot(image, cmdline, None if initrd is None else len(initrd),
                                initrd_path, ram_below_4g)
-    parts = [(fw_cfg.SETUP_ADDR, boot.setup_addr, boot.setup),
-             (fw_cfg.KERNEL_ADDR, boot.kernel_addr, image.kernel),
-             (fw_cfg.CMDLINE_ADDR, boot.cmdline_addr, boot.cmdline)]
+    parts = [((fw_cfg.SETUP_ADDR, fw_cfg.SETUP_SIZE, fw_cfg.SETUP_DATA),
+              boot.setup_addr, boot.setup),
+             ((fw_cfg.KERNEL_ADDR, fw_cfg.KERNEL_SIZE, fw_cfg.KERNEL_DATA),
+              boot.kernel_addr, image.kernel),
+             ((fw_cfg.CMDLINE_ADDR, fw_cfg.CMDLINE_SIZE, fw_cfg.CMDLINE_DATA),
+              boot.cmdline_addr, boot.cmdline)]
     if initrd is not None:
-        parts.append((fw_cfg.INITRD_ADDR, boot.initrd_addr, initrd))
-    for addr_key, addr, data in parts:
-        # Each part's keys are consecutive: address, size; the data keys are QEMU's.
+        parts.append(((fw_cfg.INITRD_ADDR, fw_cfg.INITRD_SIZE, fw_cfg.INITRD_DATA),
+                      boot.initrd_addr, initrd))
+    for (addr_key, size_key, data_key), addr, data in parts:
         fw.add_u32(addr_key, addr)
-        fw.add_u32(addr_key + 1, len(data))
-        fw.add_bytes(_DATA_KEY[addr_key], data)
+        fw.add_u32(size_key, len(data))
+        fw.add_bytes(data_key, data)
     fw.add_file(LINUXBOOT_FILE, rom)
     fw.add_file("bootorder", f"/rom@{LINUXBOOT_FILE}\n".encode())
-
-
-_DATA_KEY = {fw_cfg.SETUP_ADDR: fw_cfg.SETUP_DATA, fw_cfg.KERNEL_ADDR: fw_cfg.KERNEL_DATA,
-             fw_cfg.CMDLINE_ADDR: fw_cfg.CMDLINE_DATA, fw_cfg.INITRD_ADDR: fw_cfg.INITRD_DATA}
 
 
 class PcMachine(Machine):
