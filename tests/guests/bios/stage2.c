@@ -259,14 +259,20 @@ static void fill(u8 *s, const char *tag)
         s[i] = (u8)(i * 7);
 }
 
+/* INT 13h AH=41h (EDD installation check) on drive `number`, into r. */
+static void edd_check(struct regs *r, u32 number)
+{
+    zero(r);
+    r->eax = 0x4100;
+    r->ebx = 0x55AA;
+    r->edx = number;
+    call(0x13, r);
+}
+
 static void test_disk(void)
 {
     struct regs r;
-    zero(&r);
-    r.eax = 0x4100;
-    r.ebx = 0x55AA;
-    r.edx = drive;
-    call(0x13, &r);
+    edd_check(&r, drive);
     check(!(r.flags & CF) && (r.ebx & 0xFFFF) == 0xAA55 && (r.ecx & 1),
           "int13 41h EDD installation check");
 
@@ -343,11 +349,7 @@ static void test_disk(void)
     r.edx = drive;
     call(0x13, &r);
     check(!(r.flags & CF) || ((r.eax >> 8) & 0xFF) != 0, "int13 01h reports the last error");
-    zero(&r);
-    r.eax = 0x4100;
-    r.ebx = 0x55AA;
-    r.edx = 0x81;
-    call(0x13, &r);
+    edd_check(&r, 0x81);
     check(r.flags & CF, "int13 on an absent drive 81h fails");
 }
 
@@ -355,11 +357,7 @@ static void test_disk(void)
 static void test_cd(void)
 {
     struct regs r;
-    zero(&r);
-    r.eax = 0x4100;
-    r.ebx = 0x55AA;
-    r.edx = drive;
-    call(0x13, &r);
+    edd_check(&r, drive);
     check(!(r.flags & CF) && (r.ebx & 0xFFFF) == 0xAA55, "int13 41h EDD check on the CD");
 
     u16 *params = (u16 *)buf;
