@@ -8,6 +8,7 @@ is built until the whole command line has been checked.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
 import sys
@@ -18,7 +19,9 @@ from importlib import resources
 from emu import __version__
 from emu.devices.mc146818 import boot_order_nibbles, parse_rtc_base
 from emu.host.block import DriveSpec, assign_indexes, drive_for_option, parse_drive
-from emu.machine.config import MachineConfig
+from emu.host.tls import PARAMETERS as TLS_PARAMETERS
+from emu.host.tls import Credentials, parse_object
+from emu.machine.config import MachineConfig, check_icount_shift, check_ram_size, machine_type
 
 USAGE = """\
 usage: pyemu [options]
@@ -53,6 +56,17 @@ usage: pyemu [options]
                         exec:CMD, fd:N) and run the guest it brings; with no machine
                         options the machine is built from the stream; 'defer': wait
                         for the monitor's migrate_incoming
+  -allow-files DIR       a bare -incoming destination may open the images, kernel,
+                        initrd and firmware its stream names only under DIR
+                        (repeatable; firmware is also taken where it is installed)
+  -object tls-creds-x509,id=ID,dir=DIR,endpoint=server|client[,verify-peer=on|off]
+                        TLS credentials for migration (DIR holds ca-cert.pem and
+                        server-cert.pem, server-key.pem or client-cert.pem,
+                        client-key.pem); 'migrate_set_parameter tls-creds ID' uses them
+  -global migration.tls-creds=ID
+                        the same from the start (a bare -incoming); also
+                        migration.tls-hostname=NAME: the name the destination's
+                        certificate must carry (default: the URI's host)
   -icount [shift=]N     deterministic time: each instruction takes 2^N ns
   -no-reboot            exit instead of resetting the machine
   -name NAME            name of the guest
@@ -79,6 +93,10 @@ class Options:
     log_file: str | None
     info_only: str | None = None  # text to print instead of running
     qmp: list[str] = field(default_factory=list)  # -qmp listener specs (host bindings)
+    # -object: (the option's text, the credentials, files read); created by main()
+    objects: list[tuple[str, Credentials]] = field(default_factory=list)
+    # -global migration.NAME=VALUE: migration parameters' defaults, set by main()
+    migration: list[tuple[str, str]] = field(default_factory=list)
 
 
 def parse_size(text: str) -> int:
@@ -100,9 +118,8 @@ def _icount(text: str) -> int:
         if key == "shift":
             if value == "auto":
                 return 3
-            if value.isdigit() and int(value) <= 10:
-                return int(value)
-            raise ValueError(f"shift must be 0-10 or auto, not {value!r}")
+            check_icount_shift(int(value) if value.isdigit() else value)
+            return int(value)
         if key not in ("sleep", "align"):
             raise ValueError(f"unknown parameter {key!r}")
     return 3
@@ -113,6 +130,8 @@ def parse_args(argv: list[str]) -> Options:
     log_items: list[str] = []
     log_file: str | None = None
     qmp: list[str] = []
+    objects: list[tuple[str, Credentials]] = []
+    migration: list[tuple[str, str]] = []
     i = 0
 
     def arg() -> str:
@@ -157,12 +176,17 @@ def parse_args(argv: list[str]) -> Options:
             log_file = arg()
         elif name == "-qmp":
             qmp.append(_qmp(arg()))
+        elif name == "-object":
+            value = arg()
+            objects.append((value, _object(value)))
+        elif name == "-global":
+            migration.append(_global(arg()))
         else:
             what = "invalid option" if opt.startswith("-") else "unexpected argument"
             raise UsageError(f"{opt}: {what}")
         i += 1
     _finish(cfg)
-    return Options(cfg, log_items, log_file, qmp=qmp)
+    return Options(cfg, log_items, log_file, qmp=qmp, objects=objects, migration=migration)
 
 
 def _qmp(value: str) -> str:
@@ -175,23 +199,56 @@ def _qmp(value: str) -> str:
     return value
 
 
+def _object(value: str) -> Credentials:
+    try:
+        return parse_object(value)
+    except ValueError as e:
+        raise UsageError(f"-object {value}: {e}") from None
+
+
+def _global(value: str) -> tuple[str, str]:
+    """``migration.NAME=VALUE`` as (NAME, VALUE): QEMU's way to give a migration
+    parameter before any monitor exists. Only the migration's TLS parameters here."""
+    target, eq, setting = value.partition("=")
+    driver, _, name = target.partition(".")
+    if not eq or driver != "migration" or name not in TLS_PARAMETERS:
+        raise UsageError(f"-global {value}: pyemu takes migration.tls-creds=ID and "
+                         "migration.tls-hostname=NAME")
+    return name, setting
+
+
+def _create_objects(opts: Options) -> None:
+    """-object and -global act on the whole process, as in QEMU: the credentials join
+    the object table, then each global becomes the default of its migration parameter
+    (checked as migrate_set_parameter checks it: the tls-creds id must exist)."""
+    from emu.host import tls
+    from emu.migration.live import PARAMETERS, Migration
+
+    for text, creds in opts.objects:
+        try:
+            tls.add(creds)
+        except ValueError as e:
+            raise UsageError(f"-object {text}: {e}") from None
+    for name, value in opts.migration:
+        try:
+            Migration().set_parameter(name, value)
+        except ValueError as e:
+            raise UsageError(f"-global migration.{name}={value}: {e}") from None
+        PARAMETERS[name] = value
+
+
 def _machine(cfg: MachineConfig, value: str) -> str | None:
     mtype = value.split(",")[0]
     if mtype == "help":
         return "Supported machines are:\npc                   Standard PC (i440FX + PIIX, 1996)\n"
-    if mtype not in ("pc", "pc-i440fx"):
-        raise ValueError(f"unsupported machine type {mtype!r} ('-M help' lists them)")
-    cfg.machine = "pc"
+    cfg.machine = machine_type(mtype)
     return None
 
 
 def _memory(cfg: MachineConfig, value: str) -> None:
-    size = parse_size(value)
-    if size < 2 << 20:
-        raise ValueError("at least 2 MiB of RAM is needed")
-    if size > 64 << 30:
-        raise ValueError("more than 64 GiB of RAM is not supported")
-    cfg.ram_size = (size + 0xFFF) & ~0xFFF
+    size = (parse_size(value) + 0xFFF) & ~0xFFF
+    check_ram_size(size)
+    cfg.ram_size = size
 
 
 def _boot(cfg: MachineConfig, value: str) -> None:
@@ -204,8 +261,6 @@ def _boot(cfg: MachineConfig, value: str) -> None:
             raise ValueError(f"unknown parameter {key!r}")
         elif not eq:
             order = part
-    if not order:
-        raise ValueError("empty boot order")
     boot_order_nibbles(order)
     cfg.boot_order = order
 
@@ -248,6 +303,12 @@ def _shaping(handler: Callable[..., str | None]) -> Callable[..., str | None]:
     return shape
 
 
+def _allow_files(cfg: MachineConfig, value: str) -> None:
+    if not os.path.isdir(value):
+        raise ValueError(f"-allow-files {value}: not a directory")
+    cfg.allow_files.append(os.path.realpath(value))
+
+
 def _drive(cfg: MachineConfig, value: str) -> None:
     cfg.drives.append(parse_drive(value))
     keys = {part.partition("=")[0] for part in value.split(",") if part}
@@ -266,6 +327,7 @@ _VALUED: dict[str, Callable[[MachineConfig, str], str | None]] = {
     "-rtc": _shaping(_rtc),
     "-loadvm": _set("loadvm"),
     "-incoming": _set("incoming"),
+    "-allow-files": _allow_files,
     "-drive": _drive,
     **{f"-{name}": _shaping(_drive_option(name))
        for name in ("hda", "hdb", "hdc", "hdd", "cdrom")},
@@ -349,6 +411,11 @@ def main(argv: list[str] | None = None) -> int:
     if opts.info_only is not None:
         sys.stdout.write(opts.info_only)
         return 0
+    try:
+        _create_objects(opts)
+    except UsageError as e:
+        print(f"pyemu: {e}", file=sys.stderr)
+        return 1
     _setup_logging(opts)
     from emu.machine.launch import launch  # heavy imports only when running
 

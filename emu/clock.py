@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 NS_PER_SEC = 1_000_000_000
+HORIZON_NS = 1 << 62
 
 
 class Timer:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from emu.clock import Clock
+from emu.clock import HORIZON_NS, Clock
 
 
 class InsnCounter:
@@ -111,6 +111,22 @@ def test_callback_cancelling_a_later_timer() -> None:
     insns.n = 30
     assert clock.run_expired() == 1
     assert fired == ["early"]
+
+
+@pytest.mark.parametrize("deadline", [HORIZON_NS + 1, (1 << 63) - 1, 1 << 64])
+def test_a_deadline_past_the_horizon_is_pending_but_never_due(deadline: int) -> None:
+    """A device asking for a deadline a loaded state put past the horizon: the timer is
+    pending, but no slice ever ends for it (the CPU's slice deadline is an int64 of
+    host time, which such a deadline would wrap round to the past)."""
+    clock, insns = icount_clock(0)
+    fired: list[str] = []
+    t = clock.timer(lambda: fired.append("t"), "t")
+    t.mod(deadline)
+    assert t.pending and clock.next_deadline() is None
+    insns.n = HORIZON_NS
+    assert clock.run_expired() == 0 and fired == []
+    t.mod(HORIZON_NS)  # the horizon itself is still within reach
+    assert clock.next_deadline() == HORIZON_NS and clock.run_expired() == 1
 
 
 # -- realtime ----------------------------------------------------------------------------------

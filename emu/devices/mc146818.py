@@ -578,6 +578,8 @@ class DiskGeometry:
 
 def boot_order_nibbles(order: str) -> list[int]:
     """The CMOS boot device codes for ``-boot`` letters; ValueError for a bad string."""
+    if not order:  # firmware needs a first device (fw_cfg's BOOT_DEVICE is its letter)
+        raise ValueError("empty boot order")
     if len(order) > MAX_BOOT_DEVICES:
         raise ValueError(f"too many boot devices for PC: {order!r} (at most 3)")
     for letter in order:

@@ -24,6 +24,8 @@ import stat
 import threading
 from dataclasses import dataclass, replace
 
+from emu.host.files import kind_of
+
 OVERLAY_SECTOR = 512  # granularity of the snapshot overlay
 CHUNK = 64 << 10  # granularity of the written-since tracking of block migration
 
@@ -36,8 +38,9 @@ class BlockBackend:
     """A raw image file opened by ``open_image``; offsets and lengths are in bytes."""
 
     def __init__(self, path: str, fd: int, size: int, *, readonly: bool,
-                 snapshot: bool) -> None:
+                 snapshot: bool, active: bool = True) -> None:
         self.path = path
+        self.active = active  # holds its lock: this process may run a guest on it
         self.size = size
         self.readonly = readonly  # the guest may not write (a snapshot is writable)
         self.snapshot = snapshot
@@ -145,10 +148,12 @@ class BlockBackend:
         fd = self._check(0, 0)
         self.flush()
         fcntl.flock(fd, fcntl.LOCK_UN)
+        self.active = False
 
     def activate(self) -> None:
         """Take the image's lock (again); ImageLockedError if another process holds it."""
         _lock(self._check(0, 0), self.path, self.lock_mode)
+        self.active = True
 
     def close(self) -> None:
         """Flush, drop the lock and the overlay. Closing twice is harmless."""
@@ -176,20 +181,24 @@ def open_image(path: str, *, readonly: bool = False, snapshot: bool = False,
     whose source still holds it) and ``activate()`` takes the lock later."""
     writable = not readonly and not snapshot
     try:
-        fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO given as an image must be refused, not wait for a writer
+        fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_NONBLOCK |
+                     os.O_CLOEXEC)
     except OSError as e:
         raise OSError(e.errno, f"cannot open image {path}: {e.strerror}") from None
     try:
         st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise OSError(errno.EISDIR, f"image {path} is a directory")
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+            raise OSError(errno.EINVAL, f"image {path} is {kind_of(st.st_mode)}, "
+                                        "not a file or a block device")
+        os.set_blocking(fd, True)
         size = st.st_size if stat.S_ISREG(st.st_mode) else os.lseek(fd, 0, os.SEEK_END)
         if lock:
             _lock(fd, path, fcntl.LOCK_EX if writable else fcntl.LOCK_SH)
     except BaseException:
         os.close(fd)
         raise
-    return BlockBackend(path, fd, size, readonly=readonly, snapshot=snapshot)
+    return BlockBackend(path, fd, size, readonly=readonly, snapshot=snapshot, active=lock)
 
 
 # -- command line ------------------------------------------------------------------

@@ -9,7 +9,8 @@ or unix socket. Spellings follow QEMU's ``-serial``/``-chardev`` shorthand:
 
 Socket addresses are parsed, bound and connected by emu/host/sockaddr.py (shared with
 the migration transports): an IPv6 HOST goes in brackets, a server with an empty HOST
-(``tcp::4444,server``) listens on every address, a client with one connects to this host.
+(``tcp::4444,server``) listens on loopback only, as QMP does (any of them may carry a
+monitor; ``0.0.0.0`` or ``[::]`` listens everywhere), a client with one connects to this host.
 
 Threads (DESIGN.md, "Threads and time"): every backend with input runs one reader
 thread that collects host bytes into a capped, thread-safe buffer and then calls the
@@ -685,14 +686,20 @@ def _open(spec: str, whole: str) -> Chardev:
     if kind in ("tcp", "unix"):
         flags = _options(opts, whole, {"server", "wait", "nodelay"})
         try:
-            address = sockaddr.parse_host_port(arg) if kind == "tcp" else \
+            server = flags.get("server", False)
+            address = _tcp_address(arg, server) if kind == "tcp" else \
                 sockaddr.check_unix_path(arg)
-            return SocketChardev(whole, address, server=flags.get("server", False),
-                                 wait=flags.get("wait", True))
+            return SocketChardev(whole, address, server=server, wait=flags.get("wait", True))
         except AddressError as e:
             raise ValueError(f"chardev {whole!r}: {e}") from None
     raise ValueError(f"chardev {whole!r}: unknown backend {kind!r} "
                      "(null, none, stdio, file:, tcp:, unix:, mon:)")
+
+
+def _tcp_address(text: str, server: bool) -> tuple[str, int]:
+    """``HOST:PORT``; a server with an empty HOST listens where QMP's would."""
+    host, port = sockaddr.parse_host_port(text)
+    return (sockaddr.control_listen_host(host) if server else host), port
 
 
 def _no_options(kind: str, arg: str, opts: list[str], whole: str) -> None:

@@ -37,6 +37,7 @@ import time
 
 UNIX_PATH_MAX = 107  # sun_path holds 108 bytes including the terminating NUL
 ANY_HOSTS = ("", "0", "::")  # listening on one of these means every address
+LOOPBACK = "127.0.0.1"
 BACKLOG = 1  # both users serve one peer at a time
 # Binding the IPv4 fallback cannot help with these: the port is taken or forbidden.
 NO_FALLBACK = (errno.EADDRINUSE, errno.EACCES)
@@ -87,6 +88,13 @@ def _parse_host(host: str) -> str:
     if any(c.isspace() or not c.isprintable() for c in host):
         raise AddressError(f"bad host {host!r}")
     return host
+
+
+def control_listen_host(host: str) -> str:
+    """Where a control socket (QMP, a monitor's chardev server) listens for ``host``:
+    loopback when it is empty, since whoever reaches it commands the machine; an
+    explicit ``0.0.0.0``, ``[::]`` or name listens where it says."""
+    return host or LOOPBACK
 
 
 def check_unix_path(path: str) -> str:

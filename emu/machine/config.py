@@ -8,10 +8,13 @@ and the destination may re-bind them with its own options.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from emu.host.block import MAX_INDEX, MEDIA, DriveSpec
+from emu.devices.mc146818 import boot_order_nibbles, parse_rtc_base
+from emu.host.block import MAX_INDEX, MEDIA, DriveSpec, assign_indexes
 
 
 @dataclass
@@ -36,6 +39,7 @@ class MachineConfig:
     rtc_base: str = "utc"  # -rtc base=: utc, localtime or a date
     loadvm: str | None = None  # -loadvm: a snapshot to start from
     incoming: str | None = None  # -incoming URI or "defer"
+    allow_files: list[str] = field(default_factory=list)  # where a stream may name files
     shaped: bool = False  # an option that shapes the machine was given (not only bindings)
 
 
@@ -49,7 +53,61 @@ _SHAPE: dict[str, tuple[type, ...]] = {
 _DRIVE: dict[str, tuple[type, ...]] = {"id": (str,), "file": (str,), "index": (int,),
                                       "media": (str,), "readonly": (bool,),
                                       "snapshot": (bool,)}
-MAX_TEXT = 4096
+MAX_TEXT = 4096  # bytes of any string a stream's configuration gives
+
+MACHINE_TYPES = ("pc", "pc-i440fx")  # -M names of the one board there is
+MIN_RAM, MAX_RAM, RAM_PAGE = 2 << 20, 64 << 30, 4096
+MAX_ICOUNT_SHIFT = 10
+GIB = 1 << 30
+
+
+def machine_type(name: str) -> str:
+    """The board a -M name selects; ValueError for one pyemu does not have."""
+    if name not in MACHINE_TYPES:
+        raise ValueError(f"unsupported machine type {name!r} ('-M help' lists them)")
+    return "pc"
+
+
+def physical_memory() -> int | None:
+    """This host's physical memory in bytes; None where the system does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None
+
+
+def host_ram_limit() -> int:
+    """The most guest RAM this host can give: its physical memory less what pyemu itself
+    (Python, the CPU engine's translation cache) and the rest of the host need -- an
+    eighth of it, at least 512 MiB -- and no more than MAX_RAM."""
+    phys = physical_memory()
+    if phys is None:
+        return MAX_RAM
+    return max(0, min(MAX_RAM, phys - max(phys // 8, 512 << 20)))
+
+
+def _gib(size: int) -> str:
+    return f"{size / GIB:.3g} GiB"
+
+
+def check_ram_size(size: int) -> None:
+    """A RAM size (-m, or a stream's): whole pages, at least MIN_RAM, at most what this
+    host can give; ValueError saying why not."""
+    if size < MIN_RAM:
+        raise ValueError("at least 2 MiB of RAM is needed")
+    if size % RAM_PAGE:
+        raise ValueError(f"{size} bytes is not a whole number of 4 KiB pages")
+    if size > MAX_RAM:
+        raise ValueError(f"more than {_gib(MAX_RAM)} of RAM is not supported")
+    limit = host_ram_limit()
+    if size > limit:
+        raise ValueError(f"{_gib(size)} is more than this host's {_gib(limit)}")
+
+
+def check_icount_shift(shift: Any) -> None:
+    """-icount shift=N: each instruction takes 2^N ns, N an integer 0-10."""
+    if type(shift) is not int or not 0 <= shift <= MAX_ICOUNT_SHIFT:
+        raise ValueError(f"shift must be 0-{MAX_ICOUNT_SHIFT} or auto, not {shift!r}")
 
 
 def drive_id(spec: DriveSpec) -> str:
@@ -75,10 +133,39 @@ def _checked(where: str, mapping: Any, types: dict[str, tuple[type, ...]]) -> di
         # bool is an int in Python: keep the two apart
         if type(value) not in allowed:
             raise ValueError(f"{where}/{key}: {value!r} is not a {allowed[0].__name__}")
-        if isinstance(value, str) and (len(value) > MAX_TEXT or "\0" in value):
+        if isinstance(value, str) and not _usable(value):
             raise ValueError(f"{where}/{key}: not a usable string")
         out[key] = value
     return out
+
+
+def _usable(text: str) -> bool:
+    """Text a host call or a guest can take: UTF-8 (JSON lets lone surrogates through),
+    no NUL, at most MAX_TEXT bytes."""
+    try:
+        raw = text.encode()
+    except UnicodeEncodeError:
+        return False
+    return len(raw) <= MAX_TEXT and b"\0" not in raw
+
+
+# The rules of the command line's own options, for the values a stream gives them.
+_VALUE_CHECKS: dict[str, Callable[[Any], object]] = {
+    "machine": machine_type, "ram_size": check_ram_size, "boot_order": boot_order_nibbles,
+    "rtc_base": parse_rtc_base, "icount_shift": check_icount_shift,
+}
+
+
+def _check_values(cfg: MachineConfig) -> None:
+    """ValueError naming the first field of ``cfg`` that its option would refuse."""
+    for key, check in _VALUE_CHECKS.items():
+        value = getattr(cfg, key)
+        if value is None:  # an optional setting left out (icount_shift)
+            continue
+        try:
+            check(value)
+        except ValueError as e:
+            raise ValueError(f"description/config/{key}: {e}") from None
 
 
 def from_stream(desc: Any, local: MachineConfig) -> MachineConfig:
@@ -89,9 +176,7 @@ def from_stream(desc: Any, local: MachineConfig) -> MachineConfig:
     cfg = MachineConfig(**shape, monitor=local.monitor, nographic=local.nographic,
                         start_paused=local.start_paused, name=local.name,
                         incoming=local.incoming)
-    if not 0 < cfg.ram_size <= 64 << 30 or not (cfg.icount_shift is None or
-                                                 0 <= cfg.icount_shift <= 10):
-        raise ValueError("description/config: RAM size or icount shift out of range")
+    _check_values(cfg)
     serial = desc.get("serial")
     if not isinstance(serial, list) or len(serial) > 4 or \
             not all(isinstance(s, str) for s in serial):
@@ -104,13 +189,22 @@ def from_stream(desc: Any, local: MachineConfig) -> MachineConfig:
     drives = desc.get("drives")
     if not isinstance(drives, list) or len(drives) > MAX_INDEX + 1:
         raise ValueError("description/config/drives: not a list of up to 4 drives")
+    ids: set[str] = set()
     for i, d in enumerate(drives):
         d = _checked(f"description/config/drives[{i}]", d, _DRIVE)
         if not 0 <= d["index"] <= MAX_INDEX or d["media"] not in MEDIA:
             raise ValueError(f"description/config/drives[{i}]: index or media out of range")
+        if not d["id"] or not d["id"].isprintable() or d["id"] in ids:  # in messages
+            raise ValueError(f"description/config/drives[{i}]/id: {d['id']!r} is not "
+                             "a name of its own")
+        ids.add(d["id"])
         cfg.drives.append(DriveSpec(file=rebind.pop(d["id"], d["file"]), index=d["index"],
                                     media=d["media"], readonly=d["readonly"],
                                     snapshot=d["snapshot"], id=d["id"]))
+    try:
+        assign_indexes(cfg.drives)  # the command line's check: one drive per index
+    except ValueError as e:
+        raise ValueError(f"description/config/drives: {e}") from None
     if rebind:
         raise ValueError(f"-drive id={next(iter(rebind))}: no drive of that id in the stream")
     return cfg

@@ -8,6 +8,7 @@ error is one line naming the option at fault.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -16,8 +17,10 @@ from typing import Any
 
 from emu.host.block import BlockBackend
 from emu.host.chardev import Chardev, MuxChardev, SocketChardev, parse_chardev
+from emu.host.files import FIRMWARE_DIRS, check_granted
 from emu.machine.config import MachineConfig, from_stream
-from emu.machine.pc.multiboot import BootError
+from emu.machine.pc.multiboot import BootError, module_list
+from emu.machine.pc.pc import firmware_path
 from emu.migration.live import Incoming, run_incoming
 from emu.migration.stream import StreamError, matches
 from emu.migration.transport import TransportError
@@ -117,7 +120,12 @@ def _launch_from_stream(cfg: MachineConfig, incoming: Incoming,
     made: list[Built] = []
 
     def on_description(desc: dict[str, Any]) -> Any:
-        local = from_stream(desc.get("config"), cfg)
+        if "config" not in desc:
+            raise ValueError("description: no machine configuration to build from (a "
+                             "savevm snapshot is not a migration stream): give this "
+                             "destination the machine's options, or use -loadvm")
+        local = from_stream(desc["config"], cfg)
+        check_grants(local, cfg)
         try:
             built = _build(local, lock=False)
         except LaunchError as e:
@@ -140,6 +148,27 @@ def _launch_from_stream(cfg: MachineConfig, incoming: Incoming,
     if not made:
         return 1  # run_incoming said why
     return _run(made[0], signal_handlers, servers)
+
+
+def check_grants(cfg: MachineConfig, own: MachineConfig) -> None:
+    """A bare destination's files, as its stream names them (``cfg``): each must lie
+    where this destination's own options (``own``) allow, unless they re-bind it
+    (``-drive id=``). PermissionError names the first that does not."""
+    rebound = {d.id for d in own.drives if d.id}
+    for d in cfg.drives:
+        if d.id not in rebound:
+            check_granted(d.file, f"description/config/drives/{d.id}", own.allow_files)
+    if cfg.kernel:
+        check_granted(cfg.kernel, "description/config/kernel", own.allow_files)
+    if cfg.initrd:
+        # a Linux initrd is one file; Multiboot's are "mod1 args,mod2"
+        paths = [cfg.initrd] if os.path.isfile(cfg.initrd) else \
+            [path for path, _ in module_list(cfg.initrd)]
+        for path in paths:
+            check_granted(path, "description/config/initrd", own.allow_files)
+    if cfg.bios:
+        check_granted(firmware_path(cfg.bios), "description/config/bios",
+                      [*own.allow_files, *FIRMWARE_DIRS])
 
 
 def _build(cfg: MachineConfig, *, lock: bool) -> Built:

@@ -20,7 +20,7 @@ from typing import Any
 from emu.clock import Clock
 from emu.cpu.x86 import X86Cpu
 from emu.memory.ioport import IoBus
-from emu.migration.live import Migration
+from emu.migration.live import Hold, Migration, RunRefused
 from emu.qom import Object
 
 log = logging.getLogger("emu.machine")
@@ -56,6 +56,7 @@ class Machine(Object):
         self.clock.shorten_slice = self._shorten_slice
         self.migration = Migration()
         self.throttle = 0  # percent of CPU time withheld (auto-converge)
+        self.hold: Hold | None = None  # never two running copies of one guest
         # Told of run state changes, resets and shutdowns (QMP's events), on the thread
         # where they happen: (event name, data).
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
@@ -145,9 +146,26 @@ class Machine(Object):
         if self.runstate == "running":
             self.set_runstate("paused")
 
-    def cont(self) -> None:
+    def cont(self, force: bool = False) -> None:
+        """Run the guest (from paused, prelaunch or postmigrate), once nothing holds it;
+        RunRefused says what does."""
         if self.runstate in ("paused", "prelaunch", "postmigrate"):
+            self.claim(force)
             self.set_runstate("running")
+
+    def claim(self, force: bool = False) -> None:
+        """Make this process the guest's only runner: no migration handed it away, and
+        its images are locked here again; RunRefused otherwise."""
+        if self.hold is not None and not (force and self.hold.forceable):
+            hint = " ('cont -f' runs it here if the other side certainly does not)" \
+                if self.hold.forceable else ""
+            raise RunRefused(self.hold.reason + hint)
+        self.claim_images()
+        self.hold = None
+
+    def claim_images(self) -> None:
+        """Boards lock their disk images again (a migration let go of them);
+        RunRefused if another process holds one."""
 
     def system_reset(self, reason: str = "requested") -> None:
         log.info("machine reset: %s", reason)

@@ -1,18 +1,27 @@
 """Live migration: precopy of a running guest to another pyemu, and its receiving side.
 
-DESIGN.md, "The stream" and "Threads and time"; QEMU's migration as its users know it
-(docs/devel/migration.rst: precopy passes, downtime-limit, max-bandwidth,
+DESIGN.md, "The stream", "Trust" and "Threads and time"; QEMU's migration as its users
+know it (docs/devel/migration.rst: precopy passes, downtime-limit, max-bandwidth,
 auto-converge, the return path). The source sends the stream of stream.py: head and
 machine description first; the destination builds or checks its machine and answers on
 the return path before anything else happens; then RAM in passes while the guest runs
 (each pass sends the pages that differ from what was sent, ram.py), until what is left
 fits the downtime limit at the measured bandwidth; then the CPU stops, the rest of RAM
-and every section follow, the source lets go of its disk images, and the destination
-loads everything, takes the images, answers DONE and runs the guest. Any failure before
-DONE leaves the source running as it was.
+and every section follow, and the source lets go of its disk images.
 
-Return-path messages (destination to source, on duplex transports only): u8 code, u32
-length, UTF-8 text.
+The switchover is a handshake, so that one guest never runs in two places:
+  destination  READY    it has the whole stream, checked, loaded, and holds the images
+  source       GO       sent only after the source committed never to run the guest
+                        again (it stays "postmigrate"; ``cont`` refuses)
+  destination  RUNNING  the guest runs there
+The destination runs the guest only on GO. A source that gets no READY takes the guest
+back (telling the destination ABORT, which then exits without running it); once it has
+sent GO it never runs the guest on its own, and if RUNNING does not come it stays
+paused, saying that the guest may run on the destination (``cont -f`` is the operator's
+override). Every write and wait from the stop on has one deadline: downtime-limit plus
+x-switchover-grace.
+
+Control messages in both directions: u8 code, u32 length, UTF-8 text.
 """
 
 from __future__ import annotations
@@ -25,9 +34,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from emu.host import tls
 from emu.migration.ram import PAGE, RamTracker, clear
+from emu.migration.staging import DiskStaging
 from emu.migration.stream import (
     DISK_CHUNK,
+    Head,
     RawStream,
     StreamError,
     StreamWriter,
@@ -36,28 +48,49 @@ from emu.migration.stream import (
     capture_sections,
     decode_stream,
     describe_machine,
-    receive_stream,
+    receive_head,
+    receive_rest,
 )
-from emu.migration.transport import Channel, TransportError, connect, listen
+from emu.migration.transport import (
+    Channel,
+    TransportError,
+    connect,
+    format_tcp,
+    listen,
+    parse_uri,
+)
 
 log = logging.getLogger("emu.migration")
 
-ACCEPT, REFUSE, DONE, FAILED = 1, 2, 3, 4
+# Destination to source: ACCEPT/REFUSE the description, READY/FAILED the stream, RUNNING.
+# Source to destination, after the stream: GO or ABORT.
+ACCEPT, REFUSE, READY, FAILED, GO, ABORT, RUNNING = 1, 2, 3, 4, 5, 6, 7
 MAX_REPLY = 64 << 10
 CONNECT_TIMEOUT = 10.0
-REPLY_TIMEOUT = 120.0  # the destination loads everything before it answers DONE
+PREFLIGHT_TIMEOUT = 60.0  # the destination builds its machine before it answers
+STALL_TIMEOUT = 60.0  # no progress at all while the guest still runs at the source
+HEAD_TIMEOUT = 10.0  # a listening destination's wait for a connection's first bytes
+ABORT_TIMEOUT = 1.0  # best effort: telling the destination the source took the guest back
 
 # QEMU's parameter names and defaults (query-migrate-parameters).
-PARAMETERS: dict[str, int] = {
+PARAMETERS: dict[str, int | str] = {
     "downtime-limit": 300,  # ms
     "max-bandwidth": 128 << 20,  # bytes per second
     "cpu-throttle-initial": 20,  # percent
     "cpu-throttle-increment": 10,
     "max-cpu-throttle": 99,
+    # pyemu's: what the switchover may take beyond downtime-limit (the destination
+    # checks and loads everything before it says READY), ms
+    "x-switchover-grace": 10_000,
+    # TLS (emu/host/tls.py): the id of a -object tls-creds-x509 ("": none), and the name
+    # the destination's certificate must carry ("": the URI's host)
+    "tls-creds": "",
+    "tls-hostname": "",
 }
 _RANGES = {"downtime-limit": (0, 2_000_000), "max-bandwidth": (0, 1 << 50),
            "cpu-throttle-initial": (1, 99), "cpu-throttle-increment": (1, 99),
-           "max-cpu-throttle": (1, 99)}
+           "max-cpu-throttle": (1, 99), "x-switchover-grace": (100, 600_000)}
+MAX_SWITCHOVER_MS = 2_000_000 + 600_000
 # QEMU's capability names; the ones pyemu implements can be switched on.
 CAPABILITIES = ("xbzrle", "rdma-pin-all", "auto-converge", "zero-blocks", "compress",
                 "events", "postcopy-ram", "x-colo", "release-ram", "block", "return-path",
@@ -69,6 +102,21 @@ SUPPORTED = ("auto-converge", "compress", "events", "block")
 
 class MigrationError(Exception):
     """Why a migration failed, in one line."""
+
+
+class RunRefused(Exception):
+    """Why this copy of the guest must not run now, in one line."""
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Why a machine must not run its guest, set by a migration: the guest was handed to
+    another process (``forceable`` False), or may have been and nobody can tell which
+    copy runs (``forceable``: the operator, who can look at both sides, may say this
+    one, with ``cont -f``)."""
+
+    reason: str
+    forceable: bool = False
 
 
 @dataclass
@@ -98,16 +146,19 @@ class Stats:
 class Migration:
     """A machine's migration settings and its current (or last) outgoing migration."""
 
-    parameters: dict[str, int] = field(default_factory=lambda: dict(PARAMETERS))
+    parameters: dict[str, int | str] = field(default_factory=lambda: dict(PARAMETERS))
     capabilities: dict[str, bool] = field(
         default_factory=lambda: {c: False for c in CAPABILITIES})
     job: Outgoing | None = None
     incoming_status: str = "none"  # the destination's side: active, completed, failed
     listeners: list[Callable[[str, dict[str, Any]], None]] = field(default_factory=list)
 
-    def set_parameter(self, name: str, value: int) -> None:
+    def set_parameter(self, name: str, value: int | str) -> None:
         if name not in self.parameters:
             raise ValueError(f"unknown migration parameter '{name}'")
+        if name in tls.PARAMETERS:
+            self.parameters[name] = tls.check_parameter(name, value)
+            return
         lo, hi = _RANGES[name]
         if not lo <= value <= hi:
             raise ValueError(f"parameter '{name}' expects a value from {lo} to {hi}")
@@ -134,17 +185,19 @@ class Migration:
 # -- the return path ---------------------------------------------------------------------
 
 def send_reply(channel: Channel, code: int, text: str = "") -> None:
+    """One control message (either direction), flushed."""
     raw = text.encode()[:MAX_REPLY]
     channel.write(struct.pack("<BI", code, len(raw)) + raw)
     channel.flush()
 
 
-def read_reply(channel: Channel, timeout: float) -> tuple[int, str]:
+def read_reply(channel: Channel, timeout: float | None) -> tuple[int, str]:
+    """The next control message, within ``timeout`` seconds."""
     channel.timeout = timeout
     try:
         code, n = struct.unpack("<BI", channel.read_exact(5))
-        if code not in (ACCEPT, REFUSE, DONE, FAILED) or n > MAX_REPLY:
-            raise MigrationError(f"return path: unknown reply {code} of {n} bytes")
+        if not ACCEPT <= code <= RUNNING or n > MAX_REPLY:
+            raise MigrationError(f"control message: unknown code {code} of {n} bytes")
         return code, channel.read_exact(n).decode("utf-8", "replace")
     finally:
         channel.timeout = None
@@ -152,14 +205,22 @@ def read_reply(channel: Channel, timeout: float) -> tuple[int, str]:
 
 # -- the source ----------------------------------------------------------------------------
 
-def describe_for_migration(machine: Any, *, reply: bool, block: bool) -> dict[str, Any]:
+def describe_for_migration(machine: Any, *, reply: bool, block: bool,
+                           switchover: int) -> dict[str, Any]:
     """The description a migration sends first: the machine, its configuration (to build
-    it from), whether the source waits for answers on the return path, and whether
-    disk contents follow (block migration)."""
+    it from), whether the source waits for answers on the return path (and hands over
+    with the switchover's handshake, within ``switchover`` ms), and whether disk
+    contents follow (block migration)."""
     from emu.machine.config import to_stream
 
     return dict(describe_machine(machine), clock_ns=machine.clock.now_ns(),
-                config=to_stream(machine.cfg), migration={"reply": reply, "block": block})
+                config=to_stream(machine.cfg),
+                migration={"reply": reply, "block": block, "switchover_ms": switchover})
+
+
+def switchover_ms(parameters: dict[str, int]) -> int:
+    """The deadline of the switchover, from the guest's stop to RUNNING."""
+    return parameters["downtime-limit"] + parameters["x-switchover-grace"]
 
 
 def _backends(machine: Any) -> list[Any]:
@@ -185,6 +246,7 @@ class _Paced:
     def write(self, data: bytes | memoryview) -> None:
         if self.job.cancelled.is_set():
             raise MigrationError("cancelled")
+        self.job.channel.timeout = self.job.time_left()
         self.job.channel.write(data)
         self._sent += len(data)
         if self.limit:
@@ -211,7 +273,8 @@ class Outgoing:
         self.done = threading.Event()
         self.channel: Channel | None = None
         self._stopped: bool | None = None  # was running when stopped for the switchover
-        self._released = False
+        self._deadline: float | None = None  # of the switchover, once the guest stopped
+        self._committed = False  # GO may have been sent: never run the guest here again
         self.disks: dict[str, Any] = {}  # block migration: drive id -> image to copy
         self._thread = threading.Thread(target=self._run, name="migration", daemon=True)
 
@@ -240,7 +303,9 @@ class Outgoing:
         try:
             self._migrate()
         except (TransportError, MigrationError, StreamError, OSError) as e:
-            self._fail("cancelled" if self.cancelled.is_set() else str(e))
+            late = self._deadline is not None and time.monotonic() >= self._deadline
+            self._fail("cancelled" if self.cancelled.is_set() else
+                       self._late() if late and isinstance(e, TransportError) else str(e))
         except Exception as e:  # a bug must not leave the guest stopped
             log.exception("migration to %s", self.uri)
             self._fail(f"internal error: {e}")
@@ -250,23 +315,29 @@ class Outgoing:
             self.done.set()
 
     def _fail(self, reason: str) -> None:
+        """Before GO: the guest is still this process's; take it back."""
+        self.error = reason
+        if self._committed:  # past the point of no return: _hand_over said it all
+            self._set_status("failed")
+            return
+        why = self._take_back()
         if self.channel is not None:
             self.channel.abort()
-        resumed = self._undo_switchover()
-        if not resumed:
-            reason += "; the guest stays paused"
-        self.error = reason
+        if why:
+            self.machine.post(lambda: self.machine.set_runstate("paused")).result()
+            self.error = reason = f"{reason}; the guest stays paused: {why}"
         self._set_status("cancelled" if self.cancelled.is_set() else "failed")
         log.warning("migration to %s %s: %s", self.uri, self.status, reason)
 
     def _migrate(self) -> None:
-        self.channel = connect(self.uri, CONNECT_TIMEOUT)
+        self.channel = connect(self.uri, CONNECT_TIMEOUT, tls.from_parameters(self.params))
         if self.cancelled.is_set():
             raise MigrationError("cancelled")
         duplex = self.channel.readable and self.channel.writable
         block = self.caps["block"]
         desc = self.machine.post(lambda: describe_for_migration(
-            self.machine, reply=duplex, block=block)).result()
+            self.machine, reply=duplex, block=block,
+            switchover=switchover_ms(self.params))).result()
         out = _Paced(self)
         writer = StreamWriter(out)
         writer.head(desc)
@@ -361,9 +432,10 @@ class Outgoing:
 
     def _switchover(self, writer: StreamWriter, out: _Paced, tracker: RamTracker,
                     duplex: bool, chunks: dict[str, list[int]]) -> None:
-        """Stop the guest, send the rest, let go of the disks, wait for the verdict."""
+        """Stop the guest, send the rest, let go of the disks, then the handshake."""
         self._stopped = self.machine.post(self._stop_for_switchover).result()
         t_down = time.monotonic()
+        self._deadline = t_down + switchover_ms(self.params) / 1000
         self._set_status("device")
         out.pace(0)  # the guest is stopped: no reason to hold back now
         for name, backend in self.disks.items():
@@ -375,20 +447,73 @@ class Outgoing:
         sections = self.machine.post(lambda: capture_sections(self.machine)).result()
         self.machine.post(self._release_disks).result()
         writer.finish(sections)
+        self.channel.timeout = self.time_left()
+        if not duplex:  # file:, exec: and the like: a stream, nobody to hand over to
+            self.channel.close()
+            self.machine.post(lambda: self.machine.set_runstate("postmigrate"))
+            self._completed(t_down)
+            return
         self.channel.flush()
-        if duplex:
-            self._expect(DONE, "the destination could not load the guest")
-        self.channel.close()
+        self._expect(READY, "the destination could not load the guest")
+        self.machine.post(self._commit).result()
+        self._hand_over(t_down)
+
+    def time_left(self) -> float | None:
+        """How long the next write or wait may take: STALL_TIMEOUT while the guest runs
+        here, what is left of the switchover's deadline once it stopped."""
+        if self._deadline is None:
+            return STALL_TIMEOUT
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise MigrationError(self._late())
+        return left
+
+    def _late(self) -> str:
+        return (f"the switchover did not finish within {switchover_ms(self.params)} ms "
+                "(downtime-limit plus x-switchover-grace): the destination stalled")
+
+    def _expect(self, code: int, failure: str) -> None:
+        timeout = PREFLIGHT_TIMEOUT if self._deadline is None else self.time_left()
+        try:
+            got, text = read_reply(self.channel, timeout)
+        except TransportError:
+            if self._deadline is not None and time.monotonic() >= self._deadline:
+                raise MigrationError(self._late()) from None
+            raise
+        if got != code:
+            raise MigrationError(f"{failure}: {text}" if text else failure)
+
+    def _commit(self) -> None:
+        """On the machine thread, the point of no return: from here on this process
+        never runs the guest on its own."""
+        self._committed = True
+        self.machine.hold = Hold(f"the guest was migrated to {self.uri}: it runs there")
+        self.machine.set_runstate("postmigrate")
+
+    def _hand_over(self, t_down: float) -> None:
+        """GO, then wait for RUNNING. Without RUNNING nobody knows where the guest
+        runs: it stays paused here, and the operator decides."""
+        try:
+            send_reply(self.channel, GO)
+            self._expect(RUNNING, "the destination did not start the guest")
+            self.channel.close()
+        except (TransportError, MigrationError, OSError) as e:
+            self.channel.abort()
+            hold = Hold(f"the migration to {self.uri} was not confirmed ({e}): the guest "
+                        "may be running on the destination", forceable=True)
+            self.machine.post(lambda: setattr(self.machine, "hold", hold)).result()
+            self.error = (f"{e}; the go-ahead was sent but not confirmed: the guest stays "
+                          "paused here and may be running on the destination")
+            self._set_status("failed")
+            log.error("migration to %s: %s", self.uri, self.error)
+            return
+        self._completed(t_down)
+
+    def _completed(self, t_down: float) -> None:
         self.stats.transferred = self.channel.bytes_sent
         self.stats.remaining = 0
         self.stats.downtime_ms = int((time.monotonic() - t_down) * 1000)
-        self.machine.post(lambda: self.machine.set_runstate("postmigrate"))
         self._set_status("completed")
-
-    def _expect(self, code: int, failure: str) -> None:
-        got, text = read_reply(self.channel, REPLY_TIMEOUT)
-        if got != code:
-            raise MigrationError(f"{failure}: {text}")
 
     def _stop_for_switchover(self) -> bool:
         was_running = self.machine.runstate == "running"
@@ -398,101 +523,173 @@ class Outgoing:
     def _release_disks(self) -> None:
         for backend in _backends(self.machine):
             backend.inactivate()
-        self._released = True
 
-    def _undo_switchover(self) -> bool:
-        """After a failure: take the disks back and run the guest if it ran; False if
-        the disks are held elsewhere now (the destination may run the guest)."""
+    def _take_back(self) -> str:
+        """After a failure before GO: tell the destination (which then never runs the
+        guest), take the disks back -- waiting, up to the switchover's deadline, for a
+        destination that still holds them -- and run the guest if it ran. Returns why
+        it stays paused, or ""."""
         if self._stopped is None:
-            return True
-        return self.machine.post(self._resume).result()
+            return ""
+        self._tell_abort()
+        until = time.monotonic() + switchover_ms(self.params) / 1000
+        while True:
+            why = self.machine.post(self._resume).result()
+            if not why or time.monotonic() >= until:
+                return why
+            time.sleep(0.1)
 
-    def _resume(self) -> bool:
-        if self._released:
-            try:
-                for backend in _backends(self.machine):
-                    backend.activate()
-            except OSError as e:
-                log.error("migration: cannot take the disks back: %s", e)
-                self.machine.set_runstate("paused")
-                return False
-            self._released = False
+    def _tell_abort(self) -> None:
+        channel = self.channel
+        if channel is None or channel.closed or not channel.writable:
+            return
+        try:
+            channel.timeout = ABORT_TIMEOUT
+            send_reply(channel, ABORT, self.error)
+        except (TransportError, OSError):
+            pass  # it will not get GO either way: ABORT only lets it exit sooner
+        channel.abort()
+
+    def _resume(self) -> str:
+        if self.machine.runstate != "finish-migrate":
+            return ""  # quit or reset meanwhile: nothing to take back
+        try:
+            self.machine.claim_images()
+        except RunRefused as e:
+            return f"{e}; 'cont' once it lets go"
         self.machine.set_runstate("running" if self._stopped else "paused")
-        return True
+        return ""
 
 
 # -- the destination -----------------------------------------------------------------------
 
 class Incoming:
     """The receiving side: bound at once (so a bad URI or a busy port fails at start),
-    then ``receive()`` takes one migration."""
+    then ``receive()`` takes one migration. A socket listener outlives connections
+    that do not start with a pyemu stream (a port scan, a health check): each is
+    dropped with a log line, and it goes on listening for the source."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, parameters: dict[str, int | str] | None = None) -> None:
+        """``parameters``: the machine's migration parameters (tls-creds); None: this
+        process's defaults (``-global migration.tls-creds``, for a bare -incoming)."""
         self.uri = uri
-        self.listener = listen(uri)
+        self.listener = listen(uri, tls.from_parameters(
+            PARAMETERS if parameters is None else parameters))
+        self.repeats = parse_uri(uri).scheme in ("tcp", "unix")
         self.channel: Channel | None = None
         self.error = ""
+        self.answer = False  # the source listens on the return path and hands over
+        self.switchover = 0.0  # seconds the source gives the handshake
+        self.staged: dict[str, DiskStaging] = {}
         self.ready = threading.Event()  # a machine exists now, or the migration failed
+
+    def _accept(self) -> tuple[Channel, Head]:
+        """The first connection that starts like a pyemu stream, and its head."""
+        while True:
+            ch = self.listener.accept()
+            ch.timeout = HEAD_TIMEOUT if self.repeats else None
+            try:
+                head = receive_head(ch, TransportError)
+            except (StreamError, TransportError) as e:
+                ch.abort()
+                if not self.repeats:
+                    raise StreamError(str(e)) from None
+                log.warning("incoming migration: dropped a connection from %s: %s",
+                            _peer(ch), e)
+                continue
+            ch.timeout = STALL_TIMEOUT
+            return ch, head
 
     def receive(self, on_description: Callable[[dict[str, Any]], Any]) -> tuple[RawStream, Any]:
         """The whole stream, checked, and the machine it went into: ``on_description``
         builds or checks the machine (raising StreamError or ValueError to refuse) and
         returns it, before any RAM arrives. RAM goes straight into the machine, which
-        has never run and never will if anything fails."""
+        has never run and never will if anything fails; drive contents wait aside."""
         try:
-            self.channel = self.listener.accept()
+            ch, head = self._accept()
         finally:
             self.listener.close()
-        ch = self.channel
+        self.channel = ch
         duplex = ch.readable and ch.writable
+        machines: list[Any] = []
 
-        def check(desc: dict[str, Any]) -> None:
-            answer = duplex and isinstance(desc.get("migration"), dict) and \
-                desc["migration"].get("reply") is True
+        def check(desc: dict[str, Any]) -> Target:
+            how = desc.get("migration") if isinstance(desc.get("migration"), dict) else {}
+            answer = duplex and how.get("reply") is True
             try:
+                self.switchover = _switchover_seconds(how) if answer else 0.0
                 machines.append(on_description(desc))
             except (StreamError, ValueError, OSError) as e:
                 if answer:
                     send_reply(ch, REFUSE, str(e))
                 raise StreamError(str(e)) from None
             machine = machines[0]
-            disks = {}
-            if isinstance(desc.get("migration"), dict) and desc["migration"].get("block"):
-                disks = copied_drives(machine)
-                try:  # our own images now; the source's, if it is the same file, fails
-                    for backend in disks.values():
-                        backend.activate()
-                except OSError as e:
-                    text = f"block migration needs images of its own here: {e}"
-                    if answer:
-                        send_reply(ch, REFUSE, text)
-                    raise StreamError(text) from None
+            try:
+                self.staged = self._staging(machine, how.get("block") is True)
+            except OSError as e:
+                text = f"block migration needs images of its own here: {e}"
+                if answer:
+                    send_reply(ch, REFUSE, text)
+                raise StreamError(text) from None
             if answer:
                 send_reply(ch, ACCEPT)
             self.answer = answer
             clear(machine.mem.ram)  # what booting it wrote
-            return Target(machine.mem.ram, disks)
+            return Target(machine.mem.ram, dict(self.staged))
 
-        self.answer = False
-        machines: list[Any] = []
-        return receive_stream(ch, TransportError, check), machines[0]
+        return receive_rest(head, check), machines[0]
 
-    def finish(self, ok: bool, text: str = "") -> None:
-        """Tell the source how loading went (if it listens), and close."""
+    @staticmethod
+    def _staging(machine: Any, block: bool) -> dict[str, DiskStaging]:
+        """Block migration: where each copied drive's chunks wait. The images are ours
+        (locked now: the source's, if it is the same file, fails) and unwritten."""
+        if not block:
+            return {}
+        disks = copied_drives(machine)
+        for backend in disks.values():
+            backend.activate()
+        return {name: DiskStaging(backend) for name, backend in disks.items()}
+
+    def hand_over(self) -> str:
+        """READY, then the source's word: "" on GO; otherwise why the guest must not
+        run here."""
         ch = self.channel
-        if ch is None:
-            return
         try:
-            if self.answer:
-                send_reply(ch, DONE if ok else FAILED, text)
-            ch.close()
+            send_reply(ch, READY)
+            code, text = read_reply(ch, self.switchover)
+        except (TransportError, MigrationError) as e:
+            return f"the source did not hand the guest over ({e})"
+        if code == ABORT:
+            return f"the source took the guest back ({text or 'no reason given'})"
+        if code != GO:
+            return f"the source sent message {code} instead of the go-ahead"
+        return ""
+
+    def confirm(self) -> None:
+        """RUNNING (the guest runs here now), and close; the source stays paused if
+        this does not reach it, and says so."""
+        try:
+            send_reply(self.channel, RUNNING)
+            self.channel.close()
         except TransportError as e:
-            log.warning("incoming migration: %s", e)
-            ch.abort()
+            log.warning("incoming migration: the source may not know the guest runs "
+                        "here: %s", e)
+            self.channel.abort()
 
     def fail(self, machine: Any, reason: str) -> None:
+        """Say FAILED (if the source listens and the stream did not get that far),
+        and end this process: a partly loaded or unreleased guest never runs."""
         self.error = reason
-        self.finish(False, reason)
+        for stage in self.staged.values():
+            stage.close()
+        ch = self.channel
+        if ch is not None:
+            try:
+                if self.answer:
+                    send_reply(ch, FAILED, reason)
+                ch.close()
+            except TransportError:
+                ch.abort()
         log.error("incoming migration failed: %s", reason)
         if machine is not None:
             machine.migration.incoming_status = "failed"
@@ -506,30 +703,59 @@ class Incoming:
             self.channel.abort()
 
 
-def install(machine: Any, raw: RawStream) -> None:
+def _peer(ch: Channel) -> str:
+    peer = ch.peer
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return format_tcp(str(peer[0]), int(peer[1]))[4:]
+    return str(peer or ch.uri)
+
+
+def _switchover_seconds(how: dict[str, Any]) -> float:
+    ms = how.get("switchover_ms")
+    if isinstance(ms, bool) or not isinstance(ms, int) or not 0 < ms <= MAX_SWITCHOVER_MS:
+        raise StreamError(f"description/migration/switchover_ms: {ms!r} is not a deadline")
+    return ms / 1000
+
+
+def install(machine: Any, raw: RawStream, staged: dict[str, DiskStaging]) -> None:
     """On the destination's machine thread: decode everything, take the disks (the
-    source let go of them before it sent the end), then install the guest."""
+    source let go of them before it sent the end), write what block migration
+    brought, then install the guest."""
     snap = decode_stream(raw, machine)
-    for backend in _backends(machine):
-        backend.activate()
-        backend.flush()  # what block migration wrote
+    machine.claim_images()
+    for stage in staged.values():
+        stage.commit()
     apply_snapshot(machine, snap)
     machine.after_load()
 
 
 def run_incoming(incoming: Incoming, on_description: Callable[[dict[str, Any]], Any],
                  machine_of: Callable[[], Any]) -> None:
-    """The incoming thread: receive, install on the machine thread, answer, then run
-    the guest (or leave it paused with -S). A failure is logged, answered if the source
-    listens, and ends the process: a partly loaded guest never runs."""
+    """The incoming thread: receive, install on the machine thread, hand over, then run
+    the guest (or leave it paused with -S). Any failure is answered if the source
+    listens, and ends the process with one line: the guest never runs here unless
+    the source said GO."""
     machine = None
     try:
         raw, machine = incoming.receive(on_description)
-        machine.post(lambda: install(machine, raw)).result()
-    except (StreamError, TransportError, MigrationError, OSError, ValueError) as e:
+        machine.post(lambda: install(machine, raw, incoming.staged)).result()
+        why = incoming.hand_over() if incoming.answer else ""
+    except (StreamError, TransportError, MigrationError, RunRefused, OSError,
+            ValueError) as e:
         incoming.fail(machine_of(), str(e))
         return
-    incoming.finish(True)
-    machine.migration.incoming_status = "completed"
+    except Exception as e:  # a bug: still one line and an exit, never a hung process
+        log.debug("incoming migration", exc_info=True)
+        incoming.fail(machine_of(), f"internal error: {type(e).__name__}: {e}")
+        return
+    if why:
+        incoming.answer = False  # past READY: FAILED would mean nothing to the source
+        incoming.fail(machine, f"{why}: not running it here")
+        return
     paused = machine.cfg.start_paused
-    machine.post(lambda: machine.set_runstate("paused" if paused else "running"))
+    machine.post(lambda: machine.set_runstate("paused" if paused else "running")).result()
+    machine.migration.incoming_status = "completed"
+    if incoming.answer:
+        incoming.confirm()
+    else:
+        incoming.channel.close()

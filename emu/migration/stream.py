@@ -78,8 +78,10 @@ def describe_machine(machine: Object) -> dict[str, Any]:
             continue
         props = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in obj.props().items()}
         objects.append({"path": obj.path, "type": obj.TYPE_NAME, "props": props})
+    drives = {name: {"size": b.size, "readonly": b.readonly, "snapshot": b.snapshot}
+              for name, b in getattr(machine, "drive_backends", dict)().items()}
     return {"machine": machine.TYPE_NAME, "ram_size": int(machine.mem.ram.size),
-            "objects": objects}
+            "objects": objects, "drives": drives}
 
 
 def stateful(machine: Object) -> list[Object]:
@@ -310,8 +312,30 @@ def receive_stream(channel: Any, error: type[Exception],
     ``error``), checked as it comes and in full at the end. ``check`` may return the
     Target that RAM pages and disk chunks go to as they arrive: an incoming
     migration's machine, which never runs unless the whole stream checks out."""
+    return receive_rest(receive_head(channel, error), check)
+
+
+@dataclass
+class Head:
+    """The start of a stream arriving through a channel: its header and description,
+    read before anything else is decided (a stray connection fails here)."""
+
+    inp: _ChannelInput
+    emulator: str
+    description: dict[str, Any]
+
+
+def receive_head(channel: Any, error: type[Exception]) -> Head:
+    """The header and description from ``channel``; StreamError if they are not a
+    pyemu stream's."""
     inp = _ChannelInput(channel, error)
-    raw = _read(inp, check)
+    return Head(inp, *_read_head(inp))
+
+
+def receive_rest(head: Head, check: Callable[[dict[str, Any]], Target | None]) -> RawStream:
+    """The rest of the stream whose ``head`` was read (``receive_stream``)."""
+    inp = head.inp
+    raw = _read_body(inp, head.emulator, head.description, check(head.description))
     crc = inp.crc
     (want,) = inp.unpack("<I", "end/checksum")
     if crc != want:
@@ -320,6 +344,11 @@ def receive_stream(channel: Any, error: type[Exception],
 
 
 def _read(inp: _Input, check: Callable[[dict[str, Any]], Any] | None) -> RawStream:
+    emulator, desc = _read_head(inp)
+    return _read_body(inp, emulator, desc, check(desc) if check is not None else None)
+
+
+def _read_head(inp: _Input) -> tuple[str, dict[str, Any]]:
     if inp.take(len(MAGIC), "header") != MAGIC:
         raise StreamError("header: not a pyemu stream (bad magic)")
     (version,) = inp.unpack("<H", "header/format-version")
@@ -328,8 +357,11 @@ def _read(inp: _Input, check: Callable[[dict[str, Any]], Any] | None) -> RawStre
     emulator = inp.string("header/emulator-version")
     if inp.take(1, "header/encoding")[0] != ENCODING_BINARY:
         raise StreamError("header/encoding: unknown section encoding")
-    desc = _read_description(inp)
-    target = check(desc) if check is not None else None
+    return emulator, _read_description(inp)
+
+
+def _read_body(inp: _Input, emulator: str, desc: dict[str, Any],
+               target: Target | None) -> RawStream:
     ram = _parse_ram(inp, desc["ram_size"], target)
     sections, seen = [], set()
     while True:
@@ -381,6 +413,7 @@ def decode_stream(raw: RawStream, machine: Object) -> Snapshot:
     if missing:
         raise StreamError(f"{missing[0]}: no state section in the stream")
     return snap
+
 
 
 def _read_description(inp: _Input) -> dict[str, Any]:
@@ -440,6 +473,26 @@ def compare_descriptions(theirs: dict[str, Any], ours: dict[str, Any]) -> list[s
         elif a[path].get("props") != b[path]["props"]:
             lines.append(f"{path}: properties differ: {a[path].get('props')} in the stream, "
                          f"{b[path]['props']} here")
+    return lines + _compare_drives(theirs.get("drives"), ours.get("drives", {}))
+
+
+def _compare_drives(theirs: Any, ours: dict[str, dict[str, Any]]) -> list[str]:
+    """The images behind the drives: the same size and mode on both sides (a stream
+    from before drives were described, with none, is not compared)."""
+    if theirs is None:
+        return []
+    if not isinstance(theirs, dict):
+        return ["description/drives: not a mapping"]
+    lines = []
+    for name in sorted(set(theirs) | set(ours), key=str):
+        a, b = theirs.get(name), ours.get(name)
+        if b is None:
+            lines.append(f"drive {name}: present in the stream, absent here")
+        elif not isinstance(a, dict):
+            lines.append(f"drive {name}: absent in the stream, present here")
+        else:
+            lines += [f"drive {name}: {key} is {a.get(key)!r} in the stream, {b[key]!r} here"
+                      for key in ("size", "readonly", "snapshot") if a.get(key) != b[key]]
     return lines
 
 
@@ -448,7 +501,9 @@ class Target:
     """Where an incoming migration's RAM and disk contents go as they arrive."""
 
     ram: np.ndarray  # all zero at first
-    disks: dict[str, Any] = field(default_factory=dict)  # drive id -> BlockBackend
+    # drive id -> where its chunks wait (a DiskStaging: nothing reaches the image
+    # before the whole stream is proven)
+    disks: dict[str, Any] = field(default_factory=dict)
 
 
 def _parse_ram(inp: _Input, ram_size: int, target: Target | None) -> np.ndarray:
@@ -498,9 +553,11 @@ def _disk_record(inp: _Input, tag: int, disks: dict[str, Any]) -> None:
         raise StreamError(f"{where}: no writable drive of that id takes block migration here")
     if offset % DISK_CHUNK or not 0 < length <= DISK_CHUNK or offset + length > backend.size:
         raise StreamError(f"{where}: {length} bytes outside the image of {backend.size}")
-    data = inp.take(length, where) if tag == DISK_DATA else bytes(length)
     try:
-        backend.write(offset, data)
+        if tag == DISK_DATA:
+            backend.write(offset, inp.take(length, where))
+        else:
+            backend.zero(offset, length)
     except (OSError, ValueError) as e:
         raise StreamError(f"{where}: {e}") from None
 

@@ -23,6 +23,16 @@ the resource at once (binds the socket, opens the file, starts the command, chec
 descriptor), so a fault such as an address in use is reported before anything waits; then
 ``Listener.accept()`` gives the ``Channel``.
 
+TLS (DESIGN.md, "Trust"): ``connect(uri, timeout, tls)`` and ``listen(uri, tls)`` with the
+credentials of emu/host/tls.py run a TLS session over a tcp: or unix: socket; the other
+schemes refuse it. The client checks the server's certificate and name (``tls.hostname``,
+else the URI's host); the listener completes the handshake inside ``accept()``, within
+HANDSHAKE_TIMEOUT, so a peer without the credentials (a plain client, a certificate from
+another CA, a client that says nothing) is a TransportError there, never a Channel. The
+records are made and read in memory (ssl.MemoryBIO): the socket is still written and read
+by the code below, with MSG_NOSIGNAL and waits that abort() ends. A listener beyond
+loopback without TLS logs a warning: whoever reaches it can send a stream.
+
 Failure is always a ``TransportError`` whose one-line message starts with the URI: a peer
 that goes away, a command that exits non-zero, a truncated read. ``file:`` writes a
 temporary file next to the target and renames it only when ``close()`` succeeds, so a
@@ -40,23 +50,29 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import ipaddress
+import logging
 import os
 import secrets
 import select
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 
 from emu.host import sockaddr
 from emu.host.sockaddr import AddressError, SocketError
+from emu.host.tls import Tls, describe_failure
+
+log = logging.getLogger("emu.migration")
 
 SCHEMES = ("tcp", "unix", "file", "exec", "fd")
 WRITE_BUFFER = 64 * 1024  # smaller writes are gathered up to this before a system call
@@ -64,6 +80,7 @@ READ_BUFFER = 64 * 1024  # reads are served from a buffer refilled this much at 
 MAX_IO = 1 << 20  # bytes per system call, so an abort never waits for a huge write
 DRAIN_LIMIT = 5.0  # seconds abort() waits for a woken thread to leave the descriptor
 EXIT_WAIT = 1.0  # seconds to let a command that stopped talking finish, for its status
+HANDSHAKE_TIMEOUT = 10.0  # seconds a listener gives a peer to complete the TLS handshake
 MSG_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
 PEER_GONE = (errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno.ESHUTDOWN)
 
@@ -253,6 +270,14 @@ class _Descriptor:
             os.set_blocking(handle, False)
             self.sock, self.fd = None, handle
 
+    def unsent(self) -> int:
+        """Bytes send() accepted but has not handed to the system yet (TLS records)."""
+        return 0
+
+    def handshake(self) -> int:
+        """TLS: go on with the handshake (_TlsDescriptor); a plain descriptor has none."""
+        return 0
+
     def send(self, view: memoryview) -> int:
         if self.sock is not None:
             return self.sock.send(view, MSG_NOSIGNAL)
@@ -276,6 +301,128 @@ class _Descriptor:
             self.sock.close()
         else:
             os.close(self.fd)
+
+
+TlsWrap = Callable[[ssl.MemoryBIO, ssl.MemoryBIO], ssl.SSLObject]
+
+
+class _TlsDescriptor(_Descriptor):
+    """A socket with a TLS session on it, run over memory buffers.
+
+    send() takes plaintext and returns once TLS has made it into records; records the
+    socket does not take at once wait in ``_unsent`` and go first on the next send()
+    (Channel._send_all keeps calling until ``unsent`` is 0). recv_into() reads the socket
+    only when TLS has no plaintext buffered, so a poll never waits for bytes already read.
+    Both raise BlockingIOError as a socket does, and ssl.SSLError when the session fails.
+    """
+
+    def __init__(self, sock: socket.socket, wrap: TlsWrap) -> None:
+        super().__init__(sock)
+        self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._tls = wrap(self._in, self._out)
+        self._unsent = bytearray()
+
+    def unsent(self) -> int:
+        return len(self._unsent) + self._out.pending
+
+    def handshake(self) -> int:
+        """Go on with the handshake: 0 once it is done, else the poll event it waits for."""
+        while True:
+            try:
+                self._tls.do_handshake()
+            except ssl.SSLWantReadError:
+                if self._push():
+                    return select.POLLOUT
+                if not self._pull():
+                    return select.POLLIN
+                continue
+            except ssl.SSLError:
+                self._push_what_fits()  # the alert that tells the peer why
+                raise
+            return select.POLLOUT if self._push() else 0
+
+    def send(self, view: memoryview) -> int:
+        try:
+            if self._push():
+                raise BlockingIOError(errno.EAGAIN, "records still unsent")
+            if not view:
+                return 0
+            n = self._tls.write(view)
+            self._push()
+        except OSError as e:
+            if _peer_gone(e):
+                self._raise_alert()
+            raise
+        return n
+
+    def _raise_alert(self) -> None:
+        """A peer that refused the session sent an alert before it left: raise it as the
+        ssl.SSLError it is, rather than let the write's broken pipe hide the reason."""
+        while True:
+            try:
+                self._tls.read(READ_BUFFER)  # an alert raises here; plaintext is of no use
+                continue
+            except ssl.SSLWantReadError:
+                pass
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return
+            try:
+                if not self._pull():
+                    return
+            except OSError:
+                return
+
+    def recv_into(self, view: memoryview) -> int:
+        while True:
+            try:
+                return self._tls.read(len(view), view)
+            except ssl.SSLWantReadError:
+                pass
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                # close_notify, or a peer gone without one: either way the end of the
+                # bytes; a stream cut short is the reader's to notice (lengths, checksums)
+                return 0
+            if not self._pull():
+                raise BlockingIOError(errno.EAGAIN, "no TLS record yet")
+
+    def end_output(self) -> None:
+        try:
+            self._tls.unwrap()  # queues close_notify; the peer's is not awaited
+        except ssl.SSLError:
+            pass
+        self._push_what_fits()
+        super().end_output()
+
+    def _push(self) -> bool:
+        """Hand the records made so far to the socket; True if it would not take them all."""
+        self._unsent += self._out.read()
+        while self._unsent:
+            try:
+                n = self.sock.send(self._unsent, MSG_NOSIGNAL)
+            except BlockingIOError:
+                return True
+            del self._unsent[:n]
+        return False
+
+    def _push_what_fits(self) -> None:
+        """A last record (an alert, close_notify) without waiting: a peer that does not
+        read gets a plain end of the connection instead."""
+        try:
+            self._push()
+        except OSError:
+            pass
+
+    def _pull(self) -> bool:
+        """Feed what the socket has to TLS; False if nothing has arrived yet."""
+        try:
+            data = self.sock.recv(READ_BUFFER)
+        except BlockingIOError:
+            return False
+        if data:
+            self._in.write(data)
+        else:
+            self._in.write_eof()
+        return True
 
 
 def _write_no_sigpipe(fd: int, view: memoryview) -> int:
@@ -319,14 +466,15 @@ class Channel:
     """
 
     def __init__(self, uri: str, handle: socket.socket | int, *,
-                 readable: bool, writable: bool, peer: object = None) -> None:
+                 readable: bool, writable: bool, peer: object = None,
+                 tls: TlsWrap | None = None) -> None:
         self.uri = uri
         self.peer = peer  # the remote address of an accepted socket, for messages and logs
         self.timeout: float | None = None
         self.bytes_sent = 0
         self.bytes_received = 0
         self.readable, self.writable = readable, writable
-        self._io = _Descriptor(handle)
+        self._io = _Descriptor(handle) if tls is None else _TlsDescriptor(handle, tls)
         self._waiter = _Waiter(uri)
         self._lock = threading.Lock()
         self._state = OPEN
@@ -374,11 +522,13 @@ class Channel:
 
     def _send_all(self, view: memoryview) -> None:
         with self._waiter.busy():
-            while view:
+            while view or self._io.unsent():
                 try:
                     view = view[self._io.send(view[:MAX_IO]):]
                 except BlockingIOError:
                     self._waiter.wait(self._io.fd, select.POLLOUT, self.timeout)
+                except ssl.SSLError as e:
+                    raise self._error(f"TLS: {describe_failure(e)}") from None
                 except OSError as e:
                     raise self._write_error(e) from None
 
@@ -442,11 +592,43 @@ class Channel:
                     return self._io.recv_into(view[:MAX_IO])
                 except BlockingIOError:
                     self._waiter.wait(self._io.fd, select.POLLIN, self.timeout)
+                except ssl.SSLError as e:
+                    raise self._error(f"TLS: {describe_failure(e)}") from None
                 except OSError as e:
                     if _peer_gone(e):
                         raise self._error("connection reset by peer after "
-                                          f"{self.bytes_received} bytes") from None
+                                          f"{self.bytes_received} bytes"
+                                          f"{self._peer_note()}") from None
                     raise self._error(f"read failed: {e.strerror}") from None
+
+    def handshake(self, timeout: float) -> None:
+        """Complete the TLS handshake of a channel made with ``tls``, within ``timeout``
+        seconds; TransportError says why it failed."""
+        deadline = time.monotonic() + timeout
+        with self._waiter.busy():
+            while True:
+                try:
+                    events = self._io.handshake()
+                except ssl.SSLError as e:
+                    raise self._error(f"TLS handshake{self._with_peer()} failed: "
+                                      f"{describe_failure(e)}") from None
+                except OSError as e:
+                    raise self._error(f"TLS handshake{self._with_peer()} failed: "
+                                      f"{e.strerror}") from None
+                if not events:
+                    return
+                try:
+                    self._waiter.wait(self._io.fd, events, deadline - time.monotonic())
+                except TransportError:
+                    if self._waiter.cancelled:
+                        raise
+                    raise self._error(f"no TLS handshake{self._with_peer()} within "
+                                      f"{timeout:g} s") from None
+
+    def _with_peer(self) -> str:
+        if isinstance(self.peer, tuple):
+            return f" with {sockaddr.format_host_port(*self.peer[:2])}"
+        return ""
 
     # -- finishing ----------------------------------------------------------------------
     def close(self) -> None:
@@ -650,18 +832,63 @@ def _describe_status(status: int) -> str:
 
 # -- outgoing --------------------------------------------------------------------------------
 
-def connect(uri: str, timeout: float) -> Channel:
-    """Open the sending side of a migration to ``uri``; ``timeout`` bounds connecting."""
+class _PlainClient(Channel):
+    """tcp: or unix: on the sending side, without TLS."""
+
+    def _peer_note(self) -> str:
+        # A TLS listener ends a connection whose first bytes are no TLS handshake, silently.
+        return "" if self.bytes_received else \
+            " without a word (a destination that requires TLS drops a source without tls-creds)"
+
+
+def connect(uri: str, timeout: float, tls: Tls | None = None) -> Channel:
+    """Open the sending side of a migration to ``uri``; ``timeout`` bounds connecting
+    (and the TLS handshake, with ``tls``)."""
     u = parse_uri(uri)
+    _check_tls(u, tls)
     if u.scheme in ("tcp", "unix"):
         with _address_faults(uri):
             sock = sockaddr.connect(u.socket_address, timeout)
-        return Channel(uri, sock, readable=True, writable=True)
+        if tls is None:
+            return _PlainClient(uri, sock, readable=True, writable=True)
+        # The name the server's certificate must carry: tls-hostname, else the URI's host.
+        hostname = tls.hostname or (u.host or "localhost" if u.scheme == "tcp" else "")
+        channel = _tls_channel(uri, sock, tls, server_side=False, hostname=hostname)
+        _secure(channel, timeout)
+        return channel
     if u.scheme == "file":
         return _FileWriter(uri, u.path)
     if u.scheme == "exec":
         return _CommandChannel(uri, u.command, outgoing=True)
     return _fd_channel(u, outgoing=True)
+
+
+def _check_tls(u: Uri, tls: Tls | None) -> None:
+    if tls is not None and u.scheme not in ("tcp", "unix"):
+        raise TransportError(u.text, "TLS (tls-creds) is for tcp: and unix: only")
+
+
+def _tls_channel(uri: str, sock: socket.socket, tls: Tls, *, server_side: bool,
+                 hostname: str = "", peer: object = None) -> Channel:
+    """A Channel with a TLS session over ``sock``, before its handshake."""
+    def wrap(incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO) -> ssl.SSLObject:
+        return tls.credentials.wrap(incoming, outgoing, server_side=server_side,
+                                    hostname=hostname)
+
+    try:
+        return Channel(uri, sock, readable=True, writable=True, peer=peer, tls=wrap)
+    except ValueError as e:  # the wrong endpoint, a host name TLS cannot carry
+        sock.close()
+        raise TransportError(uri, str(e)) from None
+
+
+def _secure(channel: Channel, timeout: float) -> None:
+    """Complete the handshake of a new TLS channel, or drop it."""
+    try:
+        channel.handshake(timeout)
+    except TransportError:
+        channel.abort()
+        raise
 
 
 def _fd_channel(u: Uri, *, outgoing: bool) -> Channel:
@@ -711,9 +938,14 @@ class Listener(ABC):
 
 
 class _SocketListener(Listener):
-    """tcp: and unix:: a bound, listening socket; accept() waits for one connection."""
+    """tcp: and unix:: a bound, listening socket; accept() waits for one connection.
 
-    def __init__(self, uri: str, listening: sockaddr.ListeningSocket) -> None:
+    With ``tls``, accept() also runs the handshake: a peer without the credentials is a
+    TransportError, and the listener can accept again.
+    """
+
+    def __init__(self, uri: str, listening: sockaddr.ListeningSocket,
+                 tls: Tls | None = None) -> None:
         address = listening.address
         bound = f"unix:{address}" if isinstance(address, str) else format_tcp(*address)
         super().__init__(uri, address, bound)
@@ -722,8 +954,26 @@ class _SocketListener(Listener):
         self.sock.setblocking(False)
         self._waiter = _Waiter(uri)
         self._closed = False
+        self._tls = tls
+        self._lock = threading.Lock()
+        self._handshaking: Channel | None = None  # close() aborts it
 
     def accept(self, timeout: float | None = None) -> Channel:
+        channel = self._accept(timeout)
+        if self._tls is None:
+            return channel
+        with self._lock:
+            self._handshaking = channel
+        try:
+            if self._waiter.cancelled:  # close() came before it could see the channel
+                channel.abort()
+            _secure(channel, HANDSHAKE_TIMEOUT)
+        finally:
+            with self._lock:
+                self._handshaking = None
+        return channel
+
+    def _accept(self, timeout: float | None) -> Channel:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._waiter.busy():
             while True:
@@ -741,10 +991,17 @@ class _SocketListener(Listener):
                     continue
                 except OSError as e:
                     raise TransportError(self.uri, f"accept failed: {e.strerror}") from None
-                return Channel(self.uri, conn, readable=True, writable=True, peer=peer)
+                if self._tls is None:
+                    return Channel(self.uri, conn, readable=True, writable=True, peer=peer)
+                return _tls_channel(self.uri, conn, self._tls, server_side=True, peer=peer)
 
     def close(self) -> None:
-        if not self._waiter.cancel("listener closed") or not self._waiter.drain():
+        if not self._waiter.cancel("listener closed"):
+            return
+        with self._lock:
+            if self._handshaking is not None:
+                self._handshaking.abort()
+        if not self._waiter.drain():
             return
         self._waiter.close()
         self._listening.close()
@@ -772,17 +1029,33 @@ class _OneShotListener(Listener):
             channel.abort()
 
 
-def listen(uri: str) -> Listener:
-    """Prepare the receiving side: bind, open or start now, so faults show at once."""
+def listen(uri: str, tls: Tls | None = None) -> Listener:
+    """Prepare the receiving side: bind, open or start now, so faults show at once.
+    With ``tls``, only a peer that completes the handshake is accepted."""
     u = parse_uri(uri)
+    _check_tls(u, tls)
     if u.scheme in ("tcp", "unix"):
         with _address_faults(uri):
-            return _SocketListener(uri, sockaddr.listen(u.socket_address))
+            listening = sockaddr.listen(u.socket_address)
+        if tls is None and not _loopback(listening.address):
+            log.warning("%r: listening beyond loopback without TLS: the migration stream is "
+                        "unauthenticated and unencrypted (tls-creds turns TLS on)", uri)
+        return _SocketListener(uri, listening, tls)
     if u.scheme == "file":
         return _OneShotListener(uri, u.path, _open_file(u))
     if u.scheme == "exec":
         return _OneShotListener(uri, u.command, _CommandChannel(uri, u.command, outgoing=False))
     return _OneShotListener(uri, u.fd, _fd_channel(u, outgoing=False))
+
+
+def _loopback(address: sockaddr.Address) -> bool:
+    """Whether only this host can reach ``address`` (a unix socket, a loopback address)."""
+    if isinstance(address, str):
+        return True
+    try:
+        return ipaddress.ip_address(address[0]).is_loopback
+    except ValueError:
+        return False
 
 
 def _open_file(u: Uri) -> Channel:

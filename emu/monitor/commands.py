@@ -11,15 +11,13 @@ QMP commands of emu/monitor/qmp.py are thin wrappers around them.
 
 from __future__ import annotations
 
-import os
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emu import __version__
+from emu.migration import snapshot
 
 if TYPE_CHECKING:
     from emu.machine.machine import Machine
@@ -158,20 +156,31 @@ def _stop(machine: Machine, args: list[str]) -> str:
     return ""
 
 
-def resume(machine: Machine) -> None:
-    """cont: run the guest, unless its state does not allow it."""
+def resume(machine: Machine, force: bool = False) -> None:
+    """cont: run the guest, unless its state, a migration or a disk lock forbids it;
+    ``force`` overrides only a migration whose outcome is unknown."""
+    from emu.migration.live import RunRefused
+
     if machine.runstate in ("shutdown", "internal-error", "inmigrate", "finish-migrate"):
         raise CommandError(f"cannot continue a machine in state {machine.runstate}")
-    machine.cont()
+    try:
+        machine.cont(force)
+    except RunRefused as e:
+        raise CommandError(f"Error: cannot continue: {e}") from None
 
 
-@command("cont", help="resume emulation")
+@command("cont", "[-f]", "resume emulation (-f: after a migration whose outcome is "
+         "unknown, run this copy: only when the other side certainly does not)",
+         max_args=1)
 def _cont(machine: Machine, args: list[str]) -> str:
-    resume(machine)
+    flags, rest = _flags(args, "f")
+    if rest:
+        raise CommandError(f"cont: unexpected argument {rest[0]!r} (usage: cont [-f])")
+    resume(machine, "f" in flags)
     return ""
 
 
-@command("c", help="resume emulation (short for cont)")
+@command("c", "[-f]", "resume emulation (short for cont)", max_args=1)
 def _c(machine: Machine, args: list[str]) -> str:
     return _cont(machine, args)
 
@@ -209,47 +218,22 @@ def _q(machine: Machine, args: list[str]) -> str:
     return _quit(machine, args)
 
 
-# -- snapshots ---------------------------------------------------------------------------
-
-SNAPSHOT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-SNAPSHOT_SUFFIX = ".pyemu"
-
-
-def snapshot_dir() -> Path:
-    """Where savevm keeps snapshots: $PYEMU_SNAPSHOT_DIR, else the XDG state directory."""
-    if os.environ.get("PYEMU_SNAPSHOT_DIR"):
-        return Path(os.environ["PYEMU_SNAPSHOT_DIR"])
-    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return Path(state) / "pyemu" / "snapshots"
-
-
-def _snapshot_path(name: str) -> Path:
-    if not SNAPSHOT_NAME.fullmatch(name):
-        raise CommandError(f"Error: invalid snapshot name {name!r} (letters, digits, . _ -)")
-    return snapshot_dir() / (name + SNAPSHOT_SUFFIX)
-
+# -- snapshots: the files of emu/migration/snapshot.py ------------------------------------
 
 def save_snapshot(machine: Machine, tag: str) -> None:
     """savevm: write the machine to the snapshot ``tag``, whole or not at all."""
-    path = _snapshot_path(tag)
-    tmp = path.with_name(path.name + ".part")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            machine.save_snapshot(f)
-        os.replace(tmp, path)  # a snapshot appears whole or not at all
-    except (OSError, ValueError) as e:
-        tmp.unlink(missing_ok=True)
+        snapshot.save(tag, machine.save_snapshot)
+    except (snapshot.SnapshotError, ValueError) as e:  # ValueError: the board refuses
         raise CommandError(f"Error: {e}") from None
 
 
 def load_snapshot(machine: Machine, tag: str) -> None:
     """loadvm: restore the snapshot ``tag``; on any fault the machine is unchanged."""
-    path = _snapshot_path(tag)
     try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise CommandError(f"Error: snapshot '{tag}' cannot be read: {e.strerror}") from None
+        data = snapshot.read(tag)
+    except snapshot.SnapshotError as e:
+        raise CommandError(f"Error: {e}") from None
     try:
         machine.load_snapshot(data)
     except ValueError as e:  # the running machine is unchanged
@@ -259,9 +243,9 @@ def load_snapshot(machine: Machine, tag: str) -> None:
 def delete_snapshot(tag: str) -> None:
     """delvm: remove the snapshot ``tag``."""
     try:
-        _snapshot_path(tag).unlink()
-    except FileNotFoundError:
-        raise CommandError(f"Error: snapshot '{tag}' not found") from None
+        snapshot.delete(tag)
+    except snapshot.SnapshotError as e:
+        raise CommandError(f"Error: {e}") from None
 
 
 @command("savevm", "[tag]", "save a VM snapshot (to $PYEMU_SNAPSHOT_DIR)", max_args=1)
@@ -284,14 +268,12 @@ def _delvm(machine: Machine, args: list[str]) -> str:
 
 @command("info snapshots", help="show the currently saved VM snapshots")
 def _info_snapshots(machine: Machine, args: list[str]) -> str:
-    files = sorted(snapshot_dir().glob("*" + SNAPSHOT_SUFFIX)) if snapshot_dir().is_dir() else []
-    if not files:
+    found = snapshot.list_snapshots()
+    if not found:
         return "There is no snapshot available."
     rows = ["TAG                      VM SIZE  DATE"]
-    for f in files:
-        st = f.stat()
+    for tag, st in found:
         date = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.st_mtime))
-        tag = f.name[:-len(SNAPSHOT_SUFFIX)]
         rows.append(f"{tag:<20} {st.st_size / 2**20:8.1f} MiB  {date}")
     return "\n".join(rows)
 
@@ -331,6 +313,8 @@ def start_migration(machine: Machine, uri: str, *, block: bool = False) -> Outgo
         raise CommandError("Error: There's a migration process in progress")
     if machine.runstate in ("inmigrate", "shutdown", "internal-error"):
         raise CommandError(f"Error: cannot migrate a machine in state {machine.runstate}")
+    if machine.hold is not None:  # a copy that must not run must not be sent on either
+        raise CommandError(f"Error: cannot migrate: {machine.hold.reason}")
     try:
         parse_uri(uri)
     except TransportError as e:
@@ -357,7 +341,7 @@ def start_incoming_migration(machine: Machine, uri: str) -> None:
         raise CommandError("Error: 'migrate_incoming' is only allowed once, on a machine "
                            "started with -incoming defer")
     try:
-        incoming = Incoming(uri)
+        incoming = Incoming(uri, machine.migration.parameters)
     except TransportError as e:
         raise CommandError(f"Error: {e}") from None
     start_incoming(machine, incoming)
@@ -418,7 +402,7 @@ def _info_migrate(machine: Machine, args: list[str]) -> str:
 @command("info migrate_parameters", help="show current migration parameters")
 def _info_migrate_parameters(machine: Machine, args: list[str]) -> str:
     units = {"downtime-limit": " ms", "max-bandwidth": " bytes/second"}
-    return "\n".join(f"{k}: {v}{units.get(k, '')}"
+    return "\n".join(f"{k}: '{v}'" if isinstance(v, str) else f"{k}: {v}{units.get(k, '')}"
                      for k, v in machine.migration.parameters.items())
 
 
@@ -428,7 +412,11 @@ def _info_migrate_capabilities(machine: Machine, args: list[str]) -> str:
                      for k, v in machine.migration.capabilities.items())
 
 
-def _parameter_value(name: str, text: str) -> int:
+def _parameter_value(name: str, text: str) -> int | str:
+    from emu.migration.live import PARAMETERS
+
+    if isinstance(PARAMETERS[name], str):  # tls-creds, tls-hostname: as typed; "" unsets
+        return "" if text == '""' else text
     if name == "max-bandwidth":  # HMP takes a size, in MiB without a suffix
         from emu.cli import parse_size
 

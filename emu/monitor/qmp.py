@@ -12,12 +12,15 @@ The protocol as QEMU specifies it (docs/interop/qmp-spec.rst) and as its client 
 - events: ``{"event": NAME, "data": {...}, "timestamp": {"seconds", "microseconds"}}``.
 
 Listening: ``-qmp unix:PATH,server[,nowait]`` or ``tcp:HOST:PORT,server[,nowait]``; an
-empty HOST means loopback. The chardev socket backend serves one client at a time and
+empty HOST means loopback (``sockaddr.control_listen_host``, as for a monitor's chardev
+server). The chardev socket backend serves one client at a time and
 QMP serves many, so the listener here uses emu/host/sockaddr.py directly. Each
 connection is a session with a reader thread (splits and checks messages, runs commands
 on the machine thread through ``machine.post`` and waits for their result) and a writer
 thread (sends replies and events from a capped queue). The machine thread never waits
 for a client: one that reads too slowly is dropped, one that vanishes leaves nothing.
+A client hung up on (too many clients, a message too big or too deep, not reading) is
+sent one error line saying why first, which it gets if it still reads.
 
 Commands keep QEMU's names, arguments and reply shapes; the actions they share with the
 human monitor are the functions of emu/monitor/commands.py.
@@ -27,13 +30,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import socket
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -101,18 +105,20 @@ class JsonSplitter:
         self._in_string = False
         self._bare = False  # scanning a top-level scalar such as 123 or true
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """The texts ``data`` completes; JsonStreamError if a value grows too big."""
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """The texts ``data`` completes, each as soon as it is found, so that those before
+        a value too big or too deep are answered before its JsonStreamError."""
         self._buf += data
-        texts = []
+        return self._texts()
+
+    def _texts(self) -> Iterator[bytes]:
         while (text := self._scan()) is not None:
-            texts.append(text)
+            yield text
         if self._start is None:
             del self._buf[:self._pos]
             self._pos = 0
         elif len(self._buf) - self._start > self.max_size:
             raise JsonStreamError(f"JSON message exceeds {self.max_size} bytes")
-        return texts
 
     def _scan(self) -> bytes | None:
         buf = self._buf
@@ -156,7 +162,7 @@ class JsonSplitter:
             elif c in (b"{", b"["):
                 self._depth += 1
                 if self._depth > self.max_depth:
-                    raise JsonStreamError("JSON nesting depth limit exceeded")
+                    raise JsonStreamError(f"JSON nesting deeper than {self.max_depth} levels")
             else:
                 self._depth -= 1
                 if self._depth == 0:
@@ -173,14 +179,45 @@ class JsonSplitter:
 
 
 def parse_request(text: bytes) -> dict[str, Any]:
-    """One client message, checked as QEMU checks it before dispatch."""
+    """One client message, checked as QEMU checks it before dispatch. The JSON is strict
+    (RFC 8259): Python's extensions NaN and Infinity are refused, and so are a number too
+    big for a double and a key given twice in one object, which Python would silently
+    turn into inf or the last value. So anything parsed, an id included, is valid JSON
+    again when echoed."""
     try:
-        msg = json.loads(text)
+        msg = json.loads(text, parse_constant=_not_json, parse_float=_finite,
+                         object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError) as e:
         raise QmpError(f"JSON parse error, {e}") from None
     if not isinstance(msg, dict):
         raise QmpError("QMP input must be a JSON object")
     return msg
+
+
+def _not_json(word: str) -> Any:
+    raise ValueError(f"'{word}' is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number '{text}' is out of range")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"duplicate key '{key}'")
+        obj[key] = value
+    return obj
+
+
+def encode(msg: dict[str, Any]) -> bytes:
+    """``msg`` as one line of strict JSON; ValueError or TypeError if it has a value JSON
+    cannot carry (NaN, a Python object)."""
+    return (json.dumps(msg, allow_nan=False) + "\r\n").encode()
 
 
 def _request_parts(msg: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
@@ -304,9 +341,9 @@ def _stop(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-@qmp_command("cont")
+@qmp_command("cont", {"*x-force": "bool"})
 def _cont(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
-    commands.resume(machine)
+    commands.resume(machine, bool(args.get("x-force")))
     return {}
 
 
@@ -440,7 +477,8 @@ def _query_migrate(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
 def _parameters_schema() -> Schema:
     from emu.migration.live import PARAMETERS
 
-    return {f"*{name}": "int" for name in PARAMETERS}
+    return {f"*{name}": "str" if isinstance(default, str) else "int"
+            for name, default in PARAMETERS.items()}
 
 
 @qmp_command("query-migrate-parameters")
@@ -650,6 +688,10 @@ def _human_monitor_command(machine: Machine, args: dict[str, Any]) -> str | Pend
 _NO_ID = object()
 
 
+def _with_id(reply: dict[str, Any], ident: Any) -> dict[str, Any]:
+    return reply if ident is _NO_ID else {**reply, "id": ident}
+
+
 class Session:
     """One client connection: a reader thread and a writer thread."""
 
@@ -673,19 +715,43 @@ class Session:
 
     # -- output: from any thread, never waiting ----------------------------------------
     def send(self, msg: dict[str, Any]) -> None:
-        data = (json.dumps(msg) + "\r\n").encode()
+        try:
+            data = encode(msg)
+        except (ValueError, TypeError) as e:  # a command or event bug: never a bad line
+            log.error("QMP %s not sent, not JSON: %s", "event" if "event" in msg else "reply", e)
+            if "event" in msg:
+                return
+            # the id came from strict JSON, so it encodes
+            data = encode(_with_id(QmpError(f"internal error: reply is not JSON: {e}").reply(),
+                                   msg.get("id", _NO_ID)))
         with self._cond:
             if self._closed:
                 return
             if self._out_size + len(data) > MAX_OUTPUT:
-                log.warning("QMP client reads too slowly: dropped")
-                self._closed = True
-                self._cond.notify_all()
-                self._shutdown()
+                self._out.clear()  # it does not read them: its last line goes first
+                self._out_size = 0
+                self.hang_up(f"QMP client does not read its replies ({MAX_OUTPUT} bytes "
+                             "waiting)")
                 return
             self._out.append(data)
             self._out_size += len(data)
             self._cond.notify_all()
+
+    def hang_up(self, why: str) -> None:
+        """Close with an error saying ``why`` as the client's last line; the writer gets
+        FLUSH_TIMEOUT to deliver it after what is queued, for a client that reads."""
+        log.warning("QMP client dropped: %s", why)
+        line = encode(QmpError(f"{why}; closing the connection").reply())
+        with self._cond:
+            if self._closed:
+                return
+            self._out.append(line)
+            self._out_size += len(line)
+            self._closed = True
+            self._cond.notify_all()
+        timer = threading.Timer(FLUSH_TIMEOUT, self._shutdown)  # a stalled send ends
+        timer.daemon = True
+        timer.start()
 
     def event(self, msg: dict[str, Any]) -> None:
         if self.negotiated:
@@ -737,12 +803,11 @@ class Session:
                 if not data:
                     break
                 try:
-                    texts = self._splitter.feed(data)
+                    for text in self._splitter.feed(data):
+                        self._handle(text)
                 except JsonStreamError as e:
-                    self.send(QmpError(str(e)).reply())
+                    self.hang_up(str(e))
                     break
-                for text in texts:
-                    self._handle(text)
         except OSError:
             pass  # the client went away: nothing of ours depends on it
         finally:
@@ -764,9 +829,7 @@ class Session:
         except Exception as e:  # a bug in a command must not end the session
             log.exception("QMP command failed")
             reply = QmpError(f"internal error: {e}").reply()
-        if ident is not _NO_ID:
-            reply["id"] = ident
-        self.send(reply)
+        self.send(_with_id(reply, ident))
         with self._cond:
             self._busy = False
             self._cond.notify_all()
@@ -822,7 +885,7 @@ def parse_spec(spec: str) -> tuple[sockaddr.Address, bool]:
     if kind == "unix":
         return sockaddr.check_unix_path(where), flags["wait"]
     host, port = sockaddr.parse_host_port(where)
-    return (host or "127.0.0.1", port), flags["wait"]
+    return (sockaddr.control_listen_host(host), port), flags["wait"]
 
 
 class QmpServer:
@@ -924,9 +987,21 @@ class QmpServer:
         if session is None:
             log.warning("QMP %s: %d clients already, one more refused", self.spec,
                         MAX_SESSIONS)
-            conn.close()
+            _refuse(conn, f"too many QMP clients ({MAX_SESSIONS}); try later")
             return
         session.start()
+
+
+def _refuse(conn: socket.socket, why: str) -> None:
+    """Hang up on a client with one error line saying ``why``, in place of the greeting,
+    if its socket takes the line at once (the accept loop never waits for a client)."""
+    try:
+        conn.setblocking(False)
+        conn.send(encode(QmpError(why).reply()))
+        conn.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass  # it went away already: nobody to tell
+    conn.close()
 
 
 def open_servers(specs: list[str]) -> list[QmpServer]:

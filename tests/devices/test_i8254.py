@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from emu.devices.i8254 import PIT_HZ, Pit8254
+from emu.devices import i8254
+from emu.devices.i8254 import PIT_HZ, Pit8254, ns_to_ticks, square_wave_count
 from emu.qom import fields_of
 
 if TYPE_CHECKING:
@@ -478,3 +479,94 @@ def test_state_round_trip(board, pit):
         return reads
 
     assert probe(board) == probe(other)
+
+
+# -- time far ahead: catching up costs nothing -----------------------------------------
+# A clock loaded hours or years ahead (pyemu-state set FILE /machine/clock/ns=...), a
+# host that stalled, a deadline loaded far back: the IRQ0 timer fires that late. The
+# catch-up must take no longer than for a timer late by one CPU slice, and leave what
+# the guest can see -- the count, OUT, the next edges on the same grid -- as it would.
+
+HOUR_NS, YEAR_NS = 3_600 * 1_000_000_000, 365 * 86_400 * 1_000_000_000
+
+
+def fire_late(board: BenchBoard, control: int, count: int, late_ns: int) -> list[tuple[int, bool]]:
+    """Program counter 0 at CLK 0 (loaded at CLK 1); its timer then fires only at
+    ``late_ns``. Returns the IRQ0 level changes."""
+    events = record_edges(board)
+    program(board, control, CH0, count)
+    board.jump(late_ns)
+    return events
+
+
+def expected_count(control: int, n: int, tick: int) -> int:
+    """Counter 0's CE at CLK ``tick`` when loaded with ``n`` at CLK 1 and never late."""
+    r = (tick - 1) % n
+    return n - r if control == 0x34 else square_wave_count(n, r)
+
+
+def out0(board: BenchBoard) -> bool:
+    """OUT of counter 0, from a read-back status."""
+    board.outb(CTRL, 0xE2)
+    return bool(board.inb(CH0) & 0x80)
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("late_ns", [HOUR_NS, 10 * YEAR_NS], ids=["an-hour", "ten-years"])
+@pytest.mark.parametrize("control", [0x34, 0x36], ids=["mode2", "mode3"])
+def test_a_timer_hours_or_years_late_catches_up_at_once_on_the_grid(board, pit, control,
+                                                                    late_ns):
+    events = fire_late(board, control, 1193, late_ns)
+    # IRQ0 rose (the 8259 latches the request), a bounded number of times.
+    assert 1 <= len(rising(events, after=late_ns - 1)) <= i8254.CATCHUP_PERIODS + 1
+    tick = ns_to_ticks(board.clock.now_ns())
+    assert latched16(board, 0) == expected_count(control, 1193, tick)
+    assert board.irqs[0].level == out0(board)
+    board.advance(10_000_000)
+    later = rising(events, after=late_ns)
+    assert len(later) == 10
+    assert all((ns_to_ticks(t) - 1) % 1193 == 0 for t in later)  # the grid of CLK 1
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("control", [0x34, 0x36], ids=["mode2", "mode3"])
+def test_skipping_periods_leaves_what_edge_by_edge_catch_up_leaves(board, pit, control,
+                                                                   monkeypatch):
+    late = 3_000_000_000  # 3000 periods late: edge by edge is still quick
+    skipped = fire_late(board, control, 1193, late)
+    monkeypatch.setattr(i8254, "CATCHUP_PERIODS", 1 << 62, raising=False)
+    other = type(board)()
+    make_pit(other)
+    one_by_one = fire_late(other, control, 1193, late)
+    caught_up = [e for e in skipped if e[0] == late]  # after the edge of programming
+    assert len(one_by_one) > len(skipped) and one_by_one[-len(caught_up):] == caught_up
+    assert board.irqs[0].level == other.irqs[0].level
+    assert [latched16(b, 0) for b in (board, other)] == [expected_count(
+        control, 1193, ns_to_ticks(late))] * 2
+
+
+def channel_state(ch: i8254.PitChannel) -> dict[str, object]:
+    return {f.attr: f.__get__(ch) for f in fields_of(type(ch), "state")}
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("field, value", [
+    ("deadline", 0), ("deadline", (1 << 63) - 1), ("count_start", 0),
+    ("load_tick", -(1 << 63)), ("load_tick", (1 << 63) - 2), ("pending_tick", (1 << 63) - 1),
+])
+@pytest.mark.parametrize("control", [0x30, 0x34], ids=["mode0", "mode2"])
+def test_loaded_state_values_at_their_limits_cost_nothing(board, pit, control, field, value):
+    """A state field set to an edge of its width (a hostile or edited snapshot) and the
+    clock an hour on: no hang, no exception, and every field still fits its width."""
+    program(board, control, CH0, 1193)
+    board.advance(2_500_000)
+    ch0 = pit.channels[0]
+    setattr(ch0, field, value)
+    ch0.rebuild()  # as a load does
+    board.jump(HOUR_NS)
+    board.advance(10_000_000)
+    latched16(board, 0)
+    out0(board)
+    assert pit.describe()
+    for f in fields_of(type(ch0), "state"):
+        f.type.check(f.__get__(ch0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pytest
@@ -243,6 +244,32 @@ def test_register_c_read_clears_flags_and_lowers_irq8(board, rtc):
 def test_update_ended_interrupt_once_per_second(board, rtc):
     wr(board, REG_B, H24 | UIE)
     assert service(board, 5 * S + 500_000_000) == [k * S for k in range(1, 6)]
+
+
+def bcd(value: int) -> int:
+    return int(str(value), 16)
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("late_s", [3_600, 10 * 365 * 86_400], ids=["an-hour", "ten-years"])
+def test_a_clock_hours_or_years_ahead_costs_nothing(board, rtc, late_s):
+    """Virtual time jumps (a snapshot's clock set far ahead) with every interrupt on:
+    the flags of the whole gap latch at once, the date is the one that far on, and the
+    periodic interrupt keeps its grid."""
+    for alarm in (SEC_ALARM, MIN_ALARM, HOUR_ALARM):
+        wr(board, alarm, 0xFF)  # "don't care": the alarm matches every second
+    wr(board, REG_B, H24 | PIE | AIE | UIE)
+    rd(board, REG_C)
+    board.jump(late_s * S)
+    assert board.irqs[8].level
+    assert rd(board, REG_C) == IRQF | PF | AF | UF
+    when = datetime(2006, 6, 17, 16, 1, 21) + timedelta(seconds=late_s)
+    assert clock(board) == [bcd(v) for v in (when.year // 100, when.year % 100, when.month,
+                                             when.day, when.hour, when.minute, when.second,
+                                             when.isoweekday() % 7 + 1)]
+    start = board.clock.now_ns()
+    edges = service(board, start + S // 4)  # 1024 Hz, no update before start + 1 s
+    assert edges == [start - (-k * 32 * S // 32768) for k in range(1, 257)]
 
 
 def test_alarm_with_exact_fields_fires_once_a_day(board, rtc):

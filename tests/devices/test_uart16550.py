@@ -192,6 +192,20 @@ def test_timeout_follows_the_baud_rate(board, uart):
     assert board.inb(IIR) == 0xCC
 
 
+@pytest.mark.timeout(10)
+def test_a_clock_years_ahead_times_out_once(board, uart):
+    """The character timeout armed, then virtual time jumps ten years (a snapshot's clock
+    set far ahead): it fires once, late, and nothing else is due."""
+    fifo_mode(board, 0xC0)
+    board.outb(MCR, OUT2)
+    board.outb(IER, 0x01)
+    feed(uart, b"a")
+    board.jump(10 * 365 * 86_400 * 10**9)
+    assert board.inb(IIR) == 0xCC and irq(board)
+    assert board.clock.next_deadline() is None
+    assert board.inb(RBR) == ord("a") and board.inb(IIR) == 0xC1
+
+
 def test_no_timeout_in_16450_mode(board, uart):
     board.outb(IER, 0x01)
     feed(uart, b"a")

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from hostnet import needs_ipv6
 
 from emu.host.chardev import (
     BufferChardev,
@@ -203,6 +204,30 @@ def test_tcp_server_nowait(opened):
         wait_for(lambda: cd.connected)
         cd.write(b"again")
         assert recv_exactly(client, 5) == b"again"
+
+
+def test_tcp_server_with_no_host_listens_on_loopback_only(opened):
+    cd = opened("tcp::0,server,nowait")
+    assert cd.address == ("127.0.0.1", cd.address[1])  # as -qmp tcp::PORT does
+    with socket.create_connection(cd.address) as client:
+        wait_for(lambda: cd.connected)
+        exchange(cd, client)
+
+
+@pytest.mark.parametrize("host, bound", [
+    ("0.0.0.0", "0.0.0.0"),
+    pytest.param("[::]", "::", marks=needs_ipv6),
+])
+def test_tcp_server_on_an_explicit_any_address_listens_everywhere(opened, host, bound):
+    cd = opened(f"tcp:{host}:0,server,nowait")
+    assert cd.address[0] == bound
+
+
+def test_a_tcp_client_with_no_host_still_connects_to_this_host(opened):
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        cd = opened(f"tcp::{server.getsockname()[1]}")
+        server.accept()[0].close()
+        assert cd.address[0] == ""
 
 
 def test_tcp_modern_spelling(opened):

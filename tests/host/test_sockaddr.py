@@ -267,8 +267,8 @@ def opened():
         cd.close()
 
 
-def test_chardev_server_with_no_host_listens_everywhere(opened):
-    cd = opened("tcp::0,server,nowait")
+def test_chardev_server_on_any_address_listens_everywhere(opened):
+    cd = opened("tcp:0:0,server,nowait")  # an empty host is loopback: see test_chardev
     port = cd.address[1]
     with socket.create_connection(("127.0.0.1", port), timeout=5):
         pass

@@ -131,7 +131,7 @@ def test_a_loop_rewriting_tmpfs_survives_live_migrations_in_a_row(boot):
     figures: list[str] = []
     for hop in range(1, HOPS + 1):
         port = free_port()
-        dst = boot.process("-incoming", f"tcp:127.0.0.1:{port}")
+        dst = boot.process("-incoming", f"tcp:127.0.0.1:{port}", "-allow-files", str(BUILD))
         wait_for(lambda: listening(port) or dst.proc.poll() is not None,  # noqa: B023
                  what="the destination to listen")
         assert src.mon.cmd(f"migrate tcp:127.0.0.1:{port}") == ""
@@ -168,7 +168,7 @@ def test_a_guest_booted_through_seabios_migrates_and_reboots_there(boot):
     src = boot("-bios", str(SEABIOS))
     assert src.console.run("echo kept > /tmp/k; cat /tmp/k").strip() == "kept"
     port = free_port()
-    dst = boot.process("-incoming", f"tcp:127.0.0.1:{port}")
+    dst = boot.process("-incoming", f"tcp:127.0.0.1:{port}", "-allow-files", str(BUILD))
     wait_for(lambda: listening(port) or dst.proc.poll() is not None,
              what="the destination to listen")
     assert src.mon.cmd(f"migrate tcp:127.0.0.1:{port}") == ""

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 DIRTY = ("-append", "mib=4 period=20")
+GUESTS = Path(__file__).resolve().parents[1] / "guests" / "build"
 
 
 def free_port() -> int:
@@ -66,11 +67,14 @@ class Pair:
         wait_for(lambda: len(rounds(self.src_out)) >= 2, what="the source guest's rounds")
         return self.smon
 
-    def destination(self, uri: str, *args: str):
-        """Start a destination and wait until it listens on ``uri``."""
+    def destination(self, uri: str, *args: str, allow: bool = True):
+        """Start a destination and wait until it listens on ``uri``; ``allow``: it lets
+        the stream name files among the test guests and in the test's directory."""
         sock = self.tmp / "dst.sock"
-        self.dst = self.pyemu_proc("-incoming", uri, *args, "-serial", f"file:{self.dst_out}",
-                                   "-monitor", f"unix:{sock},server,nowait")
+        grants = ("-allow-files", str(GUESTS), "-allow-files", str(self.tmp)) if allow else ()
+        self.dst = self.pyemu_proc("-incoming", uri, *grants, *args, "-serial",
+                                   f"file:{self.dst_out}", "-monitor",
+                                   f"unix:{sock},server,nowait")
         if uri.startswith("tcp:"):
             port = int(uri.rsplit(":", 1)[1])
             wait_for(lambda: listening(port) or self.dst.poll() is not None,

@@ -268,6 +268,51 @@ def test_huge_messages_and_abrupt_disconnects_leave_the_guest_running(vm):
     silent.sock.close()
 
 
+def test_only_strict_json_is_taken(vm):
+    c = vm.raw()
+    c.negotiate()
+    for text, desc in [
+            (b'{"execute": "stop", "id": NaN}', "'NaN' is not a JSON value"),
+            (b'{"execute": "stop", "arguments": {"x": -Infinity}}',
+             "'-Infinity' is not a JSON value"),
+            (b'{"execute": "stop", "id": 1e400}', "number '1e400' is out of range"),
+            (b'{"execute": "stop", "execute": "query-status"}', "duplicate key 'execute'")]:
+        c.send(text)
+        assert error(c.recv()) == ("GenericError", f"JSON parse error, {desc}")
+    c.send(b'{"execute": "query-status", "id": 1}')
+    assert c.recv() == {"id": 1, "return": {"status": "running", "running": True,
+                                            "singlestep": False}}  # nothing was stopped
+    c.sock.close()
+
+
+def test_a_client_past_the_cap_is_told_why_it_is_closed(vm):
+    from emu.monitor.qmp import MAX_SESSIONS
+
+    clients = []
+    try:
+        for _ in range(MAX_SESSIONS):  # one at a time: the listen backlog is short
+            clients.append(vm.raw())
+            assert "QMP" in clients[-1].recv()
+        extra = vm.raw()
+        clients.append(extra)
+        assert extra.recv() == {"error": {
+            "class": "GenericError", "desc": f"too many QMP clients ({MAX_SESSIONS}); try later"}}
+        assert extra.recv() is None
+    finally:
+        for c in clients:
+            c.sock.close()
+
+    def greeted() -> bool:
+        c = vm.raw()
+        try:
+            return "QMP" in (c.recv() or {})
+        finally:
+            c.sock.close()
+
+    wait_for(greeted, what="the places to be free again")
+    vm.running_on()
+
+
 def test_several_clients_and_events_only_after_negotiation(vm):
     clients = [vm.legacy() for _ in range(3)]
     waiting = vm.raw()
@@ -443,7 +488,7 @@ def test_the_splitter_finds_values_wherever_the_stream_is_cut():
             b"true", b'"s p"', b"}"]
     for cut in range(len(stream) + 1):
         s = JsonSplitter()
-        got = s.feed(stream[:cut]) + s.feed(stream[cut:])
+        got = [*s.feed(stream[:cut]), *s.feed(stream[cut:])]
         assert got == want, cut
     s = JsonSplitter()
     assert [t for byte in stream for t in s.feed(bytes([byte]))] == want
@@ -453,10 +498,12 @@ def test_the_splitter_refuses_values_too_big_or_too_deep():
     from emu.monitor.qmp import JsonSplitter, JsonStreamError
 
     s = JsonSplitter(max_size=100)
-    s.feed(b'{"a": "' + b"x" * 90)
+    assert list(s.feed(b'{"a": "' + b"x" * 90)) == []
     with pytest.raises(JsonStreamError):
-        s.feed(b"x" * 20)
+        list(s.feed(b"x" * 20))
     with pytest.raises(JsonStreamError):
-        JsonSplitter(max_size=100).feed(b"[" + b"1," * 60 + b"1]")
+        list(JsonSplitter(max_size=100).feed(b"[" + b"1," * 60 + b"1]"))
+    texts = JsonSplitter(max_depth=8).feed(b"[1] " + b"[" * 9)
+    assert next(texts) == b"[1]"  # what came before is found first
     with pytest.raises(JsonStreamError):
-        JsonSplitter(max_depth=8).feed(b"[" * 9)
+        next(texts)

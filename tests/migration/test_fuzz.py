@@ -16,6 +16,13 @@ arbitrary JSON-like trees into TreeReader and JsonReader through ``visit_fields`
 DecodeError naming the field may escape, whatever decodes fits the declaration, and valid
 random values come back unchanged through every format.
 
+Loading: every state value of a real stream -- each field of each section, the CPU's
+and the clock's too, edited on the wire -- set to the edges of its width or anything in
+it, and the machine configuration a bare destination builds from mutated field by field.
+Loading either works, and the machine then lives on (its timers fire across a jump of
+virtual time, it runs, it saves again), or it is refused with one line (StreamError or
+ValueError); nothing else escapes, and an example that hangs fails by its time limit.
+
 Runs are reproducible: every test is derandomized and keeps no example database.
 """
 
@@ -24,9 +31,15 @@ from __future__ import annotations
 import io
 import json
 import re
+import signal
 import struct
+import threading
 import tracemalloc
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
@@ -34,11 +47,16 @@ from hypothesis import strategies as st
 from test_snapshot import GUESTS, MS, state_tree
 from test_visitors import DEVICE_TYPES, decode, encode
 
-from emu.machine.config import MachineConfig
+from emu.clock import HORIZON_NS
+from emu.cpu.state import visit_cpu
+from emu.host.block import DriveSpec, open_image
+from emu.host.chardev import NullChardev
+from emu.machine.config import MachineConfig, from_stream, to_stream
 from emu.machine.pc.pc import PcMachine
 from emu.migration.compat import UPGRADES
-from emu.migration.state import visit_field
+from emu.migration.state import visit_field, visit_state
 from emu.migration.stream import (
+    CLOCK_PATH,
     CPU_PATH,
     DATA_RUN,
     END,
@@ -50,10 +68,16 @@ from emu.migration.stream import (
     SECTION,
     ZERO_RUN,
     Snapshot,
+    StreamError,
+    apply_snapshot,
+    decode_stream,
+    matches,
     parse_stream,
+    read_stream,
+    visit_clock,
     write_stream,
 )
-from emu.migration.visitor import BinaryWriter, DecodeError
+from emu.migration.visitor import BinaryReader, BinaryWriter, DecodeError, Visitor
 from emu.qom import TYPES, fields_of
 from emu.qom.fields import FieldType
 
@@ -486,9 +510,12 @@ def test_description_mutations_are_refused_cleanly(subject, data):
 
 # -- visitors ----------------------------------------------------------------------------
 
+def int_bounds(bits: int, signed: bool) -> tuple[int, int]:
+    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+
+
 def bounds(t: FieldType) -> tuple[int, int]:
-    return ((-(1 << (t.bits - 1)), (1 << (t.bits - 1)) - 1) if t.signed
-            else (0, (1 << t.bits) - 1))
+    return int_bounds(t.bits, t.signed)
 
 
 def valid(t: FieldType) -> st.SearchStrategy:
@@ -609,6 +636,355 @@ def test_valid_values_round_trip_through_every_format(type_name, data):
         written, encoded = encode(obj, fmt)
         assert written == values
         assert decode(type_name, encoded, fmt) == values, fmt
+
+
+# -- loading: hostile state values and configurations --------------------------------------
+
+EXAMPLE_SECONDS = 10  # a load, a run of the guest and a save take well under a second
+S = 1_000_000_000
+HOUR_NS, YEAR_NS = 3_600 * S, 365 * 86_400 * S
+
+
+class ExampleHung(Exception):
+    """An example ran past its time limit: a hang fails the test, it never stalls it."""
+
+
+@contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """ExampleHung in this (the main) thread if the block runs longer than ``seconds``.
+    SIGUSR1 from a timer thread: pytest-timeout keeps SIGALRM for the whole test."""
+    running = True
+
+    def interrupt(signum: int, frame: object) -> None:
+        if running:
+            raise ExampleHung(f"an example ran longer than {seconds} s")
+
+    old = signal.signal(signal.SIGUSR1, interrupt)
+    timer = threading.Timer(seconds, signal.pthread_kill,
+                            (threading.main_thread().ident, signal.SIGUSR1))
+    timer.start()
+    try:
+        yield
+    finally:
+        running = False
+        timer.cancel()
+        timer.join()
+        signal.signal(signal.SIGUSR1, old)
+
+
+class Rewriter(Visitor):
+    """A section payload read and written again value by value, ``edits`` (leaf path ->
+    value) replacing some on the way: state edited on the wire, the CPU's too, with no
+    engine to normalise it. The walk sees the values as they were (so that it takes the
+    same course); ``leaves`` lists what it met as (path, kind, width)."""
+
+    saving = False
+
+    def __init__(self, payload: bytes, edits: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.src, self.dst = BinaryReader(payload), BinaryWriter()
+        self.edits = edits or {}
+        self.leaves: list[tuple[str, str, Any]] = []
+
+    def present(self, name, present):
+        return self.dst.present(name, self.src.present(name, present))
+
+    def _copy(self, kind: str, name: str, width: Any, *args: Any) -> Any:
+        value = getattr(self.src, kind)(name, None, *args)
+        path = "/".join([*self._path, name])
+        self.leaves.append((path, kind, width))
+        getattr(self.dst, kind)(name, self.edits.get(path, value), *args)
+        return value
+
+    def uint(self, name, value, bits):
+        return self._copy("uint", name, bits, bits)
+
+    def sint(self, name, value, bits):
+        return self._copy("sint", name, bits, bits)
+
+    def boolean(self, name, value):
+        return self._copy("boolean", name, None)
+
+    def blob(self, name, value, max_len):
+        return self._copy("blob", name, max_len, max_len)
+
+    def text(self, name, value, max_len):
+        return self._copy("text", name, max_len, max_len)
+
+    def uints(self, name, values, bits, signed, max_len):
+        return self._copy("uints", name, (bits, signed, max_len), bits, signed, max_len)
+
+
+Leaf = tuple[int, str, str, Any]  # index of the section's part, path, kind, width
+
+
+def rewrite(record: bytes, machine: PcMachine,
+            edits: dict[str, Any] | None = None) -> tuple[bytes, list[tuple[str, str, Any]]]:
+    """A section record with ``edits`` made to its values (its CRC recomputed), and the
+    leaves of its payload."""
+    path, type_name, version, payload = unpack_section(record)
+    v = Rewriter(payload, edits)
+    v.begin_struct(path)
+    if path == CPU_PATH:
+        visit_cpu(v, machine.cpu)
+    elif path == CLOCK_PATH:
+        visit_clock(v, 0)
+    else:
+        visit_state(v, TYPES[type_name])
+    return section(path, type_name, version, bytes(v.dst.out)), v.leaves
+
+
+def leaves_of(subject: Subject) -> list[Leaf]:
+    """Every state value of the subject's plain stream."""
+    parts = split(subject.streams["plain"])
+    return [(i, path, kind, width) for i, part in enumerate(parts) if is_section(part)
+            for path, kind, width in rewrite(part[1], subject.machine)[1]]
+
+
+def int_edges(bits: int, signed: bool) -> list[int]:
+    """0, 1, -1, the ends of the width and virtual times an hour, years and the clock's
+    horizon away, where they fit."""
+    lo, hi = int_bounds(bits, signed)
+    wanted = {0, 1, -1, lo, hi, hi - 1, lo + 1, HOUR_NS, 10 * YEAR_NS, HORIZON_NS,
+              HORIZON_NS + 1}
+    return sorted(v for v in wanted if lo <= v <= hi)
+
+
+def edge_values(kind: str, width: Any) -> list[Any]:
+    """The values every leaf of this kind is tried with, one by one: 0 (or empty), the
+    largest and the smallest of its width (or full)."""
+    if kind == "boolean":
+        return [False, True]
+    if kind in ("uint", "sint"):
+        return sorted({0, *int_bounds(width, kind == "sint")})
+    if kind in ("blob", "text"):
+        return [b"" if kind == "blob" else "", (b"\xff" if kind == "blob" else "\uffff") * width]
+    bits, signed, max_len = width
+    return [[], [int_bounds(bits, signed)[1]] * max_len]
+
+
+def leaf_values(kind: str, width: Any) -> st.SearchStrategy:
+    """Any value of a leaf's kind and width, edges first (short random buffers: the
+    edges have the long ones)."""
+    if kind == "boolean":
+        return st.booleans()
+    if kind in ("uint", "sint"):
+        lo, hi = int_bounds(width, kind == "sint")
+        return st.one_of(st.sampled_from(int_edges(width, kind == "sint")), st.integers(lo, hi))
+    edges = st.sampled_from(edge_values(kind, width))
+    if kind == "blob":
+        return st.one_of(edges, st.binary(max_size=min(width, 64)))
+    if kind == "text":
+        return st.one_of(edges, st.text(max_size=min(width, 16)))
+    bits, signed, max_len = width
+    lo, hi = int_bounds(bits, signed)
+    return st.one_of(edges, st.lists(st.integers(lo, hi), max_size=min(max_len, 16)))
+
+
+def with_edits(subject: Subject, edits: dict[int, dict[str, Any]]) -> bytes:
+    """The subject's plain stream with ``edits`` (part index -> leaf path -> value)."""
+    parts = split(subject.streams["plain"])
+    for i, changes in edits.items():
+        parts[i] = (parts[i][0], rewrite(parts[i][1], subject.machine, changes)[0])
+    return seal(join(parts))
+
+
+@contextmanager
+def full_machine(images: Path) -> Iterator[PcMachine]:
+    """The pit guest's PC with a read-only disk, a CD-ROM and two serial ports: every
+    kind of device there is, for their state to be fuzzed."""
+    drives = [DriveSpec(file=str(images / "disk.img"), index=0, readonly=True),
+              DriveSpec(file=str(images / "cd.iso"), index=2, media="cdrom", readonly=True)]
+    blocks = {d.index: open_image(d.file, readonly=True) for d in drives}
+    m = PcMachine(MachineConfig(kernel=str(GUESTS / "pit.elf"), icount_shift=2,
+                                ram_size=2 << 20, rtc_base="2020-01-01T00:00:00",
+                                drives=drives, serial=["null", "null"]),
+                  {f"serial{i}": NullChardev("null") for i in range(2)}, blocks)
+    try:
+        yield m
+    finally:
+        m.cpu.close()
+        for backend in blocks.values():
+            backend.close()
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    """(the subject: a full machine 2 ms into the pit guest, and its stream; the
+    directory of its images, for the machines its streams load into)."""
+    images = tmp_path_factory.mktemp("images")
+    (images / "disk.img").write_bytes(bytes(1 << 20))
+    (images / "cd.iso").write_bytes(bytes(32 * 2048))
+    with full_machine(images) as m:
+        m.run_until(2 * MS)
+        buf = io.BytesIO()
+        write_stream(m, buf)
+        yield Subject(m, {"plain": buf.getvalue()}), images
+
+
+def assert_one_line(e: Exception) -> None:
+    """One line saying where, or the mismatch's one line per object path."""
+    assert not _message_fault(str(e)), f"{type(e).__name__}: {e!r}"
+
+
+def live_on(m: PcMachine, run_guest: bool) -> None:
+    """What a loaded machine goes through: its due timers fire, virtual time jumps an
+    hour (as for a guest idle that long) and they fire again, the guest runs a
+    millisecond, every port a device decodes is read once (a guest's IN), the monitor
+    describes every device, the machine saves again."""
+    m.clock.run_expired()
+    m.clock.warp_to(m.clock.now_ns() + HOUR_NS)
+    m.clock.run_expired()
+    if run_guest:
+        m.run_until(m.clock.now_ns() + MS)
+    for rng in {id(r): r for r in m.io._slots if r is not None}.values():
+        for port in range(rng.base, rng.base + rng.count):
+            m.io.read(port, 1)
+    for obj in m.walk():
+        describe = getattr(obj, "describe", None)
+        if callable(describe) and obj is not m:
+            describe()
+    m.save_snapshot(io.BytesIO())
+
+
+def load_or_refuse(m: PcMachine, stream: bytes, run_guest: bool) -> str:
+    """``m`` loads ``stream`` and lives on, or refuses it with one line; returns which."""
+    with time_limit(EXAMPLE_SECONDS):
+        try:
+            m.load_snapshot(stream)
+        except (StreamError, ValueError) as e:
+            assert_one_line(e)
+            return f"refused at {_where(str(e))}"
+        live_on(m, run_guest)
+    return "loaded"
+
+
+@pytest.fixture(scope="module")
+def state_leaves(full):
+    return leaves_of(full[0])
+
+
+@pytest.mark.timeout(120)
+def test_every_state_value_at_the_edges_of_its_width_loads_or_is_refused(full,
+                                                                         state_leaves):
+    """Each value of each section alone at 0, the largest and the smallest of its width
+    (the CPU's too: its instruction count, segment caches, MSRs...)."""
+    subject, images = full
+    outcomes: dict[str, int] = {}
+    with full_machine(images) as m:
+        for i, path, kind, width in state_leaves:
+            for value in edge_values(kind, width):
+                try:
+                    outcome = load_or_refuse(m, with_edits(subject, {i: {path: value}}),
+                                             run_guest=False)
+                except Exception as e:
+                    raise AssertionError(f"{path}={value!r}: {type(e).__name__}: {e}") from e
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    assert outcomes.get("loaded", 0) > len(state_leaves)  # most edges are states to run
+
+
+@fuzz(120)
+@given(data=st.data())
+@pytest.mark.timeout(180)
+def test_state_values_together_load_or_are_refused(full, state_leaves, data):
+    """A few values of any sections at once, anywhere in their widths, edges first; the
+    guest runs on after the load unless its CPU was edited."""
+    subject, images = full
+    picked = data.draw(st.lists(st.sampled_from(state_leaves), min_size=1, max_size=4,
+                                unique_by=lambda leaf: leaf[1]))
+    edits: dict[int, dict[str, Any]] = {}
+    for i, path, kind, width in picked:
+        edits.setdefault(i, {})[path] = data.draw(leaf_values(kind, width), label=path)
+    with full_machine(images) as m:
+        note(load_or_refuse(m, with_edits(subject, edits), run_guest=not any(
+            leaf[1].startswith(CPU_PATH + "/") for leaf in picked)))
+
+
+def config_text() -> st.SearchStrategy[str]:
+    """Strings for configuration fields: the real kinds, the empty one, long ones,
+    ones JSON allows and a host call does not."""
+    return st.one_of(st.sampled_from(["", "pc", "q35", "cad", "dc", "cdnc", "x", "utc",
+                                      "localtime", "2006-06-17", "2006-02-30", "\ud800",
+                                      "\0", "é" * 2049, "x" * 5000, "/", "."]),
+                     st.text(max_size=12))
+
+
+CONFIG_VALUES = st.one_of(
+    config_text(),
+    st.sampled_from([0, -1, 1, 10, 11, 2 << 20, (2 << 20) + 1, 1 << 30, MAX_RAM,
+                     MAX_RAM + PAGE, 1 << 64, True, None, [], {}]),
+    st.integers(-(1 << 70), 1 << 70),
+    JSONISH)
+DRIVE = st.fixed_dictionaries({
+    "id": config_text(), "file": st.sampled_from(["", "/nonexistent.img"]),
+    "index": st.sampled_from([0, 1, 3, 4, -1, True]),
+    "media": st.sampled_from(["disk", "cdrom", "floppy", ""]),
+    "readonly": st.booleans(), "snapshot": st.booleans()})
+
+
+def mutate_config(data: st.DataObject, config: dict[str, Any]) -> None:
+    """A field of the configuration set to another value or type, deleted, or a list
+    (serial ports, drives) emptied, grown or filled with junk."""
+    key = data.draw(st.one_of(st.sampled_from(sorted(config)), st.text(max_size=6)))
+    op = data.draw(st.sampled_from(["set", "set", "delete", "list"]))
+    if op == "set":
+        config[key] = data.draw(CONFIG_VALUES)
+    elif op == "delete":
+        config.pop(key, None)
+    else:
+        config[data.draw(st.sampled_from(["serial", "drives"]))] = data.draw(st.lists(
+            st.one_of(DRIVE, config_text(), JSONISH), max_size=5))
+
+
+def bare_destination(subject: Subject) -> tuple[list[PcMachine], Any]:
+    """A destination started with nothing but -incoming, as it takes a stream's
+    description: the configuration checked, the machine built from it (ValueError and
+    OSError are what its launcher reports as one line), then compared with the
+    description. Drives are left out: opening images is the destination's grant."""
+    built: list[PcMachine] = []
+
+    def on_description(desc: dict[str, Any]) -> None:
+        cfg = from_stream(desc.get("config"), MachineConfig(incoming="tcp:127.0.0.1:4444"))
+        if cfg.drives:
+            raise ValueError("drives: not opened by this test")
+        built.append(PcMachine(cfg, {}))
+        matches(built[-1])(desc)
+
+    return built, on_description
+
+
+@fuzz(150)
+@given(data=st.data())
+@pytest.mark.timeout(180)
+def test_configuration_mutations_build_the_machine_or_are_refused(subject, data):
+    """The description of a stream a source sends (with its configuration), mutated and
+    taken by a bare destination: built, loaded and run, or refused with one line."""
+    parts = split(subject.streams["plain"])
+    desc = json.loads(parts[1][1][4:])
+    desc["config"] = to_stream(subject.machine.cfg)
+    for _ in range(data.draw(st.integers(1, 3))):
+        if data.draw(st.booleans(), label="the description's own fields too"):
+            mutate_description(data, subject, desc)
+        else:
+            mutate_config(data, desc["config"])
+    text = json.dumps(desc).encode()
+    parts[1] = ("description", struct.pack("<I", len(text)) + text)
+    built, on_description = bare_destination(subject)
+    try:
+        with time_limit(EXAMPLE_SECONDS):
+            try:
+                raw = read_stream(seal(join(parts)), on_description)
+                apply_snapshot(built[0], decode_stream(raw, built[0]))
+            except (StreamError, ValueError, OSError) as e:
+                assert_one_line(e)
+                note(f"refused: {str(e).split(':')[0]}")
+                return
+            built[0].after_load()
+            live_on(built[0], run_guest=True)
+            note("built and loaded")
+    finally:
+        for m in built:
+            m.cpu.close()
 
 
 # -- bugs this fuzzing found (fixed): their minimal examples --------------------------------

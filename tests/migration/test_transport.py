@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -16,7 +17,10 @@ from pathlib import Path
 
 import pytest
 from hostnet import has_ipv6_loopback, needs_ipv6
+from tlscerts import make_certificates
 
+from emu.host.tls import Credentials, Tls
+from emu.migration import transport
 from emu.migration.transport import (
     Channel,
     TransportError,
@@ -532,3 +536,190 @@ def test_timeouts():
             with pytest.raises(TransportError) as e:
                 inc.read_exact(1)
         assert e.value.fault == "no progress for 0.1 s"
+
+
+# -- TLS -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory) -> Path:
+    return make_certificates(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="module")
+def server(certs) -> Tls:
+    return Tls(Credentials("server", str(certs / "server"), "server"))
+
+
+@pytest.fixture(scope="module")
+def client(certs) -> Tls:
+    return Tls(Credentials("client", str(certs / "client"), "client"))
+
+
+def tls_client(certs: Path, name: str, hostname: str = "") -> Tls:
+    return Tls(Credentials(name, str(certs / name), "client"), hostname)
+
+
+@pytest.mark.parametrize("where", ["tcp", "unix"])
+def test_tls_carries_both_directions(tmp_path, server, client, where):
+    uri = "tcp:127.0.0.1:0" if where == "tcp" else f"unix:{tmp_path}/s"
+    with listen(uri, server) as listener:
+        def source() -> bytes:
+            with connect(listener.bound_uri, 5, client) as ch:
+                send_payload(ch)
+                ch.flush()
+                return ch.read_exact(6)
+
+        writer = Thread(source)
+        with listener.accept(5) as ch:
+            assert receive_payload(ch) == PAYLOAD  # read_some sees the end: close_notify
+            ch.write(b"thanks")
+        assert writer.finish() == b"thanks"
+
+
+def test_tls_listener_drops_a_plain_client_and_keeps_listening(server, client):
+    with listen("tcp:127.0.0.1:0", server) as listener:
+        plain = Thread(lambda: connect(listener.bound_uri, 5).read_exact(5))
+        with pytest.raises(TransportError) as e:
+            listener.accept(5)
+        assert re.fullmatch(rf"'{listener.uri}': TLS handshake with 127\.0\.0\.1:\d+ failed: "
+                            "the peer does not speak TLS", str(e.value))
+        with pytest.raises(TransportError) as e:
+            plain.finish()
+        # the source's one line says what a silent hang-up may mean
+        assert str(e.value) == (f"'{listener.bound_uri}': connection closed after 0 of 5 "
+                                "bytes without a word (a destination that requires TLS drops "
+                                "a source without tls-creds)")
+        good = Thread(lambda: connect(listener.bound_uri, 5, client).close())
+        listener.accept(5).close()
+        good.finish()
+
+
+@pytest.mark.parametrize("name, server_says, client_says", [
+    ("rogue", "the peer's certificate is not accepted: unable to get local issuer certificate",
+     "the peer refused the session: unknown ca"),
+    ("anonymous", "the peer sent no certificate (verify-peer is on here)",
+     "the peer refused the session: certificate required"),
+])
+def test_tls_listener_refuses_a_client_without_a_good_certificate(certs, server, name,
+                                                                   server_says, client_says):
+    with listen("tcp:127.0.0.1:0", server) as listener:
+        def source() -> None:
+            with connect(listener.bound_uri, 5, tls_client(certs, name)) as ch:
+                ch.write(PAYLOAD)  # more than the socket buffers: the refusal comes first
+                ch.read_exact(1)
+
+        rejected = Thread(source)
+        with pytest.raises(TransportError) as e:
+            listener.accept(5)
+        assert str(e.value).endswith(f" failed: {server_says}")
+        with pytest.raises(TransportError) as e:
+            rejected.finish()
+        assert str(e.value) == f"'{listener.bound_uri}': TLS: {client_says}"
+
+
+@pytest.mark.parametrize("name, hostname, fault", [
+    ("client", "other.example", "Hostname mismatch, certificate is not valid for "
+     "'other.example'."),
+    ("rogue-ca", "", "unable to get local issuer certificate"),
+])
+def test_tls_client_refuses_a_server_it_cannot_trust(certs, tmp_path, server, name, hostname,
+                                                     fault):
+    if name == "rogue-ca":  # a client that trusts another CA only
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "ca-cert.pem").write_bytes((certs / "cas/rogue-ca-cert.pem")
+                                                      .read_bytes())
+        certs = tmp_path
+    with listen("tcp:127.0.0.1:0", server) as listener:
+        refused = Thread(lambda: listener.accept(5))
+        with pytest.raises(TransportError) as e:
+            connect(listener.bound_uri, 5, tls_client(certs, name, hostname))
+        assert str(e.value) == (f"'{listener.bound_uri}': TLS handshake failed: the peer's "
+                                f"certificate is not accepted: {fault}")
+        with pytest.raises(TransportError, match="TLS handshake with .* failed"):
+            refused.finish()
+
+
+def test_tls_client_names_the_host_of_the_uri(server, client):
+    """Connecting to localhost checks the name localhost, to ::1 the address ::1."""
+    with listen("tcp:127.0.0.1:0", server) as listener:
+        for uri in (f"tcp:localhost:{listener.address[1]}", listener.bound_uri):
+            t = Thread(lambda: listener.accept(5).close())
+            connect(uri, 5, client).close()
+            t.finish()
+
+
+def test_tls_client_facing_a_plain_listener(client):
+    with listen("tcp:127.0.0.1:0") as listener:
+        def plain_destination() -> None:
+            with listener.accept(5) as ch:
+                ch.read_exact(5)  # the start of a ClientHello, not a stream: hang up
+
+        t = Thread(plain_destination)
+        with pytest.raises(TransportError) as e:
+            connect(listener.bound_uri, 5, client)
+        t.finish()
+    assert str(e.value) == (f"'{listener.bound_uri}': TLS handshake failed: the peer closed "
+                            "the connection")
+
+
+def test_tls_handshake_has_a_deadline(server, monkeypatch):
+    monkeypatch.setattr(transport, "HANDSHAKE_TIMEOUT", 0.2)
+    with listen("tcp:127.0.0.1:0", server) as listener:
+        with socket.create_connection(listener.address):  # says nothing
+            with pytest.raises(TransportError) as e:
+                listener.accept(5)
+    assert re.fullmatch(rf"'{listener.uri}': no TLS handshake with 127\.0\.0\.1:\d+ within "
+                        r"0\.2 s", str(e.value))
+
+
+def test_close_unblocks_accept_in_a_handshake(server):
+    listener = listen("tcp:127.0.0.1:0", server)
+    with socket.create_connection(listener.address):
+        e = blocked_then_cancelled(listener.accept, listener.close)
+    assert e.fault == "aborted"
+
+
+def test_abort_unblocks_a_tls_read(server, client):
+    with listen("tcp:127.0.0.1:0", server) as listener:
+        t = Thread(lambda: connect(listener.bound_uri, 5, client))
+        inc = listener.accept(5)
+        out = t.finish()
+        e = blocked_then_cancelled(lambda: inc.read_exact(10), inc.abort)
+        out.abort()
+    assert e.fault == "aborted"
+
+
+def test_tls_wants_a_socket_and_the_right_endpoint(tmp_path, server, client):
+    for uri in (f"file:{tmp_path}/image", "exec:cat", "fd:1"):
+        with pytest.raises(TransportError) as e:
+            connect(uri, 5, client)
+        assert str(e.value) == f"'{uri}': TLS (tls-creds) is for tcp: and unix: only"
+        with pytest.raises(TransportError, match="TLS \\(tls-creds\\) is for tcp: and unix:"):
+            listen(uri, server)
+    assert list(tmp_path.iterdir()) == []
+    with listen("tcp:127.0.0.1:0", client) as listener:
+        t = Thread(lambda: connect(listener.bound_uri, 5, client))
+        with pytest.raises(TransportError) as e:
+            listener.accept(5)
+        assert e.value.fault == ("tls-creds 'client' has endpoint=client; listening needs "
+                                 "endpoint=server")
+        with pytest.raises(TransportError):
+            t.finish()
+        with pytest.raises(TransportError) as e:
+            connect(listener.bound_uri, 5, server)
+        assert e.value.fault == ("tls-creds 'server' has endpoint=server; connecting needs "
+                                 "endpoint=client")
+
+
+@pytest.mark.parametrize("host, tls, warned", [
+    ("0", False, True), ("0.0.0.0", False, True), ("127.0.0.1", False, False),
+    ("0", True, False),
+])
+def test_a_listener_beyond_loopback_without_tls_warns(caplog, server, host, tls, warned):
+    uri = f"tcp:{host}:0"
+    with listen(uri, server if tls else None):
+        pass
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert lines == ([f"'{uri}': listening beyond loopback without TLS: the migration stream "
+                      "is unauthenticated and unencrypted (tls-creds turns TLS on)"]
+                     if warned else [])

@@ -13,11 +13,11 @@ from __future__ import annotations
 import io
 import struct
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from emu.host.files import read_regular
 from emu.memory.address_space import AddressSpace
 
 MAGIC = 0x1BADB002
@@ -99,7 +99,7 @@ def _load_aout(data: bytes, hdr_off: int, path: str,
     return entry, [(load_addr, size)]
 
 
-def _parse_modules(spec: str) -> list[tuple[str, str]]:
+def module_list(spec: str) -> list[tuple[str, str]]:
     """QEMU's ``-initrd "file1 arg=foo,file2"``: comma-separated, ',,' escapes a comma."""
     mods = [m.replace("\0", ",") for m in spec.replace(",,", "\0").split(",") if m.strip()]
     if len(mods) > MAX_MODULES:
@@ -124,13 +124,19 @@ class InfoWriter:
         return addr
 
 
+def read_file(path: str, option: str, limit: int) -> bytes:
+    """A kernel, module or firmware file whole: a regular file of at most ``limit``
+    bytes (a device or FIFO named by mistake, or by a stream, is refused at once)."""
+    try:
+        return read_regular(path, limit)
+    except OSError as e:
+        raise BootError(f"{option} {path}: {e.strerror or e}") from None
+
+
 def load_multiboot(path: str, cmdline: str, initrd: str | None,
                    mem: AddressSpace) -> BootImage:
     """Load a Multiboot kernel (and modules) into guest RAM; return how to enter it."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise BootError(f"-kernel {path}: {e.strerror}") from None
+    data = read_file(path, "-kernel", int(mem.ram.size))
     hdr_off, flags = _find_header(data, path)
     if flags & FLAG_AOUT:
         entry, segments = _load_aout(data, hdr_off, path, mem)
@@ -150,7 +156,7 @@ def load_multiboot(path: str, cmdline: str, initrd: str | None,
     if initrd:
         info["flags"] |= INFO_MODS
         info["mods_addr"], info["mods_count"] = _load_modules(
-            _parse_modules(initrd), kernel_end, bool(flags & FLAG_PAGE_ALIGN), w, mem)
+            module_list(initrd), kernel_end, bool(flags & FLAG_PAGE_ALIGN), w, mem)
     mem.write(INFO_ADDR, _pack_info(info))
     return BootImage(entry=entry, info_addr=INFO_ADDR, segments=segments)
 
@@ -169,10 +175,7 @@ def _load_modules(mods: list[tuple[str, str]], kernel_end: int, page_align: bool
     cursor = (kernel_end + 0xFFF) & ~0xFFF
     table = b""
     for path, line in mods:
-        try:
-            data = Path(path).read_bytes()
-        except OSError as e:
-            raise BootError(f"-initrd {path}: {e.strerror}") from None
+        data = read_file(path, "-initrd", int(mem.ram.size))
         if page_align:
             cursor = (cursor + 0xFFF) & ~0xFFF
         if not mem.is_ram(cursor, len(data)):

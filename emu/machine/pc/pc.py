@@ -35,8 +35,9 @@ from emu.irq import IrqLine
 from emu.machine.config import MachineConfig, drive_id
 from emu.machine.machine import Machine
 from emu.machine.pc import acpi, linux
-from emu.machine.pc.multiboot import BootError, load_multiboot
+from emu.machine.pc.multiboot import BootError, load_multiboot, read_file
 from emu.memory.address_space import AddressSpace
+from emu.migration.live import RunRefused
 
 COM_PORTS = ((0x3F8, 4), (0x2F8, 3), (0x3E8, 4), (0x2E8, 3))
 IDE_CHANNELS = ((0x1F0, 0x3F6, 14), (0x170, 0x376, 15))
@@ -91,21 +92,11 @@ def _bios_image(path: str | None, firmware_boot: bool) -> bytes:
         rom[0xFFF0:0xFFF0 + len(RESET_VECTOR_STUB)] = RESET_VECTOR_STUB
         return bytes(rom)
     path = firmware_path(path)
-    try:
-        image = Path(path).read_bytes()
-    except OSError as e:
-        raise BootError(f"-bios {path}: {e.strerror}") from None
+    image = read_file(path, "-bios", BIOS_MAX)
     if not image or len(image) % 0x10000 or len(image) > BIOS_MAX:
         raise BootError(f"-bios {path}: {len(image)} bytes: a BIOS image is a multiple of "
                         f"64 KiB, at most {BIOS_MAX // 1024} KiB")
     return image
-
-
-def _read(path: str, option: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as e:
-        raise BootError(f"{option} {path}: {e.strerror}") from None
 
 
 LINUXBOOT_ROM = OWN_BIOS.with_name("linuxboot.bin")
@@ -166,7 +157,8 @@ class PcMachine(Machine):
             firmware_boot = cfg.bios is not None and image is not None
         self.kernel = None if firmware_boot else cfg.kernel or default_guest()
         self.linux = None if firmware_boot else image
-        self.initrd = _read(cfg.initrd, "-initrd") if image is not None and cfg.initrd else None
+        self.initrd = read_file(cfg.initrd, "-initrd", cfg.ram_size) \
+            if image is not None and cfg.initrd else None
         self.mem = AddressSpace(self.cpu.uc, cfg.ram_size, _bios_image(cfg.bios, firmware_boot),
                                 self.cpu.invalidate_code)
         self._build_pci()
@@ -220,7 +212,7 @@ class PcMachine(Machine):
     def _linux_image(cfg: MachineConfig) -> linux.LinuxImage | None:
         if cfg.kernel is None:
             return None
-        data = _read(cfg.kernel, "-kernel")
+        data = read_file(cfg.kernel, "-kernel", cfg.ram_size)
         return linux.parse_bzimage(data, cfg.kernel) if linux.is_bzimage(data) else None
 
     def _build_fw_cfg(self, cfg: MachineConfig, firmware_linux: linux.LinuxImage | None) -> None:
@@ -293,6 +285,17 @@ class PcMachine(Machine):
     def drive_backends(self) -> dict[str, BlockBackend]:
         """Each drive's image by drive id (``-drive id=``, else QEMU's ide0-hd0 names)."""
         return {drive_id(spec): self.blocks[spec.index] for spec in self.cfg.drives}
+
+    def claim_images(self) -> None:
+        for name, backend in self.drive_backends().items():
+            if backend.active:
+                continue
+            try:
+                backend.activate()
+            except OSError as e:
+                raise RunRefused(f"drive {name}: {e.strerror or e}; the guest runs where its "
+                                 "images are locked (a migration's destination may hold "
+                                 "them)") from None
 
     def isa_irq(self, n: int) -> IrqLine:
         return self.pic.irq_line(n)
