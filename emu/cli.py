@@ -93,7 +93,7 @@ class Options:
     log_file: str | None
     info_only: str | None = None  # text to print instead of running
     qmp: list[str] = field(default_factory=list)  # -qmp listener specs (host bindings)
-    # -object: (the option's text, the credentials, files read); created by main()
+    # -object: the option's text and its credentials (files read); main() creates them
     objects: list[tuple[str, Credentials]] = field(default_factory=list)
     # -global migration.NAME=VALUE: migration parameters' defaults, set by main()
     migration: list[tuple[str, str]] = field(default_factory=list)

@@ -74,16 +74,20 @@ class Credentials:
     def __repr__(self) -> str:
         return f"<{TYPE} {self.id} endpoint={self.endpoint} dir={self.directory}>"
 
-    def wrap(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO, *, server_side: bool,
-             hostname: str = "") -> ssl.SSLObject:
-        """A TLS session over the two buffers: as the server (listening) or as a client
-        that expects ``hostname`` in the server's certificate ("": no name to check).
-        ValueError if this object's endpoint is the other side's."""
+    def check_endpoint(self, *, server_side: bool) -> None:
+        """ValueError unless these credentials are for that side (listening: a server)."""
         want = "server" if server_side else "client"
         if self.endpoint != want:
             doing = "listening" if server_side else "connecting"
             raise ValueError(f"tls-creds '{self.id}' has endpoint={self.endpoint}; "
                              f"{doing} needs endpoint={want}")
+
+    def wrap(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO, *, server_side: bool,
+             hostname: str = "") -> ssl.SSLObject:
+        """A TLS session over the two buffers: as the server (listening) or as a client
+        that expects ``hostname`` in the server's certificate ("": no name to check).
+        ValueError for the wrong endpoint, or a host name TLS cannot carry."""
+        self.check_endpoint(server_side=server_side)
         context = self._contexts[bool(hostname) and self.verify_peer and not server_side]
         return context.wrap_bio(incoming, outgoing, server_side=server_side,
                                 server_hostname=hostname or None)
@@ -141,8 +145,8 @@ def _load_pair(ctx: ssl.SSLContext, cert: str, key: str) -> None:
     try:
         ctx.load_cert_chain(cert, key, password=_no_password)
     except _EncryptedKey:
-        raise ValueError(f"{key}: the key is encrypted; pyemu takes unencrypted keys "
-                         "only") from None
+        raise ValueError(f"{key}: the key is encrypted; pyemu takes only unencrypted "
+                         "keys") from None
     except ssl.SSLError as e:
         if e.reason == "KEY_VALUES_MISMATCH":
             raise ValueError(f"{key}: not the key of {cert}") from None

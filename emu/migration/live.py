@@ -586,16 +586,18 @@ class Incoming:
     def _accept(self) -> tuple[Channel, Head]:
         """The first connection that starts like a pyemu stream, and its head."""
         while True:
-            ch = self.listener.accept()
-            ch.timeout = HEAD_TIMEOUT if self.repeats else None
+            ch = None
             try:
+                ch = self.listener.accept()  # with TLS, the handshake too
+                ch.timeout = HEAD_TIMEOUT if self.repeats else None
                 head = receive_head(ch, TransportError)
             except (StreamError, TransportError) as e:
-                ch.abort()
-                if not self.repeats:
+                if ch is not None:
+                    ch.abort()
+                if not self.repeats or self.listener.closed:
                     raise StreamError(str(e)) from None
-                log.warning("incoming migration: dropped a connection from %s: %s",
-                            _peer(ch), e)
+                log.warning("incoming migration: dropped a connection%s: %s",
+                            f" from {_peer(ch)}" if ch is not None else "", e)
                 continue
             ch.timeout = STALL_TIMEOUT
             return ch, head

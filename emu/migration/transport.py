@@ -845,14 +845,14 @@ def connect(uri: str, timeout: float, tls: Tls | None = None) -> Channel:
     """Open the sending side of a migration to ``uri``; ``timeout`` bounds connecting
     (and the TLS handshake, with ``tls``)."""
     u = parse_uri(uri)
-    _check_tls(u, tls)
+    _check_tls(u, tls, server_side=False)
     if u.scheme in ("tcp", "unix"):
         with _address_faults(uri):
             sock = sockaddr.connect(u.socket_address, timeout)
         if tls is None:
             return _PlainClient(uri, sock, readable=True, writable=True)
         # The name the server's certificate must carry: tls-hostname, else the URI's host.
-        hostname = tls.hostname or (u.host or "localhost" if u.scheme == "tcp" else "")
+        hostname = tls.hostname or ((u.host or "localhost") if u.scheme == "tcp" else "")
         channel = _tls_channel(uri, sock, tls, server_side=False, hostname=hostname)
         _secure(channel, timeout)
         return channel
@@ -863,9 +863,16 @@ def connect(uri: str, timeout: float, tls: Tls | None = None) -> Channel:
     return _fd_channel(u, outgoing=True)
 
 
-def _check_tls(u: Uri, tls: Tls | None) -> None:
-    if tls is not None and u.scheme not in ("tcp", "unix"):
+def _check_tls(u: Uri, tls: Tls | None, *, server_side: bool) -> None:
+    """Before anything is opened: TLS only over a socket, with credentials for this side."""
+    if tls is None:
+        return
+    if u.scheme not in ("tcp", "unix"):
         raise TransportError(u.text, "TLS (tls-creds) is for tcp: and unix: only")
+    try:
+        tls.credentials.check_endpoint(server_side=server_side)
+    except ValueError as e:
+        raise TransportError(u.text, str(e)) from None
 
 
 def _tls_channel(uri: str, sock: socket.socket, tls: Tls, *, server_side: bool,
@@ -877,7 +884,7 @@ def _tls_channel(uri: str, sock: socket.socket, tls: Tls, *, server_side: bool,
 
     try:
         return Channel(uri, sock, readable=True, writable=True, peer=peer, tls=wrap)
-    except ValueError as e:  # the wrong endpoint, a host name TLS cannot carry
+    except ValueError as e:  # a host name TLS cannot carry
         sock.close()
         raise TransportError(uri, str(e)) from None
 
@@ -936,6 +943,11 @@ class Listener(ABC):
     def close(self) -> None:
         """Stop listening, from any thread; a blocked accept() raises TransportError."""
 
+    @property
+    def closed(self) -> bool:
+        """Whether close() was called (an accept() that failed for that is final)."""
+        return False
+
 
 class _SocketListener(Listener):
     """tcp: and unix:: a bound, listening socket; accept() waits for one connection.
@@ -957,6 +969,10 @@ class _SocketListener(Listener):
         self._tls = tls
         self._lock = threading.Lock()
         self._handshaking: Channel | None = None  # close() aborts it
+
+    @property
+    def closed(self) -> bool:
+        return self._waiter.cancelled
 
     def accept(self, timeout: float | None = None) -> Channel:
         channel = self._accept(timeout)
@@ -1033,7 +1049,7 @@ def listen(uri: str, tls: Tls | None = None) -> Listener:
     """Prepare the receiving side: bind, open or start now, so faults show at once.
     With ``tls``, only a peer that completes the handshake is accepted."""
     u = parse_uri(uri)
-    _check_tls(u, tls)
+    _check_tls(u, tls, server_side=True)
     if u.scheme in ("tcp", "unix"):
         with _address_faults(uri):
             listening = sockaddr.listen(u.socket_address)

@@ -122,3 +122,36 @@ def test_the_proxy_itself_lets_a_migration_through(pair, guest):  # noqa: F811
         assert growing(pair.dst_out)
     finally:
         proxy.close()
+
+
+@pytest.mark.parametrize("stage", ["ready", "running"])
+def test_cont_never_runs_the_source_while_the_destination_holds_its_disk(
+        pair, guest, tmp_path, stage):  # noqa: F811
+    # ready: the destination took the shared image, the source took the guest back and
+    # waits for the image; running: the destination runs on it, the source is unsure.
+    # Either way the source runs only on an image it holds, whatever the operator says.
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(bytes(1 << 20))
+    smon = pair.source(guest("dirty"), *DIRTY, "-drive", f"file={disk},id=data")
+    assert smon.cmd(f"migrate_set_parameter x-switchover-grace {GRACE_MS}") == ""
+    port = free_port()
+    dsock = pair.destination(f"tcp:127.0.0.1:{port}")
+    proxy = Proxy(port, stage, "stall")
+    try:
+        assert smon.cmd(f"migrate -d tcp:127.0.0.1:{proxy.port}") == ""
+        status = wait_for(lambda: (s := info(smon))["Migration status"].split()[0]
+                          in FINISHED and s, timeout=30, what="the migration to end")
+        if stage == "running":
+            assert "may be running on the destination" in status["Migration status"]
+            assert pair.dst_monitor(dsock).cmd("info status") == "VM status: running"
+            for cont in ("cont", "cont -f"):
+                reply = smon.cmd(cont)
+                assert reply.startswith("Error: cannot continue:"), reply
+            assert "drive data: image" in reply and "in use by another process" in reply
+            assert not growing(pair.src_out) and growing(pair.dst_out)
+        else:  # the destination let go when its wait for GO ended: the source runs again
+            assert status["Migration status"].startswith("failed"), status
+            assert smon.cmd("info status") == "VM status: running"
+            assert growing(pair.src_out) and not growing(pair.dst_out)
+    finally:
+        proxy.close()

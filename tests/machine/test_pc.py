@@ -139,3 +139,55 @@ def test_bios_image_size_is_checked(machine, tmp_path):
     bad.write_bytes(bytes(100))
     with pytest.raises(BootError, match=r"-bios .*: 100 bytes: a BIOS image is a multiple"):
         machine(bios=str(bad))
+
+
+def _disk_machine(tmp_path: Path) -> tuple[PcMachine, Path]:
+    from emu.host.block import DriveSpec
+
+    image = tmp_path / "disk.img"
+    image.write_bytes(bytes(1 << 20))
+    spec = DriveSpec(file=str(image), index=0, id="d0")
+    m = PcMachine(MachineConfig(kernel=str(HELLO), drives=[spec]), {}, {0: spec.open()})
+    return m, image
+
+
+def test_the_guest_runs_only_where_its_images_are_locked(tmp_path):
+    # A migration let go of the image and another process (its destination) took it:
+    # cont must refuse, naming the drive, until that process lets go.
+    import fcntl
+
+    from emu.migration.live import RunRefused
+
+    m, image = _disk_machine(tmp_path)
+    try:
+        m.set_runstate("paused")
+        m.drive_backends()["d0"].inactivate()
+        with open(image, "r+b") as other:
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with pytest.raises(RunRefused, match=r"drive d0: image .*disk.img is in use by "
+                                                 r"another process"):
+                m.cont()
+            assert m.runstate == "paused"
+        m.cont()  # let go: the image is ours again
+        assert m.runstate == "running" and m.drive_backends()["d0"].active
+    finally:
+        m.cpu.close()
+
+
+def test_a_handed_off_guest_never_runs_and_an_unsure_one_only_when_forced(tmp_path):
+    from emu.migration.live import Hold, RunRefused
+
+    m, _ = _disk_machine(tmp_path)
+    try:
+        m.set_runstate("postmigrate")
+        m.hold = Hold("the guest was migrated to tcp:x:1: it runs there")
+        for force in (False, True):
+            with pytest.raises(RunRefused, match="it runs there"):
+                m.cont(force)
+        m.hold = Hold("the migration was not confirmed", forceable=True)
+        with pytest.raises(RunRefused, match=r"'cont -f' runs it here"):
+            m.cont()
+        m.cont(force=True)
+        assert m.runstate == "running" and m.hold is None
+    finally:
+        m.cpu.close()
