@@ -116,12 +116,31 @@ def drive_id(spec: DriveSpec) -> str:
 
 
 def to_stream(cfg: MachineConfig) -> dict[str, Any]:
-    """The configuration that builds this machine again, for a migration stream."""
+    """The configuration that builds this machine again, for a migration stream; file
+    paths absolute (the destination has another working directory, and grants files by
+    directory)."""
     out: dict[str, Any] = {key: getattr(cfg, key) for key in _SHAPE}
+    out["kernel"] = cfg.kernel and os.path.abspath(cfg.kernel)
+    out["initrd"] = cfg.initrd and _absolute_initrd(cfg.initrd)
+    # a bare -bios name that is no file here means pyemu's own firmware of that name
+    out["bios"] = cfg.bios and (os.path.abspath(cfg.bios) if os.path.exists(cfg.bios)
+                                else cfg.bios)
     out["serial"] = list(cfg.serial)
-    out["drives"] = [{"id": drive_id(d), "file": d.file, "index": d.index, "media": d.media,
-                      "readonly": d.readonly, "snapshot": d.snapshot} for d in cfg.drives]
+    out["drives"] = [{"id": drive_id(d), "file": os.path.abspath(d.file), "index": d.index,
+                      "media": d.media, "readonly": d.readonly, "snapshot": d.snapshot}
+                     for d in cfg.drives]
     return out
+
+
+def _absolute_initrd(spec: str) -> str:
+    """A Linux initrd (one file) or Multiboot modules ("mod1 args,mod2") with each
+    file's path made absolute, the rest of each module's line as it was."""
+    from emu.machine.pc.multiboot import module_list
+
+    if os.path.isfile(spec):
+        return os.path.abspath(spec)
+    return ",".join((os.path.abspath(path) + line[len(path):]).replace(",", ",,")
+                    for path, line in module_list(spec))
 
 
 def _checked(where: str, mapping: Any, types: dict[str, tuple[type, ...]]) -> dict[str, Any]:

@@ -161,10 +161,10 @@ def check_grants(cfg: MachineConfig, own: MachineConfig) -> None:
     if cfg.kernel:
         check_granted(cfg.kernel, "description/config/kernel", own.allow_files)
     if cfg.initrd:
-        # a Linux initrd is one file; Multiboot's are "mod1 args,mod2"
-        paths = [cfg.initrd] if os.path.isfile(cfg.initrd) else \
-            [path for path, _ in module_list(cfg.initrd)]
-        for path in paths:
+        # a Linux initrd is one file, Multiboot's are "mod1 args,mod2": which one the
+        # kernel is, is known only once it is read, so both readings must be granted
+        paths = [path for path, _ in module_list(cfg.initrd)]
+        for path in ([cfg.initrd] if os.path.isfile(cfg.initrd) else []) + paths:
             check_granted(path, "description/config/initrd", own.allow_files)
     if cfg.bios:
         check_granted(firmware_path(cfg.bios), "description/config/bios",

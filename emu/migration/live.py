@@ -586,19 +586,26 @@ class Incoming:
     def _accept(self) -> tuple[Channel, Head]:
         """The first connection that starts like a pyemu stream, and its head."""
         while True:
-            ch = None
+            ch = late = None
             try:
                 ch = self.listener.accept()  # with TLS, the handshake too
-                ch.timeout = HEAD_TIMEOUT if self.repeats else None
+                if self.repeats:  # the whole head in time, not just some byte of it
+                    late = threading.Timer(HEAD_TIMEOUT, ch.abort)
+                    late.start()
                 head = receive_head(ch, TransportError)
             except (StreamError, TransportError) as e:
+                why = f"no pyemu stream header within {HEAD_TIMEOUT:g} s" \
+                    if late is not None and not late.is_alive() else str(e)
                 if ch is not None:
                     ch.abort()
                 if not self.repeats or self.listener.closed:
-                    raise StreamError(str(e)) from None
+                    raise StreamError(why) from None
                 log.warning("incoming migration: dropped a connection%s: %s",
-                            f" from {_peer(ch)}" if ch is not None else "", e)
+                            f" from {_peer(ch)}" if ch is not None else "", why)
                 continue
+            finally:
+                if late is not None:
+                    late.cancel()
             ch.timeout = STALL_TIMEOUT
             return ch, head
 
@@ -623,13 +630,13 @@ class Incoming:
                 machines.append(on_description(desc))
             except (StreamError, ValueError, OSError) as e:
                 if answer:
-                    send_reply(ch, REFUSE, str(e))
-                raise StreamError(str(e)) from None
+                    send_reply(ch, REFUSE, one_line(e))
+                raise StreamError(one_line(e)) from None
             machine = machines[0]
             try:
                 self.staged = self._staging(machine, how.get("block") is True)
             except OSError as e:
-                text = f"block migration needs images of its own here: {e}"
+                text = f"block migration needs images of its own here: {one_line(e)}"
                 if answer:
                     send_reply(ch, REFUSE, text)
                 raise StreamError(text) from None
@@ -703,6 +710,11 @@ class Incoming:
         self.listener.close()
         if self.channel is not None:
             self.channel.abort()
+
+
+def one_line(e: Exception) -> str:
+    """An error as a message line: an OSError's text without its "[Errno N]"."""
+    return e.strerror if isinstance(e, OSError) and e.strerror else str(e)
 
 
 def _peer(ch: Channel) -> str:

@@ -5,7 +5,9 @@ stream is proven whole. Chunks arrive among the RAM records (stream.py, DISK_DAT
 DISK_ZERO) and a later record of a chunk replaces an earlier one, so each drive's
 chunks go to an anonymous temporary file (unlinked from the start: a failed or killed
 destination leaves nothing behind) and reach the image only in ``commit()``, after the
-end checksum matched.
+end checksum matched. The staging file mirrors the image's layout (sparse: a chunk lies
+at its own offset), so a chunk sent again replaces itself and the file never outgrows
+the image, however often a peer repeats one.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import tempfile
 from typing import Any
 
-ZERO = -1  # a chunk's place in the staging file when the chunk is all zeros
+ZERO = -1  # a zero chunk of n bytes is recorded as ZERO - n
 
 
 class DiskStaging:
@@ -24,27 +26,26 @@ class DiskStaging:
         self.backend = backend
         self.size = backend.size
         self._file = tempfile.TemporaryFile(prefix="pyemu-block-")
-        self._end = 0
-        self._chunks: dict[int, tuple[int, int]] = {}  # offset -> (place, length)
+        self._chunks: dict[int, int] = {}  # offset -> length, or ZERO - length for zeros
 
     def write(self, offset: int, data: bytes) -> None:
+        """Stage ``data`` for ``offset`` (inside the image: the stream checked that)."""
         fd = self._file.fileno()
-        view = memoryview(data)
-        place = self._end
+        view, at = memoryview(data), offset
         while view:
-            n = os.pwrite(fd, view, self._end)
-            view, self._end = view[n:], self._end + n
-        self._chunks[offset] = (place, len(data))
+            n = os.pwrite(fd, view, at)
+            view, at = view[n:], at + n
+        self._chunks[offset] = len(data)
 
     def zero(self, offset: int, length: int) -> None:
-        self._chunks[offset] = (ZERO, length)
+        self._chunks[offset] = ZERO - length  # negative: nothing in the file to read
 
     def commit(self) -> None:
         """Write every chunk into the image, then make it durable."""
         fd = self._file.fileno()
-        for offset, (place, length) in sorted(self._chunks.items()):
-            self.backend.write(offset, bytes(length) if place == ZERO
-                               else os.pread(fd, length, place))
+        for offset, length in sorted(self._chunks.items()):
+            self.backend.write(offset, bytes(ZERO - length) if length < 0
+                               else os.pread(fd, length, offset))
         self.backend.flush()
         self.close()
 
