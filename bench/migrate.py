@@ -294,6 +294,7 @@ class PyemuSide(Side):
         src = self.spawn(self.source_argv())
         self.attach("src", src)
         dst = self.spawn([str(PYEMU), "-incoming", f"tcp:127.0.0.1:{self.port}",
+                          "-allow-files", str(DIRTY.parent), "-allow-files", str(LINUX),
                           "-serial", self.serial("dst"),
                           "-monitor", f"unix:{self.tmp / 'dst.mon'},server,nowait"])
         mon = Hmp(self.tmp / "src.mon", proc=src)

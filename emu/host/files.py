@@ -4,10 +4,11 @@ for which host files a migration stream may name at all.
 DESIGN.md, "Trust: who decides what": the destination's owner grants every host
 resource. A stream's description names files only as hints; a bare destination opens
 one only when it lies under a directory its owner allowed (``-allow-files DIR``), or
-when its own command line re-binds it (``-drive id=ID,file=PATH``). Firmware is also
-taken from the directories where firmware is installed (as QEMU takes it from its data
-directory). Whatever names a file, it is read only if it is a regular file of bounded
-size: a device node, a FIFO or a socket never stands in for a kernel or an image.
+when its own command line re-binds it (``-drive id=ID,file=PATH``). What is only read
+(firmware, kernels, read-only images) is also taken from where firmware is installed
+and from pyemu's bundled guests (as QEMU takes firmware from its data directory).
+Whatever names a file, it is read only if it is a regular file of bounded size: a
+device node, a FIFO or a socket never stands in for a kernel or an image.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-# Where firmware lies on a host (pyemu's own build, Debian's seabios and qemu data).
-FIRMWARE_DIRS = (str(Path(__file__).resolve().parents[2] / "firmware" / "build"),
-                 "/usr/share/seabios", "/usr/share/qemu")
+# Read-only data any destination may take: firmware where it lies on a host (pyemu's
+# own build, Debian's seabios and qemu data) and pyemu's bundled demo guest.
+_ROOT = Path(__file__).resolve().parents[2]
+DATA_DIRS = (str(_ROOT / "firmware" / "build"), str(_ROOT / "emu" / "guests"),
+             "/usr/share/seabios", "/usr/share/qemu")
 
 
 def read_regular(path: str, limit: int) -> bytes:

@@ -17,7 +17,7 @@ from typing import Any
 
 from emu.host.block import BlockBackend
 from emu.host.chardev import Chardev, MuxChardev, SocketChardev, parse_chardev
-from emu.host.files import FIRMWARE_DIRS, check_granted
+from emu.host.files import DATA_DIRS, check_granted
 from emu.machine.config import MachineConfig, from_stream
 from emu.machine.pc.multiboot import BootError, module_list
 from emu.machine.pc.pc import firmware_path
@@ -152,23 +152,26 @@ def _launch_from_stream(cfg: MachineConfig, incoming: Incoming,
 
 def check_grants(cfg: MachineConfig, own: MachineConfig) -> None:
     """A bare destination's files, as its stream names them (``cfg``): each must lie
-    where this destination's own options (``own``) allow, unless they re-bind it
+    where this destination's own options (``own``) allow (what is only read, also among
+    the installed firmware and pyemu's bundled guests), unless they re-bind it
     (``-drive id=``). PermissionError names the first that does not."""
     rebound = {d.id for d in own.drives if d.id}
+    read_only = [*own.allow_files, *DATA_DIRS]
     for d in cfg.drives:
         if d.id not in rebound:
-            check_granted(d.file, f"description/config/drives/{d.id}", own.allow_files)
+            check_granted(d.file, f"description/config/drives/{d.id}",
+                          read_only if d.readonly or d.snapshot or cfg.snapshot
+                          else own.allow_files)
     if cfg.kernel:
-        check_granted(cfg.kernel, "description/config/kernel", own.allow_files)
+        check_granted(cfg.kernel, "description/config/kernel", read_only)
     if cfg.initrd:
         # a Linux initrd is one file, Multiboot's are "mod1 args,mod2": which one the
         # kernel is, is known only once it is read, so both readings must be granted
         paths = [path for path, _ in module_list(cfg.initrd)]
         for path in ([cfg.initrd] if os.path.isfile(cfg.initrd) else []) + paths:
-            check_granted(path, "description/config/initrd", own.allow_files)
+            check_granted(path, "description/config/initrd", read_only)
     if cfg.bios:
-        check_granted(firmware_path(cfg.bios), "description/config/bios",
-                      [*own.allow_files, *FIRMWARE_DIRS])
+        check_granted(firmware_path(cfg.bios), "description/config/bios", read_only)
 
 
 def _build(cfg: MachineConfig, *, lock: bool) -> Built:
