@@ -7,6 +7,11 @@ Two modes (DESIGN.md, "Threads and time"):
   (``2**shift`` ns each, as QEMU's ``-icount shift=N``), so a run is reproducible
   instruction for instruction.
 Timers fire on the machine thread, at the end of the CPU slice that reaches them.
+
+Virtual time and deadlines stay below ``HORIZON_NS``: a stream may not set the clock
+beyond it, and a timer due after it is pending but never fires. The host times derived
+from virtual ones (origin + virtual, the TSC, the CPU's slice deadline) are int64 in the
+C helper; the horizon keeps them there, whatever a loaded state asks for.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import time
 from collections.abc import Callable
 
 NS_PER_SEC = 1_000_000_000
-HORIZON_NS = 1 << 62
+HORIZON_NS = 1 << 62  # about 146 years of virtual time
 
 
 class Timer:
@@ -33,9 +38,11 @@ class Timer:
         return self.deadline is not None
 
     def mod(self, deadline_ns: int) -> None:
+        """Arm for ``deadline_ns``; one past the horizon stays pending and never fires."""
         self.deadline = deadline_ns
         self._gen += 1
-        self.clock._push(self)
+        if deadline_ns <= HORIZON_NS:
+            self.clock._push(self)
 
     def cancel(self) -> None:
         self.deadline = None

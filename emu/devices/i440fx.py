@@ -47,8 +47,8 @@ class I440fx(PciDevice):
     def pam_mode(self, segment: int) -> int:
         """PAM_RE/PAM_WE bits of segment ``segment`` (0-11: 16 KiB from 0xC0000, 12: F)."""
         if segment == 12:
-            return (self.config[PAM0] >> 4) & 3
-        byte = self.config[PAM0 + 1 + segment // 2]
+            return (self.config_read(PAM0, 1) >> 4) & 3
+        byte = self.config_read(PAM0 + 1 + segment // 2, 1)
         return (byte >> (4 * (segment % 2))) & 3
 
     def _apply_pam(self) -> None:

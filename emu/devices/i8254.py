@@ -22,14 +22,16 @@ says happens "on the next CLK pulse" (a count written in modes 0/2/3/4, a trigge
 modes 1/5, a reload at the end of a period in modes 2/3) is kept as a pending load
 with its CLK edge and applied lazily the first time the counter is looked at on or
 after that edge. Only a counter wired to an interrupt line arms a timer, at each edge
-of OUT, so the line follows OUT exactly.
+of OUT, so the line follows OUT exactly -- up to CATCHUP_PERIODS periods of a wave
+behind; earlier periods are skipped whole (see ``_advance``), so that a timer however
+late, a clock loaded far ahead or a deadline loaded far back costs nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from emu.clock import NS_PER_SEC, Timer
+from emu.clock import HORIZON_NS, NS_PER_SEC, Timer
 from emu.devices.base import Board, Device
 from emu.irq import IrqLine
 from emu.qom import Object, prop, register_type, state
@@ -40,6 +42,9 @@ PIT_HZ = 1_193_182
 REFRESH_TICKS = 18
 
 RW_NAMES = {1: "lsb", 2: "msb", 3: "lsb/msb"}
+# Periods of a mode 2/3 wave that a late timer still emits edge by edge (a slow CPU
+# slice is a few); periods before these are skipped whole.
+CATCHUP_PERIODS = 64
 
 
 def ns_to_ticks(ns: int) -> int:
@@ -135,6 +140,13 @@ class PitChannel(Device):
     def gate_high(self) -> bool:
         return self.gate_tied_high or self.gate
 
+    @property
+    def _ce_start(self) -> int:
+        """``count_start`` while counting: 1..modulus, as every load leaves it. Only a
+        loaded state can put 0 there; like a count register's 0 it stands for the
+        modulus (datasheet, "Write Operations"), rather than divide by zero."""
+        return self.count_start or self.modulus
+
     def _cr_count(self) -> int:
         """The count register as a CE value: 0 stands for the modulus."""
         value = from_bcd(self.cr) % 10000 if self.bcd else self.cr
@@ -145,7 +157,7 @@ class PitChannel(Device):
         m = self.op_mode
         if self.load_tick < 0:
             return self.terminal if m == 0 else True
-        e, n = t - self.load_tick, self.count_start
+        e, n = t - self.load_tick, self._ce_start
         if m in (0, 1):
             return self.terminal or e >= n
         if m in (4, 5):
@@ -158,7 +170,7 @@ class PitChannel(Device):
         """CE value at CLK edge ``t`` (after ``_sync(t)``), 0..modulus-1."""
         if self.load_tick < 0:
             return self.count_start % self.modulus
-        e, n = t - self.load_tick, self.count_start
+        e, n = t - self.load_tick, self._ce_start
         m = self.op_mode
         if m == 2:
             value = n - e % n
@@ -180,7 +192,7 @@ class PitChannel(Device):
         """First CLK edge after ``t`` at which OUT changes or a pending load happens."""
         candidates = [self.pending_tick] if self.pending_tick > t else []
         if self.load_tick >= 0:
-            e, n, m = t - self.load_tick, self.count_start, self.op_mode
+            e, n, m = t - self.load_tick, self._ce_start, self.op_mode
             if m in (0, 1) and not self.terminal and e < n:
                 candidates.append(self.load_tick + n)
             elif m in (4, 5) and not self.terminal and e <= n:
@@ -195,7 +207,7 @@ class PitChannel(Device):
     def _reload_tick(self, t: int) -> int:
         """Next CLK edge after ``t`` at which a running mode 2/3 counter reloads from the
         count register: the end of the period (mode 2) or of the half-period (mode 3)."""
-        n = self.count_start
+        n = self._ce_start
         r = (t - self.load_tick) % n
         if self.op_mode == 3 and r < (n + 1) // 2:
             return t + (n + 1) // 2 - r
@@ -224,7 +236,7 @@ class PitChannel(Device):
         """Stop counting at CLK edge ``t``, keeping the CE value (and OUT in mode 0)."""
         if self.load_tick < 0:
             return
-        e, n = t - self.load_tick, self.count_start
+        e, n = t - self.load_tick, self._ce_start
         if self.op_mode in (2, 3):
             self.count_start = self._count(t)
         else:
@@ -237,17 +249,33 @@ class PitChannel(Device):
         return ns_to_ticks(self.board.clock.now_ns())
 
     def _advance(self, t: int) -> None:
-        """Bring the counter to CLK edge ``t``, emitting every OUT edge due on the way.
+        """Bring the counter to CLK edge ``t``, emitting the OUT edges due on the way.
 
         A timer can fire late (at the end of a CPU slice); each edge is still emitted,
         in order, and the next deadline follows from the edge, not from the late now.
+        Of a mode 2/3 wave more than CATCHUP_PERIODS periods behind, the earlier periods
+        are skipped whole: no guest instruction runs between these edges, and the
+        8259 latches one request for any number of them (8259A datasheet, "Edge and
+        level triggered modes"), so the guest sees the same and the cost is bounded.
         """
         while self.deadline >= 0 and ns_to_ticks(self.deadline) <= t:
             edge = ns_to_ticks(self.deadline)
             self._sync(edge)
+            edge = self._skip_periods(edge, t)
             self._drive(self._out(edge))
             self._set_deadline(self._next_change(edge))
         self._sync(t)
+
+    def _skip_periods(self, edge: int, t: int) -> int:
+        """``edge``, or for a running mode 2/3 wave the edge a whole number of periods
+        later (same phase: same OUT, same next change) that leaves CATCHUP_PERIODS
+        periods before ``t`` -- or before a pending load, which changes the wave."""
+        if self.load_tick < 0 or self.op_mode not in (2, 3):
+            return edge
+        n = self._ce_start
+        until = t if self.pending_tick < 0 else min(t, self.pending_tick)
+        periods = (until - edge) // n - CATCHUP_PERIODS
+        return edge + periods * n if periods > 0 else edge
 
     def _settle(self, t: int) -> None:
         """After a change at ``t``: put OUT on the line and arm the next edge."""
@@ -258,7 +286,10 @@ class PitChannel(Device):
         self._arm()
 
     def _set_deadline(self, tick: int | None) -> None:
-        self.deadline = -1 if tick is None else ticks_to_ns(tick)
+        deadline = -1 if tick is None else ticks_to_ns(tick)
+        # An edge past the clock's horizon never comes (a loaded state's far tick); -1
+        # also keeps the field inside its 64 bits.
+        self.deadline = -1 if deadline > HORIZON_NS else deadline
 
     def _drive(self, level: bool) -> None:
         if level != self.out_driven and self._line is not None:

@@ -62,11 +62,13 @@ class PciDevice(Device):
             self._decode_bars()
 
     # -- configuration space --------------------------------------------------------
+    # A loaded ``config`` may be shorter than 256 bytes (the field caps its length only):
+    # what it lacks reads as zero, and a write fills it out.
     def config_read(self, offset: int, size: int) -> int:
         return int.from_bytes(self.config[offset:offset + size], "little")
 
     def config_write(self, offset: int, size: int, value: int) -> None:
-        cfg = bytearray(self.config)
+        cfg = bytearray(self.config.ljust(CONFIG_SIZE, b"\0"))
         old = bytes(cfg)
         for i, byte in enumerate(value.to_bytes(size, "little")):
             mask = self._write_mask(offset + i)

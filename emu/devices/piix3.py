@@ -139,7 +139,7 @@ class Piix4Pm(PciDevice):
 
     def _decode_pm(self) -> None:
         base = None
-        if self.config[PMREGMISC] & 1:
+        if self.config_read(PMREGMISC, 1) & 1:
             base = self.config_read(PMBA, 4) & 0xFFC0 or None
         if base == self._pm_base:
             return

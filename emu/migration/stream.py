@@ -29,6 +29,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from emu import __version__
+from emu.clock import HORIZON_NS
 from emu.cpu.state import apply_cpu, visit_cpu
 from emu.migration.compat import upgrade_section
 from emu.migration.ram import clear, copy_changed
@@ -412,8 +413,20 @@ def decode_stream(raw: RawStream, machine: Object) -> Snapshot:
     missing = sorted(set(types) - set(snap.states))
     if missing:
         raise StreamError(f"{missing[0]}: no state section in the stream")
+    _check_time(snap, machine.clock.icount_shift)
     return snap
 
+
+def _check_time(snap: Snapshot, icount_shift: int | None) -> None:
+    """Virtual time, and the instruction count icount mode derives it from, within the
+    clock's horizon (emu/clock.py): the host times computed from them must fit the C
+    helper's 64 bits. Any time before it loads, and costs nothing to catch up with."""
+    if snap.clock_ns > HORIZON_NS:
+        raise StreamError(f"{CLOCK_PATH}/ns: {snap.clock_ns} is past the clock's horizon "
+                          f"({HORIZON_NS} ns, about 146 years)")
+    if snap.cpu["icount"] << (icount_shift or 0) > HORIZON_NS:
+        raise StreamError(f"{CPU_PATH}/icount: {snap.cpu['icount']} instructions take the "
+                          "clock past its horizon")
 
 
 def _read_description(inp: _Input) -> dict[str, Any]:
@@ -431,7 +444,8 @@ def _read_description(inp: _Input) -> dict[str, Any]:
             or size % PAGE:
         raise StreamError(f"description/ram_size: {size!r} is not a RAM size")
     clock_ns = desc.get("clock_ns")
-    if isinstance(clock_ns, bool) or not isinstance(clock_ns, int) or clock_ns < 0:
+    if isinstance(clock_ns, bool) or not isinstance(clock_ns, int) or \
+            not 0 <= clock_ns <= HORIZON_NS:
         raise StreamError("description/clock_ns: missing or not a time")
     _check_objects(desc.get("objects"))
     return desc

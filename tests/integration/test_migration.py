@@ -383,3 +383,23 @@ def test_incoming_defer_needs_the_machine_options(pyemu):
                                         "its machine from the stream needs the URI")
     r = pyemu("-incoming", "tcp:127.0.0.1:99999")
     assert r.returncode == 1 and b"-incoming 'tcp:127.0.0.1:99999': " in r.stderr
+
+
+def test_the_bundled_demo_migrates_to_a_destination_that_grants_nothing(pair,
+                                                                          start_with_monitor):
+    # pyemu's own read-only data (its BIOS, the demo's disk image) needs no -allow-files;
+    # the same image named as a writable drive does
+    demo = Path(__file__).resolve().parents[2] / "emu" / "guests" / "demo.img"
+    src, smon = start_with_monitor("-drive", f"file={demo}", "-serial", "null")
+    port = free_port()
+    pair.destination(f"tcp:127.0.0.1:{port}", allow=False)
+    reply = smon.cmd(f"migrate tcp:127.0.0.1:{port}")
+    assert f"description/config/drives/ide0-hd0: {demo} is not granted here" in reply, reply
+    assert smon.cmd("info status") == "VM status: running"
+    smon.sock.sendall(b"quit\n")
+    assert src.wait(15) == 0 and pair.dst.wait(15) == 1
+    src, smon = start_with_monitor("-serial", "null")  # the demo, read-only
+    port = free_port()
+    sock = pair.destination(f"tcp:127.0.0.1:{port}", allow=False)
+    assert smon.cmd(f"migrate tcp:127.0.0.1:{port}") == ""
+    assert pair.dst_monitor(sock).cmd("info status") == "VM status: running"
