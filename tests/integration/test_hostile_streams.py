@@ -368,6 +368,14 @@ def test_a_granted_image_is_untouched_by_a_stream_that_is_not_whole(captured, vi
     assert dst.poll() == 1
 
 
+def until_ready(peer, stream) -> None:
+    """Play a source up to the destination's READY: the whole stream, accepted."""
+    assert peer.send(stream.head)
+    assert peer.reply() == ("ACCEPT", "")
+    assert peer.send(stream.disks + stream.rest)
+    assert peer.reply() == ("READY", "")
+
+
 @pytest.mark.timeout(60)
 def test_a_whole_stream_writes_a_granted_image_only_after_the_checksum(captured, victim,
                                                                        pyemu_proc):
@@ -381,10 +389,7 @@ def test_a_whole_stream_writes_a_granted_image_only_after_the_checksum(captured,
     watch = Watch(path, mask=0x2)
     peer = Peer(port)
     try:
-        assert peer.send(stream.head)
-        assert peer.reply() == ("ACCEPT", "")
-        assert peer.send(stream.disks + stream.rest)
-        assert peer.reply() == ("READY", "")
+        until_ready(peer, stream)
         peer.say(GO)
         assert peer.reply() == ("RUNNING", "")
     finally:
@@ -415,10 +420,7 @@ def test_an_aborted_handshake_runs_nothing(captured, victim, pyemu_proc):
                      str(GUESTS))
     peer = Peer(port)
     try:
-        assert peer.send(stream.head)
-        assert peer.reply() == ("ACCEPT", "")
-        assert peer.send(stream.disks + stream.rest)
-        assert peer.reply() == ("READY", "")
+        until_ready(peer, stream)
         peer.say(ABORT, "changed my mind")
         assert one_line(dst) == failed_line(
             "the source took the guest back (changed my mind): not running it here")

@@ -1051,3 +1051,40 @@ def test_trailing_bytes_in_a_section_name_the_section(subject):
 def test_a_hostile_section_path_still_gives_one_line_saying_where(subject, path):
     msg = refusal(subject, with_section(subject, "/machine/port92", path))
     assert not _message_fault(msg) and "\n" not in msg, msg
+
+
+def edited(subject: Subject, path: str, value: Any) -> bytes:
+    """The subject's stream with the state value at ``path`` set to ``value``."""
+    part = {path: i for i, path, _, _ in leaves_of(subject)}[path]
+    return with_edits(subject, {part: {path: value}})
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("ahead_ns", [HOUR_NS, 10 * YEAR_NS, HORIZON_NS - HOUR_NS],
+                         ids=["an-hour", "ten-years", "near-the-horizon"])
+def test_a_clock_set_far_ahead_loads_and_runs_at_once(subject, ahead_ns):
+    """Issue 15, finding 5: ``pyemu-state set FILE /machine/clock/ns=3600000000000``, then
+    loadvm (or -incoming file:FILE), froze the machine thread in the PIT's IRQ0 timer,
+    which caught up period by period."""
+    m = PcMachine(subject.machine.cfg, {})
+    try:
+        with time_limit(EXAMPLE_SECONDS):
+            m.load_snapshot(edited(subject, f"{CLOCK_PATH}/ns", ahead_ns))
+            assert m.clock.now_ns() == ahead_ns
+            m.run_until(ahead_ns + 5 * MS)
+        pit = m.pit.channels[0]
+        assert 0 < pit.deadline - m.clock.now_ns() <= MS  # IRQ0 ticks on at 1 kHz
+        m.save_snapshot(io.BytesIO())
+    finally:
+        m.cpu.close()
+
+
+@pytest.mark.parametrize("path, value", [
+    (f"{CLOCK_PATH}/ns", HORIZON_NS + 1), (f"{CLOCK_PATH}/ns", (1 << 64) - 1),
+    (f"{CPU_PATH}/icount", (1 << 64) - 1), (f"{CPU_PATH}/icount", (HORIZON_NS >> 2) + 1)],
+    ids=["clock-past-the-horizon", "clock-u64-max", "icount-u64-max", "icount-past-it"])
+def test_a_time_past_the_clocks_horizon_is_refused(subject, path, value):
+    """Virtual time the CPU's int64 host deadlines cannot hold (the subject runs at
+    icount shift 2: its instruction count times 4 is virtual time)."""
+    msg = refusal(subject, edited(subject, path, value))
+    assert msg.startswith(f"{path}: {value}") and "horizon" in msg, msg
