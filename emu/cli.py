@@ -1,8 +1,9 @@
 """QEMU-style command line: ``pyemu -M pc -m 128 -kernel k.elf -serial stdio ...``.
 
 Options are spelled as QEMU spells them (one dash, argument in the next word). An
-unknown or malformed option is a one-line error naming it, and exit status 1; nothing
-is built until the whole command line has been checked.
+unknown or malformed option is a one-line error naming it, and exit status 1; so is a
+QEMU option for something pyemu does not have (KVM, more CPUs, VGA, network devices),
+saying what is missing. Nothing is built until the whole command line has been checked.
 """
 
 from __future__ import annotations
@@ -17,17 +18,25 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 from emu import __version__
+from emu.cpu.models import KVM_ONLY, find_model, models_help
 from emu.devices.mc146818 import boot_order_nibbles, parse_rtc_base
 from emu.host.block import DriveSpec, assign_indexes, drive_for_option, parse_drive
 from emu.host.tls import PARAMETERS as TLS_PARAMETERS
 from emu.host.tls import Credentials, parse_object
 from emu.machine.config import MachineConfig, check_icount_shift, check_ram_size, machine_type
+from emu.machine.pc.plug import devices_help, parse_device
 
 USAGE = """\
 usage: pyemu [options]
 
-  -M pc                 machine type (only 'pc'; '-M help' lists machines)
+  -M pc[,accel=tcg]     machine type (only 'pc'; '-M help' lists machines)
   -m SIZE               RAM size in MiB, or with a suffix: 512M, 1G (default 128M)
+  -cpu MODEL            CPU model: qemu64 (default) or max ('-cpu help' lists them)
+  -accel tcg            the accelerator: TCG is the only one (no KVM here)
+  -smp 1                one CPU (pyemu has no more)
+  -device isa-debug-exit[,iobase=0xf4][,iosize=0x04][,id=ID]
+                        a guest's write of V to iobase ends pyemu with status
+                        (V << 1) | 1 ('-device help' lists devices)
   -kernel FILE          boot a Linux bzImage or a Multiboot ELF kernel (with no -kernel,
                         -bios or drive: the bundled demo guest's disk image, read-only,
                         booted through pyemu's BIOS)
@@ -43,13 +52,23 @@ usage: pyemu [options]
   -boot [order=]DRIVES  firmware boot order: c disk, d cdrom, a floppy, n network
   -rtc base=utc|localtime|DATE  the RTC's start (DATE: 2006-06-17 or 2006-06-17T16:01:21)
   -serial SPEC          next serial port: stdio, mon:stdio, null, none, file:PATH,
-                        tcp:HOST:PORT[,server][,nowait], unix:PATH[,server][,nowait]
+                        tcp:HOST:PORT[,server][,nowait], unix:PATH[,server][,nowait],
+                        chardev:ID
   -monitor SPEC         human monitor on a chardev (stdio, none, tcp:..., unix:...)
+  -chardev BACKEND,id=ID[,...]
+                        a host backend for chardev:ID: null, stdio[,mux=on][,signal=off],
+                        file,path=P, socket,host=H,port=N|path=P[,server=on][,wait=off]
+  -mon chardev=ID[,mode=readline|control]
+                        the human monitor (readline) or QMP (control) on chardev ID
   -qmp SPEC             QMP (JSON) monitor: unix:PATH,server[,nowait] or
                         tcp:HOST:PORT,server[,nowait] (HOST empty: loopback); repeatable
   -debugcon SPEC        debug console on ports 0xE9 and 0x402
   -nographic            no display: serial port and monitor on stdio (Ctrl-a h: help)
   -display none         no display (pyemu has none anyway)
+  -vga none, -nic none, -net none
+                        no VGA, no network: what pyemu's pc has anyway
+  -nodefaults           no default serial port and monitor
+  -no-user-config       accepted: pyemu reads no configuration files
   -S                    do not start the CPU; 'cont' in the monitor starts it
   -loadvm TAG           start from snapshot TAG (saved with savevm in $PYEMU_SNAPSHOT_DIR)
   -incoming URI         wait for a migration from URI (tcp:HOST:PORT, unix:PATH, file:PATH,
@@ -69,6 +88,7 @@ usage: pyemu [options]
                         certificate must carry (default: the URI's host)
   -icount [shift=]N     deterministic time: each instruction takes 2^N ns
   -no-reboot            exit instead of resetting the machine
+  -no-shutdown          stay paused when the guest powers off (the monitor stays)
   -name NAME            name of the guest
   -d ITEMS              log items (comma separated; '-d help' lists them)
   -D FILE               write the log to FILE instead of stderr
@@ -79,11 +99,20 @@ usage: pyemu [options]
 LOG_ITEMS = {
     "cpu_reset": ("emu.machine", "machine and CPU resets"),
     "guest_errors": ("emu.memory", "guest accesses to ports no device decodes"),
+    "int": ("emu.cpu.int", "every exception and interrupt the CPU delivers"),
 }
 
 
 class UsageError(Exception):
     """A bad command line; the message is the whole one-line complaint."""
+
+
+class Unsupported(ValueError):
+    """A value QEMU takes for something pyemu does not have; the message says what
+    (the complaint is "OPTION VALUE: message", without "invalid value")."""
+
+
+NO_KVM = "no KVM here: pyemu runs on TCG"
 
 
 @dataclass
@@ -97,6 +126,15 @@ class Options:
     objects: list[tuple[str, Credentials]] = field(default_factory=list)
     # -global migration.NAME=VALUE: migration parameters' defaults, set by main()
     migration: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class _Chardevs:
+    """-chardev definitions by id (each as the legacy spec the chardev layer opens, and
+    whether mux=on lets a serial port share it with the monitor), and the -mon uses."""
+
+    specs: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    monitors: list[tuple[str, str]] = field(default_factory=list)  # (id, mode)
 
 
 def parse_size(text: str) -> int:
@@ -132,6 +170,7 @@ def parse_args(argv: list[str]) -> Options:
     qmp: list[str] = []
     objects: list[tuple[str, Credentials]] = []
     migration: list[tuple[str, str]] = []
+    chardevs = _Chardevs()
     i = 0
 
     def arg() -> str:
@@ -150,11 +189,16 @@ def parse_args(argv: list[str]) -> Options:
             return Options(cfg, [], None, f"pyemu version {__version__}\n")
         handler = _FLAGS.get(name)
         if handler is not None:
-            handler(cfg)
+            try:
+                handler(cfg)
+            except Unsupported as e:
+                raise UsageError(f"{name}: {e}") from None
         elif name in _VALUED:
             value = arg()
             try:
                 result = _VALUED[name](cfg, value)
+            except Unsupported as e:
+                raise UsageError(f"{name} {value}: {e}") from None
             except ValueError as e:
                 if str(e).startswith(name + " "):  # the parser named the part at fault
                     raise UsageError(str(e)) from None
@@ -181,10 +225,26 @@ def parse_args(argv: list[str]) -> Options:
             objects.append((value, _object(value)))
         elif name == "-global":
             migration.append(_global(arg()))
+        elif name == "-chardev":
+            value = arg()
+            try:
+                chardev_id, spec, mux = _chardev(value)
+            except ValueError as e:
+                raise UsageError(f"-chardev {value}: {e}") from None
+            if chardev_id in chardevs.specs:
+                raise UsageError(f"-chardev {value}: id '{chardev_id}' is taken")
+            chardevs.specs[chardev_id] = (spec, mux)
+        elif name == "-mon":
+            value = arg()
+            try:
+                chardevs.monitors.append(_mon(value))
+            except ValueError as e:
+                raise UsageError(f"-mon {value}: {e}") from None
         else:
             what = "invalid option" if opt.startswith("-") else "unexpected argument"
             raise UsageError(f"{opt}: {what}")
         i += 1
+    qmp += _bind_chardevs(cfg, chardevs)
     _finish(cfg)
     return Options(cfg, log_items, log_file, qmp=qmp, objects=objects, migration=migration)
 
@@ -212,9 +272,119 @@ def _global(value: str) -> tuple[str, str]:
     target, eq, setting = value.partition("=")
     driver, _, name = target.partition(".")
     if not eq or driver != "migration" or name not in TLS_PARAMETERS:
-        raise UsageError(f"-global {value}: pyemu takes migration.tls-creds=ID and "
-                         "migration.tls-hostname=NAME")
+        raise UsageError(f"-global {value}: pyemu's -global sets no device properties, "
+                         "only migration.tls-creds=ID and migration.tls-hostname=NAME")
     return name, setting
+
+
+def _keyvals(parts: list[str]) -> dict[str, str]:
+    """QEMU's ``key=value,...``; ValueError names a part without '='."""
+    out = {}
+    for part in parts:
+        key, eq, value = part.partition("=")
+        if not eq:
+            raise ValueError(f"'{part}': expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _on(value: str, key: str) -> bool:
+    if value not in ("on", "off"):
+        raise ValueError(f"{key}={value}: expected on or off")
+    return value == "on"
+
+
+def _chardev(value: str) -> tuple[str, str, bool]:
+    """``-chardev BACKEND,id=ID,...`` as (ID, the spec the chardev layer opens, mux)."""
+    backend, *parts = value.split(",")
+    opts = _keyvals(parts)
+    chardev_id = opts.pop("id", "")
+    if not chardev_id:
+        raise ValueError("needs id=ID")
+    mux = _on(opts.pop("mux", "off"), "mux")
+    if backend == "null" and not opts:
+        return chardev_id, "null", mux
+    if backend == "stdio" and set(opts) <= {"signal"}:
+        signal_off = "signal" in opts and not _on(opts["signal"], "signal")
+        return chardev_id, "stdio,signal=off" if signal_off else "stdio", mux
+    if backend == "file" and set(opts) == {"path"}:
+        return chardev_id, f"file:{opts['path']}", mux
+    if backend == "socket":
+        flags = "".join(f",{k}={opts.pop(k)}" for k in ("server", "wait", "nodelay")
+                        if k in opts)
+        if opts.pop("telnet", "off") != "off":
+            raise Unsupported("pyemu's sockets speak no telnet")
+        if set(opts) == {"path"}:
+            return chardev_id, f"unix:{opts['path']}{flags}", mux
+        if "port" in opts and set(opts) <= {"host", "port"}:
+            return chardev_id, f"tcp:{opts.get('host', '')}:{opts['port']}{flags}", mux
+    if backend not in ("null", "stdio", "file", "socket"):
+        raise Unsupported(f"no chardev backend '{backend}' here: pyemu has null, stdio, "
+                          "file and socket")
+    raise ValueError(f"a {backend} chardev takes id, mux" + {
+        "stdio": ", signal", "file": " and path", "null": "",
+        "socket": ", path or host and port, server, wait, nodelay"}[backend])
+
+
+def _mon(value: str) -> tuple[str, str]:
+    """``-mon chardev=ID[,mode=readline|control][,pretty=on|off]`` as (ID, mode)."""
+    opts = _keyvals(value.split(","))
+    mode = opts.pop("mode", "readline")
+    opts.pop("pretty", None)
+    if "chardev" not in opts or set(opts) != {"chardev"}:
+        raise ValueError("takes chardev=ID[,mode=readline|control]")
+    if mode not in ("readline", "control"):
+        raise ValueError(f"mode={mode}: readline or control")
+    return opts["chardev"], mode
+
+
+def _bind_chardevs(cfg: MachineConfig, chardevs: _Chardevs) -> list[str]:
+    """Put each -chardev's spec where -serial/-monitor/-debugcon chardev:ID and -mon
+    name it; returns the QMP listeners -mon mode=control asked for. A chardev serves one
+    frontend, or, with mux=on, a serial port and the human monitor (mon:SPEC)."""
+    users: dict[str, list[str]] = {}
+    serial_of: dict[str, int] = {}  # chardev id -> the COM port using it
+
+    def spec_of(chardev_id: str, option: str) -> str:
+        if chardev_id not in chardevs.specs:
+            raise UsageError(f"{option}: no -chardev with id '{chardev_id}'")
+        users.setdefault(chardev_id, []).append(option)
+        return chardevs.specs[chardev_id][0]
+
+    def resolve(spec: str, option: str) -> str:
+        return spec_of(spec[8:], f"{option} {spec}") if spec.startswith("chardev:") else spec
+
+    for n, spec in enumerate(cfg.serial):
+        if spec.startswith("chardev:"):
+            serial_of[spec[8:]] = n
+        cfg.serial[n] = resolve(spec, "-serial")
+    # -monitor chardev:ID is -mon chardev=ID (QEMU's older spelling)
+    chardevs.monitors[:0] = [(s[8:], "readline") for s in cfg.monitor if s.startswith("chardev:")]
+    cfg.monitor = [s for s in cfg.monitor if not s.startswith("chardev:")]
+    if cfg.debugcon is not None:
+        cfg.debugcon = resolve(cfg.debugcon, "-debugcon")
+    qmp = []
+    for chardev_id, mode in chardevs.monitors:
+        spec = spec_of(chardev_id, f"-mon chardev={chardev_id}")
+        if mode == "control":
+            from emu.monitor.qmp import parse_spec
+
+            try:
+                parse_spec(spec)
+            except ValueError as e:
+                raise UsageError(f"-mon chardev={chardev_id},mode=control: {e}") from None
+            qmp.append(spec)
+        elif chardevs.specs[chardev_id][1] and chardev_id in serial_of:
+            cfg.serial[serial_of[chardev_id]] = f"mon:{spec}"  # the mux's monitor side
+        else:
+            cfg.monitor.append(spec)
+    for chardev_id, options in users.items():
+        shared = chardevs.specs[chardev_id][1] and len(options) == 2 and \
+            chardev_id in serial_of and options[1].startswith("-mon ")
+        if len(options) > 1 and not shared:
+            raise UsageError(f"chardev '{chardev_id}' is used by {' and '.join(options)}; "
+                             "mux=on shares one between a serial port and -mon")
+    return qmp
 
 
 def _create_objects(opts: Options) -> None:
@@ -237,12 +407,97 @@ def _create_objects(opts: Options) -> None:
         PARAMETERS[name] = value
 
 
+# -machine properties for hardware pyemu's pc does not have: "off" is what it is
+MACHINE_ABSENT = ("usb", "vmport", "hpet", "smm")
+
+
 def _machine(cfg: MachineConfig, value: str) -> str | None:
-    mtype = value.split(",")[0]
-    if mtype == "help":
+    first, *parts = value.split(",")
+    if first == "help":
         return "Supported machines are:\npc                   Standard PC (i440FX + PIIX, 1996)\n"
-    cfg.machine = machine_type(mtype)
+    if "=" in first:  # properties only: the default machine
+        parts.insert(0, first)
+        first = ""
+    opts = _keyvals(parts)
+    mtype = opts.pop("type", first)
+    if "accel" in opts:
+        _accel_names(opts.pop("accel").split(":"))
+    for key, val in opts.items():
+        if key not in MACHINE_ABSENT:
+            raise ValueError(f"unknown property '{key}'")
+        if _on(val, key):
+            raise Unsupported(f"pyemu's pc has no {key}")
+    if mtype:
+        cfg.machine = machine_type(mtype)
     return None
+
+
+def _accel_names(names: list[str]) -> None:
+    """An accelerator list (QEMU tries each in turn): it must offer TCG."""
+    if "tcg" not in names:
+        raise Unsupported(NO_KVM if "kvm" in names else
+                          f"no {names[0].upper()} here: pyemu runs on TCG")
+
+
+def _accel(cfg: MachineConfig, value: str) -> None:
+    """-accel tcg[,thread=single|multi]: one CPU runs on TCG either way."""
+    name, *parts = value.split(",")
+    _accel_names([name])
+    opts = _keyvals(parts)
+    if set(opts) - {"thread"} or opts.get("thread", "single") not in ("single", "multi"):
+        raise ValueError("pyemu's tcg takes thread=single|multi only")
+
+
+def _cpu(cfg: MachineConfig, value: str) -> str | None:
+    if value == "help":
+        return models_help()
+    name, *flags = value.split(",")
+    if name in KVM_ONLY:
+        raise Unsupported(f"{NO_KVM} ('-cpu max' has all it can do)")
+    find_model(name)
+    if flags:
+        raise Unsupported(f"pyemu's CPU models take no feature flags ({flags[0]})")
+    cfg.cpu = name
+    return None
+
+
+def _smp(cfg: MachineConfig, value: str) -> None:
+    """-smp N or cpus=N,maxcpus=,sockets=,dies=,clusters=,cores=,threads=: all 1."""
+    parts = value.split(",")
+    if parts[0].isdigit():
+        parts[0] = f"cpus={parts[0]}"
+    for key, count in _keyvals(parts).items():
+        if key not in ("cpus", "maxcpus", "sockets", "dies", "clusters", "cores", "threads"):
+            raise ValueError(f"unknown parameter '{key}'")
+        if not count.isdigit():
+            raise ValueError(f"{key}={count}: not a number")
+        if int(count) > 1:
+            raise Unsupported("pyemu has one CPU")
+
+
+def _absent(what: str, keep: str) -> Callable[[MachineConfig, str], None]:
+    """An option whose only value pyemu can honour is ``none``."""
+
+    def check(cfg: MachineConfig, value: str) -> None:
+        if value != "none":
+            raise Unsupported(f"pyemu has {what} ({keep} none)")
+
+    return check
+
+
+def _device(cfg: MachineConfig, value: str) -> str | None:
+    if value == "help":
+        return devices_help()
+    try:
+        parse_device(value)
+    except ValueError as e:
+        raise Unsupported(str(e)) from None
+    cfg.devices.append(value)
+    return None
+
+
+def _kvm(cfg: MachineConfig) -> None:
+    raise Unsupported(NO_KVM)
 
 
 def _memory(cfg: MachineConfig, value: str) -> None:
@@ -329,6 +584,11 @@ _VALUED: dict[str, Callable[[MachineConfig, str], str | None]] = {
     "-incoming": _set("incoming"),
     "-allow-files": _allow_files,
     "-drive": _drive,
+    "-cpu": _shaping(_cpu), "-accel": _accel, "-smp": _smp,
+    "-device": _shaping(_device),
+    "-vga": _absent("no VGA", "-vga"),
+    "-nic": _absent("no network devices", "-nic"),
+    "-net": _absent("no network devices", "-net"),
     **{f"-{name}": _shaping(_drive_option(name))
        for name in ("hda", "hdb", "hdc", "hdd", "cdrom")},
 }
@@ -337,6 +597,10 @@ _FLAGS: dict[str, Callable[[MachineConfig], None]] = {
     "-S": lambda cfg: setattr(cfg, "start_paused", True),
     "-no-reboot": _shaping(lambda cfg: setattr(cfg, "no_reboot", True)),
     "-snapshot": _shaping(lambda cfg: setattr(cfg, "snapshot", True)),
+    "-no-shutdown": lambda cfg: setattr(cfg, "no_shutdown", True),
+    "-nodefaults": lambda cfg: setattr(cfg, "nodefaults", True),
+    "-enable-kvm": _kvm,
+    "-no-user-config": lambda cfg: None,  # pyemu reads no configuration files anyway
 }
 
 
@@ -373,7 +637,7 @@ def _finish(cfg: MachineConfig) -> None:
             raise UsageError(f"-incoming {e}") from None
     if len(cfg.serial) > 4:
         raise UsageError(f"-serial {cfg.serial[4]}: at most 4 serial ports")
-    if not cfg.serial:
+    if not cfg.serial and not cfg.nodefaults:
         cfg.serial = ["stdio" if cfg.monitor else "mon:stdio"]
     stdio_users = [s for s in cfg.serial + cfg.monitor + [cfg.debugcon or ""]
                    if s in ("stdio", "mon:stdio")]

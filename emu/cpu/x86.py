@@ -2,7 +2,7 @@
 
 Intel SDM vol. 3A 9.1.4 (first instruction at F000:FFF0 with CS.base FFFF0000 after
 reset), 9.1.1 (register state after reset: IDTR limit 3FFh, EDX = family/model), 17.17
-(the TSC: zero after reset; invariant TSC, CPUID 80000007h EDX bit 8).
+(the TSC: zero after reset). What CPUID answers is the CPU model's (models.py).
 The TSC is virtual: the machine's virtual time in ns (a 1 GHz counter) plus an offset,
 read by the C helper on RDTSC/RDTSCP.
 The engine quirks this follows are in ../shared/notes/unicorn-2.1.4.md.
@@ -25,6 +25,14 @@ from emu.cpu.helper import (
     STOP_DOUBLE_FAULT,
     UCLIB,
     Helper,
+)
+from emu.cpu.models import (
+    DEFAULT_MODEL,
+    MISC_ENABLE_RESET,
+    MODELS,
+    MSR_MISC_ENABLE,
+    CpuidTable,
+    CpuModel,
 )
 
 log = logging.getLogger("emu.cpu")
@@ -53,14 +61,7 @@ CODE32_FLAGS, DATA32_FLAGS = 0x00CF9B00, 0x00CF9300
 CS_LONG = 1 << 21  # descriptor L bit: 64-bit code, where CS.base is ignored
 CR0_PE, CR0_ET, CR0_PG = 1, 0x10, 1 << 31
 
-CPUID_APIC_EDX = 1 << 9
-CPUID_X2APIC_ECX = 1 << 21
-CPUID_RDRAND_ECX = 1 << 30
-CPUID_RDSEED_EBX = 1 << 18
-CPUID_INVARIANT_TSC_EDX = 1 << 8  # leaf 80000007h: constant rate, runs in every state
 U64 = (1 << 64) - 1
-TSC_HZ = 1_000_000_000  # the virtual TSC counts virtual nanoseconds
-TSC_LEAF_MAX = 0x16
 
 
 class Segment(ctypes.Structure):
@@ -85,15 +86,17 @@ class X86Cpu:
 
     def __init__(self, *, icount: bool, port_in: Callable[[int, int], int],
                  port_out: Callable[[int, int, int], None], inta: Callable[[], int],
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, model: CpuModel = MODELS[DEFAULT_MODEL]) -> None:
         """``clock`` is the machine's virtual clock, which the TSC follows; a CPU on its
         own (tests, offline tools) gets a running clock of its own (1 ns per instruction
-        in icount mode)."""
+        in icount mode). ``model``: what CPUID says and the engine runs (-cpu)."""
         self.uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
+        self.uc.ctl_set_cpu_model(model.engine)  # before anything creates the CPU
         self.uc.ctl_exits_enabled(True)
         self.uc.ctl_set_exits([])
         self.icount = icount
-        self._cpuid = _cpuid_table()
+        self.model = model
+        self._cpuid = CpuidTable(model)
         self._port_in, self._port_out = port_in, port_out
         self._inta_fn = inta
         self.helper = Helper(self.uc, self._inta, IN_CB(self._on_in), icount)
@@ -102,7 +105,7 @@ class X86Cpu:
         self._hooks: list[object] = []
         self._add_insn_hook(OUT_CB(self._on_out), x.UC_X86_INS_OUT)
         self._add_insn_hook(CPUID_CB(self._on_cpuid), x.UC_X86_INS_CPUID)
-        self._reset_ctx = _real_mode_context()
+        self._reset_ctx = _real_mode_context(model)
         self._segs = (Segment * 6).from_address(self.helper.env_addr(ENV_SEGS))
         self.a20 = True  # the engine's own a20_mask starts all ones
         if clock is None:
@@ -149,9 +152,8 @@ class X86Cpu:
     def _on_cpuid(self, _uc: int, _ud: int) -> int:
         leaf = self.uc.reg_read(x.UC_X86_REG_EAX) & 0xFFFFFFFF
         sub = self.uc.reg_read(x.UC_X86_REG_ECX) & 0xFFFFFFFF
-        regs = self._cpuid.get((leaf, sub)) or self._cpuid.get((leaf, 0)) or (0, 0, 0, 0)
         for reg, v in zip((x.UC_X86_REG_RAX, x.UC_X86_REG_RBX, x.UC_X86_REG_RCX,
-                           x.UC_X86_REG_RDX), regs, strict=True):
+                           x.UC_X86_REG_RDX), self._cpuid.lookup(leaf, sub), strict=True):
             self.uc.reg_write(reg, v)
         return 1  # skip the engine's own CPUID: ours hides the APIC
 
@@ -264,7 +266,8 @@ class X86Cpu:
         cs.selector, cs.base, cs.limit = 0xF000, 0xFFFF0000, 0xFFFF
         self.uc.reg_write(x.UC_X86_REG_RIP, 0xFFF0)
         self.uc.reg_write(x.UC_X86_REG_IDTR, (0, 0, 0x3FF, 0))
-        self.uc.reg_write(x.UC_X86_REG_RDX, 0x000306C3)  # family/model/stepping, as CPUID 1
+        self.uc.reg_write(x.UC_X86_REG_RDX, self.model.signature)  # as CPUID 1 EAX
+        self.uc.msr_write(MSR_MISC_ENABLE, MISC_ENABLE_RESET)
         self.halted = False
         self.set_a20(True)
         self.flush_tlb()
@@ -354,47 +357,8 @@ class X86Cpu:
         self.helper.close()
 
 
-def _real_mode_context() -> unicorn.UcContext:
+def _real_mode_context(model: CpuModel) -> unicorn.UcContext:
     """A context of a fresh 16-bit engine: real mode, to restore into the 64-bit one."""
     uc16 = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_16)
+    uc16.ctl_set_cpu_model(model.engine)
     return uc16.context_save()
-
-
-def _cpuid_table() -> dict[tuple[int, int], tuple[int, int, int, int]]:
-    """The engine's CPUID answers (Haswell), minus the APIC that is not emulated, plus
-    the invariant TSC."""
-    uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
-    uc.mem_map(0x1000, 0x1000)
-    uc.mem_write(0x1000, b"\x0f\xa2")
-    table = {}
-    leaves = [*range(0, 0xE), *range(0x80000000, 0x80000009)]
-    for leaf in leaves:
-        for sub in range(4):
-            uc.reg_write(x.UC_X86_REG_RAX, leaf)
-            uc.reg_write(x.UC_X86_REG_RCX, sub)
-            uc.emu_start(0x1000, 0x1002)
-            table[(leaf, sub)] = tuple(uc.reg_read(r) & 0xFFFFFFFF for r in (
-                x.UC_X86_REG_RAX, x.UC_X86_REG_RBX, x.UC_X86_REG_RCX, x.UC_X86_REG_RDX))
-    a, b, c, d = table[(1, 0)]
-    for sub in range(4):
-        table[(1, sub)] = (a, b, c & ~(CPUID_X2APIC_ECX | CPUID_RDRAND_ECX), d & ~CPUID_APIC_EDX)
-    # RDRAND/RDSEED read the host's entropy: a guest using them would differ from run to
-    # run even under -icount, whose point is a reproducible run.
-    a, b, c, d = table[(7, 0)]
-    table[(7, 0)] = (a, b & ~CPUID_RDSEED_EBX, c, d)
-    # The virtual TSC ticks at 1 GHz of virtual time whatever the guest does (no P- or
-    # C-states exist here); that is what "invariant" promises.
-    # The TSC's rate, so that Linux takes it from CPUID (leaf 15h: TSC = crystal Hz *
-    # EBX / EAX; leaf 16h: base MHz) instead of timing it against the PIT, which an
-    # emulator's uneven pace makes fail. Leaves between the engine's last and 16h read 0.
-    table[(0, 0)] = (max(table[(0, 0)][0], TSC_LEAF_MAX), *table[(0, 0)][1:])
-    for leaf in range(0xE, TSC_LEAF_MAX + 1):
-        for sub in range(4):
-            table[(leaf, sub)] = (0, 0, 0, 0)
-    table[(0x15, 0)] = (1, 1, TSC_HZ, 0)
-    mhz = TSC_HZ // 1_000_000
-    table[(0x16, 0)] = (mhz, mhz, 100, 0)
-    a, b, c, d = table[(0x80000007, 0)]
-    for sub in range(4):
-        table[(0x80000007, sub)] = (a, b, c, d | CPUID_INVARIANT_TSC_EDX)
-    return table

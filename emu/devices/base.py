@@ -37,8 +37,9 @@ class Board(Protocol):
         """Ask for a machine reset at the next instruction boundary."""
         ...
 
-    def request_shutdown(self, status: int, reason: str) -> None:
-        """Ask the machine to stop and pyemu to exit with ``status``."""
+    def request_shutdown(self, status: int, reason: str, *, immediate: bool = False) -> None:
+        """Ask the machine to stop and pyemu to exit with ``status`` (``immediate``: even
+        with -no-shutdown, which otherwise pauses at the guest's shutdown)."""
         ...
 
     def pio_window(self, port: int, data: bytes, pos: int, end: int) -> None:

@@ -143,8 +143,9 @@ class PitChannel(Device):
     @property
     def _ce_start(self) -> int:
         """``count_start`` while counting: 1..modulus, as every load leaves it. Only a
-        loaded state can put 0 there; like a count register's 0 it stands for the
-        modulus (datasheet, "Write Operations"), rather than divide by zero."""
+        loaded state can put 0 there; like an initial count of 0 it stands for the
+        modulus (datasheet, "Minimum and Maximum Initial Counts"), rather than divide
+        by zero."""
         return self.count_start or self.modulus
 
     def _cr_count(self) -> int:

@@ -2,8 +2,9 @@
 
 - debugcon (ports 0x402 and 0xE9, as Bochs/QEMU): bytes written go to a host chardev;
   a read returns 0xE9 so a guest can detect the port (the Bochs "port e9 hack").
-- isa-debug-exit (port 0xF4, as QEMU's device): a write of V ends pyemu with exit
-  status (V << 1) | 1, so tests can tell a guest's verdict from a clean exit.
+- isa-debug-exit (QEMU's device, only with ``-device isa-debug-exit``; tests use
+  iobase=0xf4,iosize=0x04): a write of V ends pyemu with exit status (V << 1) | 1, so
+  tests can tell a guest's verdict from a clean exit.
 - port 0x80, the POST code port: the last value written is kept and shown.
 """
 
@@ -46,7 +47,8 @@ class DebugExit(Device):
 
     def _write(self, _off: int, _size: int, value: int) -> None:
         status = ((value << 1) | 1) & 0xFF
-        self.board.request_shutdown(status, f"guest wrote {value:#x} to isa-debug-exit")
+        self.board.request_shutdown(status, f"guest wrote {value:#x} to isa-debug-exit",
+                                    immediate=True)
 
 
 @register_type("isa-post-port")

@@ -71,6 +71,8 @@ def check_granted(path: str, where: str, allowed: Iterable[str]) -> None:
     """PermissionError naming ``where`` (the description field) unless ``path`` lies
     under an allowed directory and is a regular file there."""
     allowed = list(allowed)
+    if not path.isprintable():  # it goes into one-line messages, here and at the source
+        raise PermissionError(errno.EACCES, f"{where}: {path!r} has unprintable characters")
     if not os.path.isabs(path) or not allowed or not under(path, allowed):
         raise PermissionError(
             errno.EACCES, f"{where}: {path} is not granted here (a stream names host files "

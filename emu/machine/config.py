@@ -13,8 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from emu.cpu.models import DEFAULT_MODEL, find_model
 from emu.devices.mc146818 import boot_order_nibbles, parse_rtc_base
 from emu.host.block import MAX_INDEX, MEDIA, DriveSpec, assign_indexes
+from emu.machine.pc.plug import MAX_DEVICES, parse_device
 
 
 @dataclass
@@ -32,6 +34,8 @@ class MachineConfig:
     start_paused: bool = False
     icount_shift: int | None = None
     no_reboot: bool = False
+    no_shutdown: bool = False  # -no-shutdown: the guest's power-off pauses, as in QEMU
+    nodefaults: bool = False  # -nodefaults: no default serial port and monitor
     name: str = ""
     drives: list[DriveSpec] = field(default_factory=list)  # IDE index 0-3, assigned
     snapshot: bool = False  # -snapshot: every drive's writes vanish on exit
@@ -41,6 +45,8 @@ class MachineConfig:
     incoming: str | None = None  # -incoming URI or "defer"
     allow_files: list[str] = field(default_factory=list)  # where a stream may name files
     shaped: bool = False  # an option that shapes the machine was given (not only bindings)
+    cpu: str = DEFAULT_MODEL  # -cpu: the CPU model (emu/cpu/models.py)
+    devices: list[str] = field(default_factory=list)  # -device specs, as given and checked
 
 
 # What travels, with the type each must have on arrival (the stream is hostile input).
@@ -48,15 +54,19 @@ _SHAPE: dict[str, tuple[type, ...]] = {
     "machine": (str,), "ram_size": (int,), "kernel": (str, type(None)), "append": (str,),
     "initrd": (str, type(None)), "bios": (str, type(None)),
     "icount_shift": (int, type(None)), "no_reboot": (bool,), "snapshot": (bool,),
-    "boot_order": (str,), "rtc_base": (str,), "debugcon": (str, type(None)),
+    "boot_order": (str,), "rtc_base": (str,), "debugcon": (str, type(None)), "cpu": (str,),
 }
+# What a stream from before -cpu and -device describes: the CPU model of that time had
+# every feature of "max" that guests use, and an isa-debug-exit sat at port F4h.
+_BEFORE_CPU_AND_DEVICE: dict[str, Any] = {"cpu": "max", "devices": ["isa-debug-exit"]}
 _DRIVE: dict[str, tuple[type, ...]] = {"id": (str,), "file": (str,), "index": (int,),
                                       "media": (str,), "readonly": (bool,),
                                       "snapshot": (bool,)}
 MAX_TEXT = 4096  # bytes of any string a stream's configuration gives
 
 MACHINE_TYPES = ("pc", "pc-i440fx")  # -M names of the one board there is
-MIN_RAM, MAX_RAM, RAM_PAGE = 2 << 20, 64 << 30, 4096
+MIN_RAM, RAM_PAGE = 2 << 20, 4096
+MAX_RAM = 64 << 30  # the most -m takes and a stream may carry (emu/migration/stream.py)
 MAX_ICOUNT_SHIFT = 10
 GIB = 1 << 30
 
@@ -126,6 +136,7 @@ def to_stream(cfg: MachineConfig) -> dict[str, Any]:
     out["bios"] = cfg.bios and (os.path.abspath(cfg.bios) if os.path.exists(cfg.bios)
                                 else cfg.bios)
     out["serial"] = list(cfg.serial)
+    out["devices"] = list(cfg.devices)
     out["drives"] = [{"id": drive_id(d), "file": os.path.abspath(d.file), "index": d.index,
                       "media": d.media, "readonly": d.readonly, "snapshot": d.snapshot}
                      for d in cfg.drives]
@@ -171,7 +182,7 @@ def _usable(text: str) -> bool:
 # The rules of the command line's own options, for the values a stream gives them.
 _VALUE_CHECKS: dict[str, Callable[[Any], object]] = {
     "machine": machine_type, "ram_size": check_ram_size, "boot_order": boot_order_nibbles,
-    "rtc_base": parse_rtc_base, "icount_shift": check_icount_shift,
+    "rtc_base": parse_rtc_base, "icount_shift": check_icount_shift, "cpu": find_model,
 }
 
 
@@ -191,10 +202,12 @@ def from_stream(desc: Any, local: MachineConfig) -> MachineConfig:
     """The machine a stream's configuration describes, with the host bindings ``local``
     (the destination's own command line) gives: its -serial and -debugcon in order, and
     ``-drive id=ID,file=PATH`` for the drive of that id. ValueError names a bad field."""
+    if isinstance(desc, dict):
+        desc = {**_BEFORE_CPU_AND_DEVICE, **desc}
     shape = _checked("description/config", desc, _SHAPE)
     cfg = MachineConfig(**shape, monitor=local.monitor, nographic=local.nographic,
                         start_paused=local.start_paused, name=local.name,
-                        incoming=local.incoming)
+                        incoming=local.incoming, no_shutdown=local.no_shutdown)
     _check_values(cfg)
     serial = desc.get("serial")
     if not isinstance(serial, list) or len(serial) > 4 or \
@@ -204,6 +217,17 @@ def from_stream(desc: Any, local: MachineConfig) -> MachineConfig:
                   for i, s in enumerate(serial)]
     if cfg.debugcon is not None:
         cfg.debugcon = local.debugcon or "null"
+    devices = desc.get("devices")
+    if not isinstance(devices, list) or len(devices) > MAX_DEVICES or \
+            not all(isinstance(d, str) and _usable(d) for d in devices):
+        raise ValueError(f"description/config/devices: not a list of up to {MAX_DEVICES} "
+                         "-device specs")
+    for i, spec in enumerate(devices):
+        try:
+            parse_device(spec)
+        except ValueError as e:
+            raise ValueError(f"description/config/devices[{i}]: {e}") from None
+    cfg.devices = devices
     rebind = {d.id: d.file for d in local.drives if d.id}
     drives = desc.get("drives")
     if not isinstance(drives, list) or len(drives) > MAX_INDEX + 1:

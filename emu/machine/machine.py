@@ -18,6 +18,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from emu.clock import Clock
+from emu.cpu.models import DEFAULT_MODEL, MODELS, CpuModel
 from emu.cpu.x86 import X86Cpu
 from emu.memory.ioport import IoBus
 from emu.migration.live import Hold, Migration, RunRefused
@@ -29,6 +30,9 @@ log = logging.getLogger("emu.machine")
 # source is in "finish-migrate" while it sends the last of the guest, "postmigrate" after.
 RUNSTATES = ("prelaunch", "running", "paused", "shutdown", "internal-error", "inmigrate",
              "finish-migrate", "postmigrate")
+# Shutdown causes that -no-shutdown turns into a pause (QEMU's shutdown action "pause"):
+# the guest's own; the host's (quit, signals) always end pyemu.
+GUEST_CAUSES = ("guest-shutdown", "guest-reset", "guest-panic")
 
 
 class Machine(Object):
@@ -37,11 +41,13 @@ class Machine(Object):
     TYPE_NAME = "machine"
 
     def __init__(self, name: str = "machine", *, icount_shift: int | None = None,
-                 no_reboot: bool = False) -> None:
+                 no_reboot: bool = False, no_shutdown: bool = False,
+                 cpu_model: CpuModel = MODELS[DEFAULT_MODEL]) -> None:
         super().__init__(name)
         self.clock = Clock(icount_shift)
         self.io = IoBus()
         self.no_reboot = no_reboot
+        self.no_shutdown = no_shutdown
         self.runstate = "prelaunch"
         self.exit_status: int | None = None
         self.exit_reason = ""
@@ -51,7 +57,7 @@ class Machine(Object):
         self._input_sources: list[Any] = []  # chardevs whose input the loop pumps
         self.cpu = X86Cpu(icount=self.clock.icount, port_in=self.io.read,
                           port_out=self.io.write, inta=self.acknowledge_interrupt,
-                          clock=self.clock)
+                          clock=self.clock, model=cpu_model)
         self.clock.insn_count = lambda: self.cpu.insn_count
         self.clock.shorten_slice = self._shorten_slice
         self.migration = Migration()
@@ -77,7 +83,16 @@ class Machine(Object):
         self._reset_reason, self._reset_cause = reason, cause
         self.cpu.request_stop()
 
-    def request_shutdown(self, status: int, reason: str, cause: str = "guest-shutdown") -> None:
+    def request_shutdown(self, status: int, reason: str, cause: str = "guest-shutdown", *,
+                         immediate: bool = False) -> None:
+        """End pyemu with ``status``; with -no-shutdown a guest's cause pauses instead.
+        ``immediate``: end it whatever -no-shutdown says (isa-debug-exit, as QEMU's)."""
+        if self.no_shutdown and cause in GUEST_CAUSES and not immediate:
+            log.info("guest shutdown (%s): paused (-no-shutdown)", reason)
+            self.emit("SHUTDOWN", {"guest": True, "reason": cause})
+            self.set_runstate("shutdown")
+            self.cpu.request_stop()
+            return
         if self.exit_status is None:
             self.exit_status, self.exit_reason = status, reason
             self.emit("SHUTDOWN", {"guest": cause.startswith("guest"), "reason": cause})
@@ -217,6 +232,8 @@ class Machine(Object):
             else:
                 self.system_reset(reason)
                 self.emit("RESET", {"guest": cause.startswith("guest"), "reason": cause})
+                if self.runstate == "shutdown":  # after -no-shutdown's pause, as QEMU
+                    self.set_runstate("prelaunch")
 
     def _step(self) -> None:
         self._service()

@@ -31,6 +31,7 @@ import numpy as np
 from emu import __version__
 from emu.clock import HORIZON_NS
 from emu.cpu.state import apply_cpu, visit_cpu
+from emu.machine.config import MAX_RAM
 from emu.migration.compat import upgrade_section
 from emu.migration.ram import clear, copy_changed
 from emu.migration.state import apply_state, visit_fields, visit_state
@@ -52,7 +53,6 @@ CLOCK_PATH, CLOCK_TYPE, CLOCK_VERSION = "/machine/clock", "virtual-clock", 1
 MAX_DESC = 16 << 20
 MAX_SECTION = 16 << 20
 MAX_NAME = 1024
-MAX_RAM = 64 << 30
 RUN_PAGES = 256  # data runs of at most 1 MiB, so compression works on bounded pieces
 
 

@@ -95,3 +95,17 @@ def test_config_space_survives_a_state_round_trip(board, bus):
     copy.config = fn.config
     copy.rebuild()  # decoding follows the restored BAR and command register
     assert other.inb(0xC004) == 0x44
+
+
+@pytest.mark.parametrize("length", [0, 5, 255])
+def test_a_short_loaded_config_space_reads_zero_beyond_its_end(board, bus, length):
+    """The state field caps the length only: a hostile snapshot's short configuration
+    space reads as zeros past its end, and a write fills it out to 256 bytes."""
+    host, fn = bus
+    fn.config = fn.config[:length]
+    fn.rebuild()
+    board.outl(0xCF8, cfg_addr(0x18, 0xFC))
+    assert board.inl(0xCFC) == 0
+    board.outl(0xCF8, cfg_addr(0x18, 0x3C))
+    board.outb(0xCFC, 0x0B)  # interrupt line: writable
+    assert board.inb(0xCFC) == 0x0B and len(fn.config) == 256

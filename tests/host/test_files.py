@@ -250,3 +250,11 @@ def test_check_granted_a_missing_file_inside_names_the_field(dirs):
                       [str(allowed)])
     assert str(e.value.strerror) == (f"description/config/drives/data: "
                                      f"{allowed / 'nosuch.img'}: No such file or directory")
+
+
+def test_a_path_that_would_break_a_message_line_is_refused(tmp_path):
+    bad = tmp_path / "a\nb"
+    bad.write_bytes(b"x")
+    with pytest.raises(PermissionError) as e:
+        check_granted(str(bad), "description/config/kernel", [str(tmp_path)])
+    assert "\n" not in e.value.strerror and "unprintable" in e.value.strerror

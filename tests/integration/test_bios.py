@@ -92,7 +92,7 @@ def test_build_is_reproducible(bios, tmp_path, name):
 def test_boots_our_mbr_from_ide(bios, media, pyemu):
     disk = media(GUESTS / "mbr.img")
     start = time.monotonic()
-    r = pyemu("-bios", bios, "-hda", disk, "-nographic", timeout=60)
+    r = pyemu("-bios", bios, "-hda", disk, "-nographic", *DEBUG_EXIT_ARGS, timeout=60)
     elapsed = time.monotonic() - start
     out = r.stdout.decode(errors="replace")
     assert "pyemu BIOS" in out
@@ -104,7 +104,7 @@ def test_boots_our_mbr_from_ide(bios, media, pyemu):
 
 def test_boots_el_torito_cd(bios, pyemu):
     r = pyemu("-bios", bios, "-cdrom", str(GUESTS / "mbr.iso"), "-boot", "d", "-nographic",
-              timeout=60)
+              *DEBUG_EXIT_ARGS, timeout=60)
     out = r.stdout.decode(errors="replace")
     assert "ata1-0: PYEMU DVD-ROM, CD-ROM, drive e0" in out
     assert "Booting from CD-ROM e0" in out
@@ -116,7 +116,8 @@ def test_boots_el_torito_cd(bios, pyemu):
                                               ("cd", "80")])
 def test_boot_order_follows_boot_option(bios, media, pyemu, order, drive):
     r = pyemu("-bios", bios, "-hda", media(GUESTS / "mbr.img"), "-cdrom",
-              str(GUESTS / "mbr.iso"), "-boot", order, "-nographic", timeout=60)
+              str(GUESTS / "mbr.iso"), "-boot", order, "-nographic", *DEBUG_EXIT_ARGS,
+              timeout=60)
     out = r.stdout.decode(errors="replace")
     assert f"PASS mbr: booted by the BIOS from drive {drive}" in out, out
     assert r.returncode == 1
@@ -126,7 +127,7 @@ def test_falls_back_to_the_next_boot_device(bios, pyemu, tmp_path):
     blank = tmp_path / "blank.img"
     blank.write_bytes(bytes(1 << 20))
     r = pyemu("-bios", bios, "-hda", str(blank), "-cdrom", str(GUESTS / "mbr.iso"),
-              "-boot", "cd", "-nographic", timeout=60)
+              "-boot", "cd", "-nographic", *DEBUG_EXIT_ARGS, timeout=60)
     out = r.stdout.decode(errors="replace")
     assert "Boot failed: not a bootable disk" in out
     assert "PASS mbr: booted by the BIOS from drive E0" in out, out
@@ -182,7 +183,7 @@ def test_services_from_a_partitioned_disk(bios, media, start_with_monitor):
 @pytest.mark.parametrize("mib", [64, 256])
 def test_services_from_an_el_torito_cd(bios, pyemu, mib):
     r = pyemu("-bios", bios, "-cdrom", str(SERVICES_ISO), "-boot", "d", "-m", str(mib),
-              "-rtc", "base=2020-01-02", "-nographic", timeout=60)
+              "-rtc", "base=2020-01-02", "-nographic", *DEBUG_EXIT_ARGS, timeout=60)
     text = r.stdout.decode(errors="replace")
     passed, failed = _verdicts(text)
     assert not failed, text

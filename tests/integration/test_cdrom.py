@@ -58,7 +58,7 @@ def test_seabios_boots_our_cd(seabios, boot_iso, pyemu, tmp_path):
     log = tmp_path / "seabios.log"
     start = time.monotonic()
     r = pyemu("-bios", seabios, "-cdrom", str(boot_iso), "-boot", "d", "-nographic",
-              "-debugcon", f"file:{log}", timeout=60)
+              "-debugcon", f"file:{log}", *DEBUG_EXIT_ARGS, timeout=60)
     elapsed = time.monotonic() - start
     out = r.stdout.decode(errors="replace")
     assert "Booting from DVD/CD" in out, out
@@ -75,7 +75,7 @@ def test_boot_order_chooses_between_disk_and_cd(seabios, boot_iso, guest, pyemu,
     disk = tmp_path / "disk.img"
     disk.write_bytes(Path(guest("hello")).parent.joinpath("mbr.img").read_bytes())
     r = pyemu("-bios", seabios, "-hda", str(disk), "-cdrom", str(boot_iso), "-boot", order,
-              "-nographic", timeout=60)
+              "-nographic", *DEBUG_EXIT_ARGS, timeout=60)
     out = r.stdout.decode(errors="replace")
     assert f"PASS mbr: booted by the BIOS from drive {drive}" in out, out
     assert r.returncode == 1

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from debugexit import DEBUG_EXIT_ARGS
 
 @pytest.mark.parametrize("args, message", [
     (["-frobnicate"], "pyemu: -frobnicate: invalid option"),
@@ -43,7 +44,8 @@ def test_not_a_multiboot_kernel(tmp_path, pyemu):
 
 def test_kernel_too_big_for_ram(guest, pyemu, tmp_path):
     r = pyemu("-kernel", guest("hello"), "-m", "2", "-initrd", guest("hello") + "," +
-              guest("exceptions32") + "," + guest("exceptions64"), "-serial", "stdio")
+              guest("exceptions32") + "," + guest("exceptions64"), "-serial", "stdio",
+              *DEBUG_EXIT_ARGS)
     assert r.returncode == 1 or b"PASS hello" in r.stdout  # fits or refuses, never crashes
     assert b"Traceback" not in r.stderr
 
@@ -113,7 +115,7 @@ def test_demo_image_is_a_partitioned_disk():
 def test_log_items_go_to_the_log_file(guest, pyemu, tmp_path):
     log = tmp_path / "pyemu.log"
     r = pyemu("-kernel", guest("stringio"), "-serial", "null", "-d", "guest_errors,cpu_reset",
-              "-D", str(log))
+              "-D", str(log), *DEBUG_EXIT_ARGS)
     assert r.returncode == 1 and r.stderr == b""
     text = log.read_text()
     assert "read of unassigned port 0x218 (size 4)" in text

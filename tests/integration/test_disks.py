@@ -41,7 +41,8 @@ def digest(path: Path) -> str:
 
 def run_ata(pyemu, guest, image: Path, sectors: int, *extra: str, mib: int = 1):
     r = pyemu("-kernel", guest("ata"), "-append", f"sectors={sectors} mib={mib}",
-              "-hda", str(image), "-serial", "stdio", "-nographic", *extra, timeout=120)
+              "-hda", str(image), "-serial", "stdio", "-nographic", *extra, *DEBUG_EXIT_ARGS,
+              timeout=120)
     return r, r.stdout.decode(errors="replace")
 
 

@@ -22,7 +22,7 @@ def test_seabios_boots_our_mbr_from_ide(seabios, guest, pyemu, tmp_path):
     disk = tmp_path / "disk.img"
     disk.write_bytes(Path(guest("hello")).parent.joinpath("mbr.img").read_bytes())
     start = time.monotonic()
-    r = pyemu("-bios", seabios, "-hda", str(disk), "-nographic", timeout=60)
+    r = pyemu("-bios", seabios, "-hda", str(disk), "-nographic", *DEBUG_EXIT_ARGS, timeout=60)
     elapsed = time.monotonic() - start
     out = r.stdout.decode(errors="replace")
     assert "SeaBIOS (version 1.16" in out
@@ -37,7 +37,7 @@ def test_seabios_sees_the_drive_and_the_memory(seabios, guest, pyemu, tmp_path):
     disk.write_bytes(Path(guest("hello")).parent.joinpath("mbr.img").read_bytes())
     log = tmp_path / "seabios.log"
     r = pyemu("-bios", seabios, "-m", "256", "-hda", str(disk), "-nographic",
-              "-debugcon", f"file:{log}", timeout=60)
+              "-debugcon", f"file:{log}", *DEBUG_EXIT_ARGS, timeout=60)
     assert r.returncode == 1
     text = log.read_text(errors="replace")
     assert "ata0-0: PYEMU HARDDISK ATA-6 Hard-Disk (1 MiBytes)" in text

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from debugexit import DEBUG_EXIT_ARGS
+
 GUESTS = ["hello", "exceptions32", "exceptions64", "pit", "uart", "longmode", "stringio",
           "hlt", "reset", "tsc"]
 
@@ -20,7 +22,8 @@ HOST_TIMING = {"pit", "hlt", "tsc"}
 def test_guest_passes(name, mode, guest, pyemu):
     attempts = 2 if name in HOST_TIMING and not mode else 1
     for _ in range(attempts):
-        r = pyemu("-kernel", guest(name), "-serial", "stdio", "-display", "none", *mode)
+        r = pyemu("-kernel", guest(name), "-serial", "stdio", "-display", "none", *mode,
+                  *DEBUG_EXIT_ARGS)
         out = r.stdout.decode(errors="replace")
         if f"PASS {name}" in out:
             break
@@ -30,7 +33,8 @@ def test_guest_passes(name, mode, guest, pyemu):
 
 
 def test_hello_prints_like_a_new_user_expects(guest, pyemu):
-    r = pyemu("-kernel", guest("hello"), "-append", "console=ttyS0 verbose", "-nographic")
+    r = pyemu("-kernel", guest("hello"), "-append", "console=ttyS0 verbose", "-nographic",
+              *DEBUG_EXIT_ARGS)
     out = r.stdout.decode()
     assert "Hello from pyemu guest" in out
     assert "console=ttyS0 verbose" in out  # the multiboot command line reached the guest
@@ -38,7 +42,8 @@ def test_hello_prints_like_a_new_user_expects(guest, pyemu):
 
 
 def test_triple_fault_is_logged_and_resets(guest, pyemu):
-    r = pyemu("-kernel", guest("reset"), "-serial", "stdio", "-display", "none")
+    r = pyemu("-kernel", guest("reset"), "-serial", "stdio", "-display", "none",
+              *DEBUG_EXIT_ARGS)
     assert "triple fault" in r.stderr.decode()
     assert "PASS reset" in r.stdout.decode()
 
@@ -53,7 +58,8 @@ def test_no_reboot_exits_on_triple_fault(guest, pyemu):
 @pytest.mark.parametrize("name", ["pit", "hlt", "tsc"])
 def test_icount_runs_are_reproducible(name, guest, pyemu):
     """In -icount mode time is instructions: two runs print exactly the same bytes."""
-    runs = [pyemu("-kernel", guest(name), "-serial", "stdio", "-icount", "shift=2").stdout
+    runs = [pyemu("-kernel", guest(name), "-serial", "stdio", "-icount", "shift=2",
+                  *DEBUG_EXIT_ARGS).stdout
             for _ in range(2)]
     assert f"PASS {name}".encode() in runs[0]
     assert runs[0] == runs[1]

@@ -303,7 +303,7 @@ def test_a_bare_destination_rebinds_a_drive(pair, guest, tmp_path, pyemu):
 
     def writer(image: Path) -> subprocess.CompletedProcess:
         return pyemu("-kernel", guest("hlt"), "-hda", str(image), "-serial", "null",
-                     "-no-reboot", "-append", "", timeout=30)
+                     "-no-reboot", "-append", "", *DEBUG_EXIT_ARGS, timeout=30)
 
     # the destination holds copy.img (read-only, shared); nobody holds disk.img now
     assert b"copy.img is in use by another process" in writer(copy).stderr

@@ -18,7 +18,8 @@ def test_a_run_split_across_processes_prints_the_same_bytes(tmp_path, guest, pye
     transcript, byte for byte. (It caught a monitor command's kick, delivered from the
     deadline thread, losing one instruction of the count.)"""
     monkeypatch.setenv("PYEMU_SNAPSHOT_DIR", str(tmp_path / "snaps"))
-    args = ("-kernel", guest("ticks"), "-icount", "shift=2", "-rtc", "base=2020-01-01")
+    args = ("-kernel", guest("ticks"), "-icount", "shift=2", "-rtc", "base=2020-01-01",
+            *DEBUG_EXIT_ARGS)
     straight = pyemu(*args, "-serial", "stdio").stdout
     assert straight.endswith(b"PASS ticks\r\n")
 

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
+from hypothesis import HealthCheck, Phase, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 from test_snapshot import GUESTS, MS, state_tree
 from test_visitors import DEVICE_TYPES, decode, encode
@@ -641,6 +641,13 @@ def test_valid_values_round_trip_through_every_format(type_name, data):
 # -- loading: hostile state values and configurations --------------------------------------
 
 EXAMPLE_SECONDS = 10  # a load, a run of the guest and a save take well under a second
+
+
+def fuzz_loading(examples: int) -> settings:
+    """``fuzz``, with a failing example reported as found: shrinking one that hangs would
+    cost EXAMPLE_SECONDS a step (and pytest-timeout's failure counts as just another
+    failing example to shrink)."""
+    return settings(fuzz(examples), phases=(Phase.explicit, Phase.reuse, Phase.generate))
 S = 1_000_000_000
 HOUR_NS, YEAR_NS = 3_600 * S, 365 * 86_400 * S
 
@@ -883,7 +890,7 @@ def test_every_state_value_at_the_edges_of_its_width_loads_or_is_refused(full,
     assert outcomes.get("loaded", 0) > len(state_leaves)  # most edges are states to run
 
 
-@fuzz(120)
+@fuzz_loading(120)
 @given(data=st.data())
 @pytest.mark.timeout(180)
 def test_state_values_together_load_or_are_refused(full, state_leaves, data):
@@ -920,6 +927,17 @@ DRIVE = st.fixed_dictionaries({
     "index": st.sampled_from([0, 1, 3, 4, -1, True]),
     "media": st.sampled_from(["disk", "cdrom", "floppy", ""]),
     "readonly": st.booleans(), "snapshot": st.booleans()})
+# Per field, the values at the edges of what its option takes.
+CONFIG_EDGES: dict[str, list[Any]] = {
+    "machine": ["", "q35", "pc-i440fx"],
+    "ram_size": [0, 1 << 20, (2 << 20) + 1, MAX_RAM, MAX_RAM + PAGE, 1 << 64, -PAGE],
+    "boot_order": ["", "x", "cdnc", "n", "\ud800"],
+    "rtc_base": ["", "2006-02-30", "localtime", "9999-12-31T23:59:59", "0000-01-01"],
+    "icount_shift": [None, -1, 0, 10, 11, 1 << 64],
+    "append": ["x" * 5000, "\u00e9" * 2049, "\ud800", "\0"],
+    "kernel": [None, "", "/", "\ud800"],
+    "no_reboot": [0, 1, None],
+}
 
 
 def mutate_config(data: st.DataObject, config: dict[str, Any]) -> None:
@@ -928,7 +946,8 @@ def mutate_config(data: st.DataObject, config: dict[str, Any]) -> None:
     key = data.draw(st.one_of(st.sampled_from(sorted(config)), st.text(max_size=6)))
     op = data.draw(st.sampled_from(["set", "set", "delete", "list"]))
     if op == "set":
-        config[key] = data.draw(CONFIG_VALUES)
+        config[key] = data.draw(st.one_of(st.sampled_from(CONFIG_EDGES.get(key, [None])),
+                                          CONFIG_VALUES))
     elif op == "delete":
         config.pop(key, None)
     else:
@@ -953,7 +972,7 @@ def bare_destination(subject: Subject) -> tuple[list[PcMachine], Any]:
     return built, on_description
 
 
-@fuzz(150)
+@fuzz_loading(150)
 @given(data=st.data())
 @pytest.mark.timeout(180)
 def test_configuration_mutations_build_the_machine_or_are_refused(subject, data):

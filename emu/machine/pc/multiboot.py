@@ -4,6 +4,17 @@ Follows the Multiboot Specification 0.6.96: section 3.1 (the header: magic 0x1BA
 in the first 8192 bytes, 32-bit aligned, with flags and checksum), 3.2 (machine state
 at entry: EAX=0x2BADB002, EBX=info address, flat 32-bit protected mode, paging and
 interrupts off, A20 on) and 3.3 (the information structure, modules, memory map).
+
+Where the specification leaves the state open, it is the one QEMU's loader leaves (its
+hw/i386/multiboot.c and option ROM pc-bios/optionrom/multiboot.S), since kernels are
+written against that: a GDT in force whose 0x08 is flat 32-bit code and 0x10 flat
+32-bit data (then 16-bit code and data at 0x18 and 0x20), CS = 0x08 and DS..SS = 0x10,
+ESP on a stack in free conventional memory, ECX = the entry point, EFLAGS as the ROM's
+last instructions leave them (PF set); in the information structure mem_lower and
+mem_upper taken from the memory map (as that ROM takes them from INT 12h and E820),
+boot_device 0x8000FFFF, the command line "KERNEL APPEND", and the modules flag with a
+(possibly empty) module table. The GDT sits in memory the map reserves (QEMU's is in
+its option ROM), so a kernel that reuses available RAM does not overwrite it.
 The image is hostile input: every offset and size is checked against the file and
 every destination against guest RAM.
 """
@@ -25,12 +36,28 @@ BOOT_MAGIC = 0x2BADB002
 SEARCH = 8192
 FLAG_PAGE_ALIGN, FLAG_MEMINFO, FLAG_VIDEO, FLAG_AOUT = 1, 2, 4, 1 << 16
 SUPPORTED_REQUIRED = FLAG_PAGE_ALIGN | FLAG_MEMINFO | FLAG_VIDEO
-INFO_MEM, INFO_CMDLINE, INFO_MODS, INFO_MMAP, INFO_LOADER = 1, 4, 8, 64, 512
+INFO_MEM, INFO_BOOTDEV, INFO_CMDLINE, INFO_MODS, INFO_MMAP, INFO_LOADER = 1, 2, 4, 8, 64, 512
+INFO_FLAGS = INFO_MEM | INFO_BOOTDEV | INFO_CMDLINE | INFO_MODS | INFO_MMAP | INFO_LOADER
+BOOT_DEVICE = 0x8000FFFF  # BIOS drive 80h, no partition: what QEMU's loader reports
 INFO_ADDR = 0x9000  # the info block, strings and map sit in low memory below 640 KiB
 INFO_LIMIT = 0x9F000
 MAX_CMDLINE = 4096
 MAX_MODULES = 32
 LOADER_NAME = b"pyemu\0"
+E820_RAM = 1
+ONE_MIB = 0x100000
+
+# The entry state's GDT, descriptor for descriptor QEMU's multiboot.S one as a guest reads
+# it after entry (the CPU has set the data descriptor's accessed bit by loading it): null,
+# flat 32-bit code (0x08) and data (0x10), 16-bit code (0x18) and data (0x20) of 64 KiB.
+GDT = struct.pack("<5Q", 0, 0x00CF9A000000FFFF, 0x00CF93000000FFFF, 0x00009E000000FFFF,
+                  0x000092000000FFFF)
+CODE_SEL, DATA_SEL = 0x08, 0x10
+# In the KiB below 640 KiB that the memory map reserves (where an EBDA would be).
+GDT_ADDR = 0x9FC00
+LOADER_AREA_END = GDT_ADDR + len(GDT)
+STACK_TOP = 0x7000  # free conventional memory below the info block
+ENTRY_EFLAGS = 0x06  # reserved bit 1, PF from the ROM's last arithmetic; IF and DF clear
 
 
 class BootError(ValueError):
@@ -44,6 +71,8 @@ class BootImage:
     entry: int
     info_addr: int
     segments: list[tuple[int, int]] = field(default_factory=list)  # (addr, size) loaded
+    gdt: tuple[int, int] = (GDT_ADDR, len(GDT) - 1)  # GDTR base and limit to load
+    stack: int = STACK_TOP
 
 
 def _find_header(data: bytes, path: str) -> tuple[int, int]:
@@ -133,40 +162,57 @@ def read_file(path: str, option: str, limit: int) -> bytes:
         raise BootError(f"{option} {path}: {e.strerror or e}") from None
 
 
-def load_multiboot(path: str, cmdline: str, initrd: str | None,
-                   mem: AddressSpace) -> BootImage:
-    """Load a Multiboot kernel (and modules) into guest RAM; return how to enter it."""
+def load_multiboot(path: str, cmdline: str, initrd: str | None, mem: AddressSpace,
+                   e820: list[tuple[int, int, int]]) -> BootImage:
+    """Load a Multiboot kernel (and modules) into guest RAM, with the information
+    structure describing the memory map ``e820`` (base, length, type); return how to
+    enter it."""
     data = read_file(path, "-kernel", int(mem.ram.size))
     hdr_off, flags = _find_header(data, path)
     if flags & FLAG_AOUT:
         entry, segments = _load_aout(data, hdr_off, path, mem)
     else:
         entry, segments = _load_elf(data, path, mem)
+    for addr, size in segments:
+        if addr < LOADER_AREA_END and INFO_ADDR < addr + size:
+            raise BootError(f"{path}: segment {addr:#x}+{size:#x} overlaps the loader's "
+                            f"information and GDT at {INFO_ADDR:#x}-{LOADER_AREA_END:#x}")
     kernel_end = max(a + s for a, s in segments)
     w = InfoWriter(mem)
-    info = {"flags": INFO_MEM | INFO_CMDLINE | INFO_MMAP | INFO_LOADER}
-    info["mem_lower"] = 640
-    info["mem_upper"] = (mem.below_4g - 0x100000) // 1024
-    full_cmdline = f"{path} {cmdline}".strip().encode()
+    info = {"flags": INFO_FLAGS, "boot_device": BOOT_DEVICE}
+    info["mem_lower"], info["mem_upper"] = _mem_sizes(e820)
+    # "KERNEL APPEND" as QEMU builds it, with the space even when APPEND is empty.
+    full_cmdline = f"{path} {cmdline}".encode()
     if len(full_cmdline) > MAX_CMDLINE:
         raise BootError(f"-append: command line longer than {MAX_CMDLINE} bytes")
     info["cmdline"] = w.put(full_cmdline + b"\0", 1)
     info["boot_loader_name"] = w.put(LOADER_NAME, 1)
-    info["mmap_addr"], info["mmap_length"] = _write_mmap(w, mem)
-    if initrd:
-        info["flags"] |= INFO_MODS
-        info["mods_addr"], info["mods_count"] = _load_modules(
-            module_list(initrd), kernel_end, bool(flags & FLAG_PAGE_ALIGN), w, mem)
+    info["mmap_addr"], info["mmap_length"] = _write_mmap(w, e820)
+    mods = module_list(initrd) if initrd else []
+    info["mods_addr"], info["mods_count"] = _load_modules(
+        mods, kernel_end, bool(flags & FLAG_PAGE_ALIGN), w, mem)
     mem.write(INFO_ADDR, _pack_info(info))
+    mem.write(GDT_ADDR, GDT)
     return BootImage(entry=entry, info_addr=INFO_ADDR, segments=segments)
 
 
-def _write_mmap(w: InfoWriter, mem: AddressSpace) -> tuple[int, int]:
-    ranges = [(0, 0x9FC00, 1), (0x9FC00, 0x400, 2), (0xF0000, 0x10000, 2),
-              (0x100000, mem.below_4g - 0x100000, 1)]
-    if mem.above_4g:
-        ranges.append((1 << 32, mem.above_4g, 1))
-    blob = b"".join(struct.pack("<IQQI", 20, base, size, kind) for base, size, kind in ranges)
+def _mem_sizes(e820: list[tuple[int, int, int]]) -> tuple[int, int]:
+    """mem_lower and mem_upper in KiB (section 3.3): RAM from 0, and RAM from 1 MiB up to
+    the first hole, each as the map shows it (QEMU's ROM takes mem_upper from the E820
+    map the same way)."""
+    lower = next((length for base, length, kind in e820 if kind == E820_RAM and base == 0), 0)
+    upper_end = ONE_MIB
+    grown = True
+    while grown:  # the map need not be sorted: extend until no range continues it
+        grown = False
+        for base, length, kind in e820:
+            if kind == E820_RAM and base <= upper_end < base + length:
+                upper_end, grown = base + length, True
+    return lower // 1024, (min(upper_end, 1 << 32) - ONE_MIB) // 1024
+
+
+def _write_mmap(w: InfoWriter, e820: list[tuple[int, int, int]]) -> tuple[int, int]:
+    blob = b"".join(struct.pack("<IQQI", 20, base, size, kind) for base, size, kind in e820)
     return w.put(blob), len(blob)
 
 
@@ -184,7 +230,8 @@ def _load_modules(mods: list[tuple[str, str]], kernel_end: int, page_align: bool
         string = w.put(line.encode()[:MAX_CMDLINE] + b"\0", 1)
         table += struct.pack("<IIII", cursor, cursor + len(data), string, 0)
         cursor += len(data)
-    return w.put(table), len(mods)
+    # An empty table still has an address: QEMU sets the modules flag either way.
+    return w.put(table) if table else w.cursor, len(mods)
 
 
 def _pack_info(info: dict[str, int]) -> bytes:

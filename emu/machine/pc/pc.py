@@ -2,7 +2,8 @@
 
 Ports and IRQs as on an IBM PC/AT compatible: PICs 0x20/0xA0 (+ ELCR 0x4D0), PIT
 0x40-0x43 on IRQ0, COM1-COM4 at 0x3F8/0x2F8/0x3E8/0x2E8 on IRQ 4/3/4/3, debugcon at
-0x402 and 0xE9, isa-debug-exit at 0xF4, POST port 0x80, system control port A 0x92.
+0x402 and 0xE9, POST port 0x80, system control port A 0x92; with -device, isa-debug-exit
+(plug.py).
 A direct Linux boot has no firmware, so the board does the firmware's ACPI part: it
 places the PIIX4 PM registers at 0x600 (as SeaBIOS does) and builds ACPI tables
 (acpi.py) in an E820 ACPI-reclaim area at the top of low RAM. With -bios, -kernel
@@ -16,6 +17,7 @@ import struct
 from importlib import resources
 from pathlib import Path
 
+from emu.cpu.models import find_model
 from emu.devices import fw_cfg, piix3
 from emu.devices.fw_cfg import FwCfg, e820_table
 from emu.devices.i440fx import I440fx
@@ -23,7 +25,7 @@ from emu.devices.i8042 import I8042
 from emu.devices.i8254 import Pit8254
 from emu.devices.i8259 import IsaPic
 from emu.devices.ide import IdeChannel, IdeDrive
-from emu.devices.isa_debug import DebugCon, DebugExit, PostPort
+from emu.devices.isa_debug import DebugCon, PostPort
 from emu.devices.mc146818 import Rtc, pc_nvram
 from emu.devices.pci import PciHost
 from emu.devices.piix3 import Piix3Ide, Piix3Isa, Piix4Pm
@@ -34,8 +36,9 @@ from emu.host.chardev import Chardev
 from emu.irq import IrqLine
 from emu.machine.config import MachineConfig, drive_id
 from emu.machine.machine import Machine
-from emu.machine.pc import acpi, linux
+from emu.machine.pc import acpi, linux, multiboot
 from emu.machine.pc.multiboot import BootError, load_multiboot, read_file
+from emu.machine.pc.plug import plug_devices
 from emu.memory.address_space import AddressSpace
 from emu.migration.live import RunRefused
 
@@ -141,7 +144,8 @@ class PcMachine(Machine):
                  blocks: dict[int, BlockBackend] | None = None) -> None:
         """Host bindings: ``chardevs`` for "serial0".."serial3" and "debugcon", ``blocks``
         the opened image of each IDE index in ``cfg.drives``."""
-        super().__init__(icount_shift=cfg.icount_shift, no_reboot=cfg.no_reboot)
+        super().__init__(icount_shift=cfg.icount_shift, no_reboot=cfg.no_reboot,
+                         no_shutdown=cfg.no_shutdown, cpu_model=find_model(cfg.cpu))
         self.cfg = cfg
         self.blocks = dict(blocks or {})
         # A bzImage (by content) takes Linux's boot protocol, anything else Multiboot.
@@ -149,12 +153,16 @@ class PcMachine(Machine):
         # from these bytes on every reset.
         image = self._linux_image(cfg)
         # The firmware boots from the reset vector with -bios or drives and no -kernel,
-        # and with -bios and a Linux -kernel (through fw_cfg); otherwise our loaders
-        # put -kernel (or, with neither, the bundled demo guest) in RAM themselves.
+        # and with a Linux -kernel given -bios or needing its real-mode setup (through
+        # fw_cfg); otherwise our loaders put -kernel (or, with neither, the bundled demo
+        # guest) in RAM themselves.
         if cfg.kernel is None:
             firmware_boot = cfg.bios is not None or bool(cfg.drives)
         else:
-            firmware_boot = cfg.bios is not None and image is not None
+            # A Linux kernel that only enters through its real-mode setup needs BIOS
+            # services: it boots through pyemu's BIOS unless -bios names another.
+            firmware_boot = image is not None and (cfg.bios is not None
+                                                   or image.needs_real_mode)
         self.kernel = None if firmware_boot else cfg.kernel or default_guest()
         self.linux = None if firmware_boot else image
         self.initrd = read_file(cfg.initrd, "-initrd", cfg.ram_size) \
@@ -180,7 +188,7 @@ class PcMachine(Machine):
             for port in (0x402, 0xE9):
                 con = DebugCon(f"debugcon-{port:x}", self, iobase=port)
                 con.chardev = chardevs["debugcon"]
-        DebugExit("debug-exit", self)
+        plug_devices(self, cfg.devices)
         PostPort("post", self)
         self._a20: dict[str, bool] = {}
         Port92("port92", self)
@@ -339,5 +347,9 @@ class PcMachine(Machine):
                                   gdt=(linux.GDT_ADDR, len(linux.GDT) - 1),
                                   rsi=booted.boot_params, rbp=0, rdi=0, rbx=0)
             return
-        image = load_multiboot(self.kernel, self.cfg.append, self.cfg.initrd, self.mem)
-        self.cpu.enter_flat32(image.entry, rax=0x2BADB002, rbx=image.info_addr)
+        image = load_multiboot(self.kernel, self.cfg.append, self.cfg.initrd, self.mem,
+                               self.memory_map())
+        self.cpu.enter_flat32(image.entry, code_sel=multiboot.CODE_SEL,
+                              data_sel=multiboot.DATA_SEL, gdt=image.gdt,
+                              rax=multiboot.BOOT_MAGIC, rbx=image.info_addr, rcx=image.entry,
+                              rsp=image.stack, rflags=multiboot.ENTRY_EFLAGS)
