@@ -9,7 +9,7 @@ HELPER := emu/cpu/_cpuhelper.so
 DEMO := emu/guests/demo.elf
 DEMO_IMG := emu/guests/demo.img
 
-.PHONY: all build run test lint guests firmware bios bench clean
+.PHONY: all build run test lint guests firmware qemu bios bench clean linux-guest syslinux-guest
 
 all: build
 
@@ -45,20 +45,31 @@ run: build
 guests:
 	$(MAKE) -C tests/guests
 
-# Third-party firmware the tests boot (Debian's seabios), installed when missing.
+# Third-party firmware the tests boot (Debian's seabios, and iPXE's ipxe.lkrn, which
+# boots as a -kernel), installed when missing.
 firmware:
-	tests/guests/firmware/fetch-seabios.sh
+	tests/guests/firmware/fetch-deb.sh seabios /usr/share/seabios/bios.bin
+	tests/guests/firmware/fetch-deb.sh ipxe /boot/ipxe.lkrn
+
+# QEMU itself, which the tests run beside pyemu on the same guests where they compare.
+qemu:
+	tests/guests/firmware/fetch-deb.sh qemu-system-x86 /usr/bin/qemu-system-x86_64
 
 # Debian's Linux kernel and a busybox initramfs (tests/guests/build/linux), fetched with
 # apt-get and built when missing.
 linux-guest:
 	PYTHON=$(CURDIR)/$(BIN)/python tests/guests/linux/fetch.sh
 
+# Debian's SYSLINUX on an IDE disk (MBR + FAT16) booting the Linux guest (or, without
+# it, a Multiboot test guest): tests/guests/build/syslinux, built when missing.
+syslinux-guest: guests linux-guest
+	PYTHON=$(CURDIR)/$(BIN)/python tests/guests/syslinux/fetch.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check emu tests bench
 
 # pytest exits 5 when it collected nothing; make fails on any non-zero status.
-test: build guests firmware linux-guest lint
+test: build guests firmware qemu linux-guest syslinux-guest lint
 	$(BIN)/pytest -q -p no:cacheprovider
 
 BENCH_GUEST := bench/guests/build/compute.elf

@@ -49,7 +49,8 @@ def bare_unicorn(iterations: int) -> float:
 def pyemu(iterations: int, icount: int | None) -> tuple[float, int]:
     """Seconds from the first instruction to isa-debug-exit, and timer ticks seen."""
     syms, _, _ = _symbols(GUEST)
-    m = PcMachine(MachineConfig(kernel=str(GUEST), icount_shift=icount), {})
+    m = PcMachine(MachineConfig(kernel=str(GUEST), icount_shift=icount,
+                                devices=["isa-debug-exit,iobase=0xf4,iosize=0x04"]), {})
     m.mem.write_u32(syms["iterations"], iterations)
     m.set_runstate("running")
     start = time.perf_counter()

@@ -34,7 +34,7 @@ usage: pyemu [options]
   -cpu MODEL            CPU model: qemu64 (default) or max ('-cpu help' lists them)
   -accel tcg            the accelerator: TCG is the only one (no KVM here)
   -smp 1                one CPU (pyemu has no more)
-  -device isa-debug-exit[,iobase=0xf4][,iosize=0x04][,id=ID]
+  -device isa-debug-exit[,iobase=0x501][,iosize=0x02][,id=ID]
                         a guest's write of V to iobase ends pyemu with status
                         (V << 1) | 1 ('-device help' lists devices)
   -kernel FILE          boot a Linux bzImage or a Multiboot ELF kernel (with no -kernel,

@@ -3,10 +3,11 @@
  *
  * The BIOS is one 64 KiB image at F000:0000. Real-mode code (entry.S) runs the reset
  * vector, the interrupt entry points and the simple services; everything with logic in
- * it (POST, INT 13h, 15h, 18h, 19h, 1Ah) is C compiled for 32-bit flat protected mode
- * and reached through the call32 thunk in entry.S, which switches to protected mode with
- * interrupts off, calls handler(struct bregs *) on a private stack and returns to real
- * mode with the caller's registers as the handler left them in the frame.
+ * it (POST, INT 10h, 13h, 15h, 16h AH=0Ah, 18h, 19h, 1Ah) is C compiled for 32-bit flat
+ * protected mode and reached through the call32 thunk in entry.S, which switches to
+ * protected mode with interrupts off, calls handler(struct bregs *) on a private stack
+ * and returns to real mode with the caller's registers (and GDTR) as the handler left
+ * them in the frame.
  *
  * Memory the BIOS owns (all reported reserved in E820):
  *   0x00400-0x004FF  BIOS data area (IBM PC/AT layout)
@@ -114,7 +115,24 @@ void putc(char c);
 void puts(const char *s);
 void printf(const char *fmt, ...);
 void vga_probe(void);
-extern u8 vga_present;
+
+/* -- video.c: INT 10h on the serial console ------------------------------------------ */
+struct sercon {
+    u8 chr;         /* +0: a character written at the cursor, not sent yet; 0: none */
+    u8 attr;        /* +1: its attribute */
+    u8 col_last;    /* +2: the terminal's cursor, column and row: as one word laid out */
+    u8 row_last;    /* +3:  like the BDA cursor (entry.S compares the two at INT 08h) */
+    u8 attr_last;   /* the attribute the terminal was last given */
+    u8 on;          /* 0 while a graphics mode is set */
+    u16 port;       /* COM1's base; 0: no serial console */
+};
+extern struct sercon sercon;
+void video_init(void);
+void video_putc(char c);
+void video_flush(void);
+
+/* -- keyboard.c ----------------------------------------------------------------------- */
+extern u8 i8042_ctr;   /* the 8042 command byte POST wrote (never read back) */
 
 /* -- util ----------------------------------------------------------------------------- */
 void *memcpy(void *d, const void *s, u32 n);
@@ -189,8 +207,11 @@ extern u32 cd_boot_catalog_lba;
 
 /* Handlers called through call32 (entry.S). */
 void post_main(struct bregs *r);
+void handle_10(struct bregs *r);
+void video_tick(struct bregs *r);
 void handle_13(struct bregs *r);
 void handle_15(struct bregs *r);
+void handle_16(struct bregs *r);
 void handle_18(struct bregs *r);
 void handle_19(struct bregs *r);
 void handle_1a(struct bregs *r);

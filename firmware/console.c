@@ -1,8 +1,8 @@
 /*
- * Console output of the C part: COM1 (16550: 115200 8N1, FIFOs on, no interrupts) and,
- * when POST found one, the text buffer at B8000h with the BDA cursor of page 0; plus a
- * small printf (%s %c %d %u %x with width and zero padding) and the string helpers
- * a freestanding build needs.
+ * Console output of the C part: COM1 (16550: 115200 8N1, FIFOs on, no interrupts) set up
+ * here, the characters written as INT 10h teletype writes them (video.c: COM1 and, when
+ * POST found one, the text buffer at B8000h); plus a small printf (%s %c %d %u %x with
+ * width and zero padding) and the string helpers a freestanding build needs.
  */
 #include "bios.h"
 
@@ -20,58 +20,40 @@ void serial_init(void)
     outb(COM1 + 4, 0x03);   /* DTR, RTS; OUT2 off: no IRQ4 */
 }
 
-/* A text buffer answers at B8000h if what is written there reads back. */
+/* A text buffer is there when a PCI display controller (class 03h) is on bus 0 and what
+ * is written at B8000h reads back (QEMU with -vga none has plain RAM there). */
+static int display_on_pci(void)
+{
+    for (u32 devfn = 0; devfn < 256; devfn++) {
+        u32 id = pci_read32(0, (u8)devfn, 0x00);
+        if ((id & 0xFFFF) == 0xFFFF)
+            continue;
+        if (pci_read32(0, (u8)devfn, 0x08) >> 24 == 0x03)
+            return 1;
+    }
+    return 0;
+}
+
 void vga_probe(void)
 {
     volatile u16 *cell = (volatile u16 *)0xB8000;
+    EBDA_FLAGS &= ~1;
+    if (!display_on_pci())
+        return;
     *cell = 0x0720;
-    EBDA_FLAGS = (EBDA_FLAGS & ~1) | (*cell == 0x0720);
+    EBDA_FLAGS |= *cell == 0x0720;
     if (EBDA_FLAGS & 1) {
         for (u32 i = 0; i < 80 * 25; i++)
             cell[i] = 0x0720;
     }
 }
 
-static void vga_putc(char c)
-{
-    volatile u16 *text = (volatile u16 *)0xB8000;
-    u8 col = BDA8(BDA_CURSOR), row = BDA8(BDA_CURSOR + 1);
-    if (c == '\r') {
-        col = 0;
-    } else if (c == '\n') {
-        row++;
-    } else {
-        text[row * 80 + col] = 0x0700 | (u8)c;
-        if (++col == 80) {
-            col = 0;
-            row++;
-        }
-    }
-    if (row == 25) {
-        for (u32 i = 0; i < 80 * 24; i++)
-            text[i] = text[i + 80];
-        for (u32 i = 80 * 24; i < 80 * 25; i++)
-            text[i] = 0x0720;
-        row = 24;
-    }
-    BDA8(BDA_CURSOR) = col;
-    BDA8(BDA_CURSOR + 1) = row;
-}
-
-static void raw_putc(char c)
-{
-    while (!(inb(COM1 + 5) & 0x20))
-        ;
-    outb(COM1, (u8)c);
-    if (EBDA_FLAGS & 1)
-        vga_putc(c);
-}
-
+/* The BIOS's own messages go through INT 10h's console (video.c) and out at once. */
 void putc(char c)
 {
     if (c == '\n')
-        raw_putc('\r');
-    raw_putc(c);
+        video_putc('\r');
+    video_putc(c);
 }
 
 void puts(const char *s)

@@ -1,7 +1,8 @@
 /*
  * Power-on self test, after entry.S has shadowed the image into RAM: the interrupt
  * vector table, BIOS data area and EBDA (IBM PC/AT Technical Reference), the 8259A pair
- * (ICW1-4: vectors 08h-0Fh and 70h-77h), 8254 channel 0 in mode 2 with divisor 65536
+ * (ICW1-4: vectors 08h-0Fh and 70h-77h) and a local APIC's virtual wire mode when the
+ * CPU has one, 8254 channel 0 in mode 2 with divisor 65536
  * (18.2 Hz), the 8042 command byte (translation to set 1, keyboard interrupt), COM1,
  * the MC146818 (rtc_init), memory sizing, PCI (configuration mechanism #1) for the PIIX3
  * IDE function, the board's ACPI tables (acpi.c), the drives, option ROMs from fw_cfg
@@ -82,6 +83,23 @@ static void pic_init(void)
     outb(0xA1, 0xFF);
 }
 
+/* A CPU with a local APIC (CPUID 1 EDX bit 9) ignores the 8259A until LINT0 is made an
+ * ExtINT input: virtual wire mode (MultiProcessor Specification 1.4, 3.6.2.2), as
+ * SeaBIOS sets it up (src/fw/smp.c): APIC software-enabled (SVR bit 8), LINT0 ExtINT and
+ * LINT1 NMI, level triggered. pyemu's CPU has no APIC; QEMU's has one. */
+#define LAPIC 0xFEE00000u
+static void lapic_virtual_wire(void)
+{
+    u32 eax = 1, ebx, ecx, edx;
+    __asm__ volatile("cpuid" : "+a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx));
+    if (!(edx & (1u << 9)))
+        return;
+    volatile u32 *svr = (volatile u32 *)(LAPIC + 0xF0);
+    *svr |= 0x100;
+    *(volatile u32 *)(LAPIC + 0x350) = 0x8700;
+    *(volatile u32 *)(LAPIC + 0x360) = 0x8400;
+}
+
 static void pit_init(void)
 {
     outb(0x43, 0x34);   /* channel 0, lobyte/hibyte, mode 2 */
@@ -96,7 +114,8 @@ static void i8042_init(void)
     outb(0x64, 0x60);   /* write command byte */
     for (u32 i = 0; i < 100000 && (inb(0x64) & 0x02); i++)
         ;
-    outb(0x60, 0x61);   /* translate to set 1, mouse off, keyboard interrupt on */
+    i8042_ctr = 0x61;   /* translate to set 1, mouse off, keyboard interrupt on */
+    outb(0x60, i8042_ctr);
     while (inb(0x64) & 0x01)
         inb(0x60);      /* drop anything left over */
 }
@@ -124,11 +143,11 @@ static void bda_init(void)
     BDA16(BDA_KBD_HEAD) = BDA16(BDA_KBD_TAIL) = BDA_KBD_BUF;
     BDA16(BDA_KBD_START) = BDA_KBD_BUF;
     BDA16(BDA_KBD_END) = BDA_KBD_BUF + 32;
-    BDA8(BDA_KBD_STATUS3) = 0x10;           /* 101/102-key keyboard */
+    BDA8(BDA_KBD_STATUS3) = 0x10;           /* 101/102-key keyboard (SeaBIOS kbd_init) */
     BDA8(BDA_VIDEO_MODE) = 3;               /* 80x25 colour text */
     BDA16(BDA_VIDEO_COLS) = 80;
     BDA16(BDA_VIDEO_PAGE_SIZE) = 80 * 25 * 2;
-    BDA16(BDA_CURSOR_SHAPE) = 0x0607;
+    BDA16(BDA_CURSOR_SHAPE) = 0x0007;       /* as SeaBIOS's serial console sets it */
     BDA16(BDA_CRTC) = 0x3D4;
     BDA8(BDA_VIDEO_ROWS) = 24;
     BDA8(BDA_CHAR_HEIGHT) = 16;
@@ -158,6 +177,7 @@ void post_main(struct bregs *r)
     bda_init();
     ivt_init();
     pic_init();
+    lapic_virtual_wire();
     pit_init();
     rtc_init();
     serial_init();
@@ -165,6 +185,7 @@ void post_main(struct bregs *r)
     /* Equipment: math coprocessor, 80x25 colour, serial port count. */
     BDA16(BDA_EQUIPMENT) = 0x0002 | 0x0020 | (u16)(com << 9);
     vga_probe();
+    video_init();
     puts("\npyemu BIOS 1.0\n");
     memory_init();
     printf("RAM: %u MiB below 4 GiB", ram_below_4g >> 20);

@@ -13,6 +13,10 @@
  * fixed 1 GHz plus an offset, so it stops with the machine, is exact in icount mode and
  * carries across snapshots (unicorn's own RDTSC reads the host's counter).
  *
+ * Every delivery it starts is recorded in a ring of events (vector, error code, CS:EIP,
+ * SS:ESP, CPL, CR2) before QEMU's code runs, so that one that faults is recorded too:
+ * Python logs them (-d int) and shows the last ones when a triple fault ends a slice.
+ *
  * References: Intel SDM vol. 3A, 6.8 (enabling and disabling interrupts, the STI/MOV SS
  * shadow), 5.8.8 (SYSCALL/SYSRET), 5.8.7 (SYSENTER/SYSEXIT), 17.17 (time-stamp counter);
  * vol. 2B RDTSC, RDTSCP (EDX:EAX = TSC, ECX = IA32_TSC_AUX[31:0]).
@@ -33,6 +37,8 @@
 #define UC_X86_INS_RDTSC 608
 #define UC_X86_INS_RDTSCP 609
 #define UC_X86_REG_RIP 41
+#define UC_X86_REG_CR0 50
+#define UC_X86_REG_CR2 52
 #define UC_X86_REG_RFLAGS 253
 
 #define IF_MASK (1u << 9)
@@ -40,6 +46,7 @@
 #define RF_MASK (1u << 16)
 #define HF_INHIBIT_IRQ_MASK (1u << 3)
 #define HF_LMA_MASK (1u << 14)
+#define HF_CPL_MASK 3u
 #define EFER_SCE 1u
 #define EXCP06_ILLOP 6
 #define EXCP0D_GPF 13
@@ -68,6 +75,20 @@ struct seg {
     uint32_t limit;
     uint32_t flags;
 };
+
+/* One delivery the helper started: an exception, INT n or an external interrupt, with
+ * the CPU state QEMU's -d int prints (mirrored in emu/cpu/helper.py). */
+struct int_event {
+    int64_t seq;                    /* the event's number since the engine started */
+    int32_t vector, error_code;
+    int32_t is_int;                 /* INT n, INT3, INTO */
+    int32_t is_hw;                  /* an external interrupt (the PIC's) */
+    int32_t cpl, pe;                /* CPL; CR0.PE */
+    uint32_t cs, ss;                /* selectors */
+    uint64_t eip, cs_base, esp, cr2, eax;
+};
+
+#define INT_LOG_SIZE 1024            /* a power of two */
 
 /* Shared with Python through ctypes: the field order is mirrored in emu/cpu/helper.py. */
 struct pyemu_cpu {
@@ -115,6 +136,12 @@ struct pyemu_cpu {
     int64_t clock_shift;
     int64_t clock_base;
     int64_t tsc_offset;
+    /* ring of the last INT_LOG_SIZE deliveries: event n at int_log[n % INT_LOG_SIZE];
+     * with int_watch set, a slice ends once half the ring is unread (past int_read) */
+    int64_t int_seq;
+    int64_t int_read;
+    int64_t int_watch;
+    struct int_event int_log[INT_LOG_SIZE];
     pthread_mutex_t lock;
     pthread_cond_t cond;
     pthread_t thread;
@@ -130,10 +157,45 @@ static void leave_tb(struct pyemu_cpu *p)
     p->reg_write(p->uc, UC_X86_REG_RIP, &rip);
 }
 
+static uint64_t *gpr(struct pyemu_cpu *p, int n);
+
+/* CPUX86State: int error_code; int exception_is_int; then exception_next_eip. */
+static int32_t env_i32_before_next_eip(struct pyemu_cpu *p, int back)
+{
+    return *(int32_t *)(p->env + p->off_exc_next_eip - back);
+}
+
+static void record(struct pyemu_cpu *p, int vector, int is_hw, int has_error)
+{
+    struct int_event *e = &p->int_log[p->int_seq % INT_LOG_SIZE];
+    struct seg *segs = (struct seg *)(p->env + p->off_segs);
+    uint64_t cr0 = 0, cr2 = 0;
+    p->reg_read(p->uc, UC_X86_REG_CR0, &cr0);
+    p->reg_read(p->uc, UC_X86_REG_CR2, &cr2);
+    e->seq = p->int_seq;
+    e->vector = vector;
+    e->error_code = has_error ? env_i32_before_next_eip(p, 8) : 0;
+    e->is_int = has_error ? env_i32_before_next_eip(p, 4) : 0;
+    e->is_hw = is_hw;
+    e->cpl = (int32_t)(ENV(p, off_hflags, uint32_t) & HF_CPL_MASK);
+    e->pe = (int32_t)(cr0 & 1);
+    e->cs = segs[1].selector;
+    e->ss = segs[2].selector;
+    e->eip = ENV(p, off_eip, uint64_t);
+    e->cs_base = segs[1].base;
+    e->esp = *gpr(p, 4);
+    e->cr2 = cr2;
+    e->eax = *gpr(p, 0);
+    p->int_seq++;
+    if (p->int_watch && p->int_seq - p->int_read >= INT_LOG_SIZE / 2)
+        p->kick = 1;                /* let Python log them before the ring wraps */
+}
+
 static void on_intr(void *uc, uint32_t intno, void *ud)
 {
     struct pyemu_cpu *p = ud;
     (void)uc;
+    record(p, (int)intno, 0, 1);
     if (intno == 8)
         p->stop_reason |= STOP_DOUBLE_FAULT;
     *(int32_t *)(p->cpu + p->off_exc_index) = (int32_t)intno;
@@ -150,6 +212,7 @@ static int on_insn_invalid(void *uc, void *ud)
 {
     struct pyemu_cpu *p = ud;
     (void)uc;
+    record(p, EXCP06_ILLOP, 0, 0);
     *(int32_t *)(p->cpu + p->off_exc_index) = EXCP06_ILLOP;
     p->do_interrupt(p->cpu);
     *(int32_t *)(p->cpu + p->off_exc_index) = -1;
@@ -168,6 +231,7 @@ static void deliver_irq(struct pyemu_cpu *p)
     if (irq_deliverable(p)) {
         int vector = p->inta();
         if (vector >= 0) {
+            record(p, vector, 1, 0);
             p->hardirq(p->env, vector, 1);
             p->irqs_delivered++;
             leave_tb(p);

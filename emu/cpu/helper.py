@@ -43,6 +43,19 @@ class HelperError(RuntimeError):
     """The C helper is missing or the engine does not look like the one it was built for."""
 
 
+class IntEvent(ctypes.Structure):
+    """One delivery the helper started (cpuhelper.c's struct int_event)."""
+
+    _fields_ = [("seq", ctypes.c_int64),
+                *[(n, ctypes.c_int32) for n in (
+                    "vector", "error_code", "is_int", "is_hw", "cpl", "pe")],
+                ("cs", ctypes.c_uint32), ("ss", ctypes.c_uint32),
+                *[(n, ctypes.c_uint64) for n in ("eip", "cs_base", "esp", "cr2", "eax")]]
+
+
+INT_LOG_SIZE = 1024  # cpuhelper.c's ring of events
+
+
 class PyemuCpu(ctypes.Structure):
     _fields_ = [
         ("uc", ctypes.c_void_p), ("cpu", ctypes.c_void_p), ("env", ctypes.c_void_p),
@@ -59,7 +72,9 @@ class PyemuCpu(ctypes.Structure):
         *[(n, ctypes.c_int64) for n in (
             "intr", "kick", "stop_reason", "icount", "icount_budget", "irqs_delivered",
             "exceptions_delivered", "watch_hook", "deadline_ns", "in_run",
-            "thread_running", "off_tsc_aux", "clock_shift", "clock_base", "tsc_offset")],
+            "thread_running", "off_tsc_aux", "clock_shift", "clock_base", "tsc_offset",
+            "int_seq", "int_read", "int_watch")],
+        ("int_log", IntEvent * INT_LOG_SIZE),
         ("lock", ctypes.c_byte * 40), ("cond", ctypes.c_byte * 48), ("thread", ctypes.c_ulong),
     ]
 
@@ -313,6 +328,15 @@ class Helper:
 
     def kick(self) -> None:
         self.lib.pyemu_kick(self.ref)
+
+    def int_events(self, since: int) -> tuple[list[IntEvent], int]:
+        """Copies of the deliveries recorded from number ``since`` on that the ring still
+        holds, and how many of them it no longer holds."""
+        p = self.p
+        first = max(since, 0, p.int_seq - INT_LOG_SIZE)
+        events = [IntEvent.from_buffer_copy(p.int_log[seq % INT_LOG_SIZE])
+                  for seq in range(first, p.int_seq)]
+        return events, first - since
 
     def close(self) -> None:
         """Stop the deadline thread; idempotent. It must run before the struct the thread

@@ -3,11 +3,13 @@
 ``-cpu qemu64`` (the default) is QEMU's default model as ``qemu-system-x86_64 -M pc
 -accel tcg`` shows it (QEMU 7.2; its leaves are recorded in tests/cpu/test_cpuid.py):
 an AMD-vendor CPU of family 15, model 107, stepping 1 with SSE2, SSE3, CX16, NX,
-SYSCALL, LAHF_LM and SVM. No Intel model: Linux treats every Intel CPU it does not
-know as vulnerable to Meltdown and turns on page-table isolation, which an emulator
-pays for on every system call. ``-cpu max`` adds what unicorn's TCG runs (and
-tests/cpu/test_cpuid.py shows it running): the SSE4, AES, BMI and ADX families, RDTSCP,
-FSGSBASE, 1 GiB pages.
+SYSCALL, LAHF_LM and SVM (and no VME: QEMU turns it off under TCG). No Intel model:
+Linux treats every Intel CPU it does not know as vulnerable to Meltdown and turns on
+page-table isolation, which an emulator pays for on every system call. ``-cpu max``
+adds what unicorn's TCG runs (and tests/cpu/test_cpuid.py shows it running): the SSE4,
+AES, BMI and ADX families, RDTSCP, FSGSBASE, 1 GiB pages, with the identity QEMU's max
+has under TCG; its engine (unicorn's EPYC-Rome) also runs all that the Haswell engine
+of pyemu before -cpu ran.
 
 Where pyemu differs from QEMU, on purpose, for every model:
 - no APIC and no x2APIC bit: the board has no local APIC (../shared/notes/unicorn-2.1.4.md);
@@ -161,12 +163,17 @@ class CpuidTable:
         self.leaves = leaves
 
     def lookup(self, leaf: int, sub: int) -> Regs:
-        """What CPUID answers for EAX=leaf, ECX=sub. A leaf past the basic or extended
-        level answers as the highest basic leaf, as QEMU does."""
-        if leaf >> 30 == 1:  # hypervisor range
-            return self.leaves.get((leaf, 0), (0, 0, 0, 0))
-        top = self.model.xlevel if leaf >> 31 else self.level
-        if leaf > top:
+        """What CPUID answers for EAX=leaf, ECX=sub. A leaf past the limit of its range
+        answers as the highest basic leaf, as QEMU does (Intel SDM vol. 2A, CPUID)."""
+        if leaf >= 0xC0000000:
+            limit = 0  # no Centaur range
+        elif leaf >= 0x80000000:
+            limit = self.model.xlevel
+        elif leaf >= 0x40000000:
+            limit = 0x40000001  # the hypervisor range
+        else:
+            limit = self.level
+        if leaf > limit:
             leaf = self.level
         if leaf == 0xB and sub > 1:
             return (0, 0, sub & 0xFF, 0)  # no further topology level

@@ -25,6 +25,7 @@ from emu.cpu.helper import (
     STOP_DOUBLE_FAULT,
     UCLIB,
     Helper,
+    IntEvent,
 )
 from emu.cpu.models import (
     DEFAULT_MODEL,
@@ -36,6 +37,9 @@ from emu.cpu.models import (
 )
 
 log = logging.getLogger("emu.cpu")
+int_log = logging.getLogger("emu.cpu.int")  # -d int
+TRIPLE_FAULT_HISTORY = 8  # deliveries shown when a triple fault ends a slice
+PF_VECTOR = 14
 
 # emu_start's "until" argument, ignored: exits are enabled with an empty set, because
 # unicorn otherwise translates until-1 through the guest's page tables at every stop,
@@ -118,6 +122,7 @@ class X86Cpu:
         # the snapshot's clock is restored); settle_tsc() turns it into the offset before
         # time moves on, and reads return it until then.
         self._tsc_pending: int | None = 0
+        self._int_logged = 0  # deliveries up to this number have been through -d int
 
     # -- hooks -----------------------------------------------------------------
     def _add_insn_hook(self, cb: object, insn: int) -> None:
@@ -316,6 +321,7 @@ class X86Cpu:
         rip = self.uc.reg_read(x.UC_X86_REG_RIP)
         if self.icount:
             p.icount_budget = p.icount + (budget if budget is not None else 1 << 62)
+        p.int_watch = int(int_log.isEnabledFor(logging.DEBUG))
         self.helper.run_begin(None if self.icount else host_deadline_ns)
         try:
             self.uc.emu_start(rip, NEVER)
@@ -323,10 +329,29 @@ class X86Cpu:
             return RunResult(error=f"{e} at RIP {self.uc.reg_read(x.UC_X86_REG_RIP):#x}")
         finally:
             self.helper.run_end()
+            if p.int_watch:
+                self._log_interrupts()
         if self.helper.halted:
             return RunResult(halted=True)
         # #DF delivery that itself faulted is a triple fault: the engine stops silently.
-        return RunResult(triple_fault=bool(p.stop_reason & STOP_DOUBLE_FAULT))
+        triple_fault = bool(p.stop_reason & STOP_DOUBLE_FAULT)
+        if triple_fault:
+            events, _ = self.helper.int_events(p.int_seq - TRIPLE_FAULT_HISTORY)
+            log.warning("triple fault; the last exceptions and interrupts before it:")
+            for e in events:
+                for line in event_lines(e, real_mode=True):
+                    log.warning("%s", line)
+        return RunResult(triple_fault=triple_fault)
+
+    def _log_interrupts(self) -> None:
+        """-d int: the deliveries of the slice, in protected mode as QEMU logs them."""
+        events, lost = self.helper.int_events(self._int_logged)
+        if lost:
+            int_log.debug("%d exceptions and interrupts not logged", lost)
+        for e in events:
+            for line in event_lines(e):
+                int_log.debug("%s", line)
+        self._int_logged = self.helper.p.int_read = self.helper.p.int_seq
 
     # -- registers ------------------------------------------------------------------
     @property
@@ -355,6 +380,22 @@ class X86Cpu:
 
     def close(self) -> None:
         self.helper.close()
+
+
+def event_lines(e: IntEvent, real_mode: bool = False) -> list[str]:
+    """One delivery as QEMU's -d int prints it (target/i386/tcg/seg_helper.c,
+    do_interrupt_all; x86_cpu_exec_interrupt for external ones): number, vector, error
+    code, INT n or not, CPL, CS:EIP, the linear PC, SS:ESP, then CR2 for a page fault or
+    else EAX; in protected mode only, as QEMU, unless ``real_mode``. CS:EIP is where the
+    engine's EIP was: after the instruction for INT n (unicorn moves it on first)."""
+    lines = [f"Servicing hardware INT=0x{e.vector:02x}"] if e.is_hw else []
+    if e.pe or real_mode:
+        tail = f"CR2={e.cr2:016x}" if e.vector == PF_VECTOR else f"env->regs[R_EAX]={e.eax:016x}"
+        lines.append(
+            f"{e.seq:6d}: v={e.vector:02x} e={e.error_code & 0xFFFFFFFF:04x} i={e.is_int} "
+            f"cpl={e.cpl} IP={e.cs & 0xFFFF:04x}:{e.eip:016x} "
+            f"pc={(e.cs_base + e.eip) & U64:016x} SP={e.ss & 0xFFFF:04x}:{e.esp:016x} {tail}")
+    return lines
 
 
 def _real_mode_context(model: CpuModel) -> unicorn.UcContext:

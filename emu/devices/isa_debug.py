@@ -2,9 +2,10 @@
 
 - debugcon (ports 0x402 and 0xE9, as Bochs/QEMU): bytes written go to a host chardev;
   a read returns 0xE9 so a guest can detect the port (the Bochs "port e9 hack").
-- isa-debug-exit (QEMU's device, only with ``-device isa-debug-exit``; tests use
-  iobase=0xf4,iosize=0x04): a write of V ends pyemu with exit status (V << 1) | 1, so
-  tests can tell a guest's verdict from a clean exit.
+- isa-debug-exit (QEMU's device, only with ``-device isa-debug-exit``; at 0x501 unless
+  told otherwise, as QEMU's; the test guests use iobase=0xf4,iosize=0x04): a write of V
+  ends pyemu with exit status (V << 1) | 1, so tests can tell a guest's verdict from a
+  clean exit.
 - port 0x80, the POST code port: the last value written is kept and shown.
 """
 
@@ -38,8 +39,8 @@ class DebugCon(Device):
 class DebugExit(Device):
     """Lets a guest end the emulator with a status of its choosing."""
 
-    iobase = prop.u16(reset=0xF4, doc="I/O port")
-    iosize = prop.u8(reset=4, doc="number of ports decoded")
+    iobase = prop.u16(reset=0x501, doc="I/O port (QEMU's default)")
+    iosize = prop.u8(reset=2, doc="number of ports decoded (QEMU's default)")
 
     def realize(self, board: Board) -> None:
         super().realize(board)

@@ -58,7 +58,8 @@ _SHAPE: dict[str, tuple[type, ...]] = {
 }
 # What a stream from before -cpu and -device describes: the CPU model of that time had
 # every feature of "max" that guests use, and an isa-debug-exit sat at port F4h.
-_BEFORE_CPU_AND_DEVICE: dict[str, Any] = {"cpu": "max", "devices": ["isa-debug-exit"]}
+_BEFORE_CPU_AND_DEVICE: dict[str, Any] = {
+    "cpu": "max", "devices": ["isa-debug-exit,iobase=0xf4,iosize=0x04"]}
 _DRIVE: dict[str, tuple[type, ...]] = {"id": (str,), "file": (str,), "index": (int,),
                                       "media": (str,), "readonly": (bool,),
                                       "snapshot": (bool,)}

@@ -88,16 +88,18 @@ class Machine(Object):
         """End pyemu with ``status``; with -no-shutdown a guest's cause pauses instead.
         ``immediate``: end it whatever -no-shutdown says (isa-debug-exit, as QEMU's)."""
         if self.no_shutdown and cause in GUEST_CAUSES and not immediate:
-            log.info("guest shutdown (%s): paused (-no-shutdown)", reason)
-            self.emit("SHUTDOWN", {"guest": True, "reason": cause})
-            self.set_runstate("shutdown")
-            self.cpu.request_stop()
+            self.post(lambda: self._pause_at_shutdown(reason, cause))  # after the slice
             return
         if self.exit_status is None:
             self.exit_status, self.exit_reason = status, reason
             self.emit("SHUTDOWN", {"guest": cause.startswith("guest"), "reason": cause})
         self.cpu.request_stop()
         self._wake.set()
+
+    def _pause_at_shutdown(self, reason: str, cause: str) -> None:
+        log.info("guest shutdown (%s): paused (-no-shutdown)", reason)
+        self.emit("SHUTDOWN", {"guest": True, "reason": cause})
+        self.set_runstate("shutdown")
 
     def emit(self, event: str, data: dict[str, Any]) -> None:
         for listener in self.listeners:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 from emu.clock import Clock
+from emu.cpu.models import DEFAULT_MODEL, MODELS, CpuModel
 from emu.cpu.state import load_cpu, save_cpu
 from emu.cpu.x86 import X86Cpu
 from emu.memory.address_space import AddressSpace
@@ -44,10 +45,12 @@ SHIFT = 3
 class Rig:
     """A CPU on a clock of the test's choosing, running GUEST in flat 32-bit mode."""
 
-    def __init__(self, clock: Clock, code: bytes = GUEST) -> None:
+    def __init__(self, clock: Clock, code: bytes = GUEST,
+                 model: CpuModel = MODELS[DEFAULT_MODEL]) -> None:
         self.clock = clock
         self.cpu = X86Cpu(icount=clock.icount, port_in=lambda port, size: 0,
-                          port_out=lambda port, size, value: None, inta=lambda: -1, clock=clock)
+                          port_out=lambda port, size, value: None, inta=lambda: -1, clock=clock,
+                          model=model)
         clock.insn_count = lambda: self.cpu.insn_count
         self.mem = AddressSpace(self.cpu.uc, RAM_SIZE, bytes(0x10000), self.cpu.invalidate_code)
         self.mem.fill_unassigned()
@@ -70,8 +73,9 @@ class Rig:
         return [self.reading(i) for i in range(self.passes)]
 
 
-def new_rig(rigs: list[Rig], clock: Clock, code: bytes = GUEST) -> Rig:
-    rigs.append(Rig(clock, code))
+def new_rig(rigs: list[Rig], clock: Clock, code: bytes = GUEST,
+            model: CpuModel = MODELS[DEFAULT_MODEL]) -> Rig:
+    rigs.append(Rig(clock, code, model))
     return rigs[-1]
 
 
@@ -99,7 +103,7 @@ def test_icount_tsc_is_exact_and_identical_across_runs(rigs: list[Rig]) -> None:
 
 
 def test_rdtscp_reads_the_same_counter_and_tsc_aux(rigs: list[Rig]) -> None:
-    r = new_rig(rigs, running_clock(SHIFT), RDTSCP_GUEST)
+    r = new_rig(rigs, running_clock(SHIFT), RDTSCP_GUEST, MODELS["max"])  # qemu64 has none
     r.cpu.uc.msr_write(MSR_TSC_AUX, 0x1_2345_6789)
     r.step()
     r.step()

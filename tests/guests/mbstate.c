@@ -128,11 +128,14 @@ static void check_segment_caches(void)
 {
     static volatile uint32_t probe = 0x5EC0CAC4;
     uint32_t a = (uint32_t)&probe, top = 0xFFFFFFFCu, v[5], t[5];
-    __asm__ volatile("movl %%es:(%2), %0; movl %%es:(%3), %1" : "=r"(v[0]), "=r"(t[0]) : "r"(a), "r"(top));
-    __asm__ volatile("movl %%fs:(%2), %0; movl %%fs:(%3), %1" : "=r"(v[1]), "=r"(t[1]) : "r"(a), "r"(top));
-    __asm__ volatile("movl %%gs:(%2), %0; movl %%gs:(%3), %1" : "=r"(v[2]), "=r"(t[2]) : "r"(a), "r"(top));
-    __asm__ volatile("movl %%ss:(%2), %0; movl %%ss:(%3), %1" : "=r"(v[3]), "=r"(t[3]) : "r"(a), "r"(top));
-    __asm__ volatile("movl %%ds:(%2), %0; movl %%ds:(%3), %1" : "=r"(v[4]), "=r"(t[4]) : "r"(a), "r"(top));
+#define READ_THROUGH(seg, i) \
+    __asm__ volatile("movl %%" #seg ":(%2), %0; movl %%" #seg ":(%3), %1" \
+                     : "=r"(v[i]), "=r"(t[i]) : "r"(a), "r"(top))
+    READ_THROUGH(es, 0);
+    READ_THROUGH(fs, 1);
+    READ_THROUGH(gs, 2);
+    READ_THROUGH(ss, 3);
+    READ_THROUGH(ds, 4);
     static const char *const names[] = {"es", "fs", "gs", "ss", "ds"};
     for (int i = 0; i < 5; i++)
         check(v[i] == probe && t[i] == t[4], "%s: base 0 and limit 4 GiB in its cache", names[i]);

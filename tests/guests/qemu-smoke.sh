@@ -5,7 +5,7 @@
 # isa-debug-exit turns the guest's write of V to 0xF4 into status (V<<1)|1: 1 = PASS, 3 = FAIL.
 cd "$(dirname "$0")" || exit 2
 make -s || exit 2
-[ $# -gt 0 ] || set -- hello exceptions32 exceptions64 pit uart longmode stringio hlt reset
+[ $# -gt 0 ] || set -- hello exceptions32 exceptions64 pit uart longmode stringio hlt reset mbstate
 rc=0
 for g in "$@"; do
     reboot=-no-reboot

@@ -4,17 +4,23 @@ BIOS service a boot loader uses answers as the PC interfaces say.
 The services are checked from inside the guest by tests/guests/bios/ (a boot sector with a
 partition table that loads a second stage with INT 13h extensions); it prints one
 PASS/FAIL line per check and INFO lines with values compared here with the command line.
+The keyboard and video services real loaders call are compared with SeaBIOS instead: the
+same probe prints their answers under both firmwares, in pyemu and in QEMU. And Debian's
+SYSLINUX boots from an IDE disk through both.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+from debugexit import DEBUG_EXIT_ARGS
 
 ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE = ROOT / "firmware"
@@ -69,7 +75,10 @@ def _read_until(proc: subprocess.Popen, marker: bytes, out: bytearray, timeout: 
 
 
 def _verdicts(text: str) -> tuple[list[str], list[str]]:
-    lines = text.replace("\r", "").splitlines()
+    # The console sends cursor moves (a new line here) and colours as ANSI escapes
+    # (firmware/video.c).
+    text = re.sub(r"\x1b\[[0-9;]*H", "\n", text)
+    lines = re.sub(r"\x1b(\[[0-9;?]*[A-Za-z]|c)", "", text).replace("\r", "").splitlines()
     return ([ln for ln in lines if ln.startswith("PASS ")],
             [ln for ln in lines if ln.startswith("FAIL ")])
 
@@ -146,7 +155,8 @@ def test_no_bootable_device_is_reported(bios, pyemu_proc, tmp_path, drives):
 def test_services_from_a_partitioned_disk(bios, media, start_with_monitor):
     disk = media(SERVICES_IMG)
     proc, mon = start_with_monitor("-bios", bios, "-hda", disk, "-m", "64",
-                                   "-rtc", "base=2020-01-02T13:14:15", "-nographic")
+                                   "-rtc", "base=2020-01-02T13:14:15", "-nographic",
+                                   *DEBUG_EXIT_ARGS)
     out = bytearray()
     _read_until(proc, b"WAIT int16: type a key on the serial console", out, timeout=60)
     proc.stdin.write(b"k")
@@ -192,3 +202,158 @@ def test_services_from_an_el_torito_cd(bios, pyemu, mib):
     assert f"INFO e820 ram_end={(mib << 20) - ACPI_AREA:08X}" in text
     assert f"DONE bios: {len(passed)} passed, 0 failed" in text
     assert r.returncode == 1
+
+
+# -- the services real loaders call, answered as SeaBIOS answers them -----------------
+SEABIOS = Path("/usr/share/seabios/bios.bin")
+QEMU = shutil.which("qemu-system-x86_64")
+# Where pyemu's BIOS answers otherwise on purpose (firmware/video.c): INT 10h AH=08h
+# returns a blank in AX where SeaBIOS's serial console puts it in BH, and AH=0Ah/13h
+# write to the console where SeaBIOS's serial console drops them (so the cursor after
+# AH=13h differs too). Each maps to what pyemu's BIOS answers.
+OWN_ANSWERS = {
+    "int10 08h read character": "AX=0720 BX=0000",
+    "int10 03h after AH=13h": "DX=0602",
+}
+# What pyemu's BIOS sends for the probe's AH=0Ah and AH=13h calls: AH=0Ah as AH=09h
+# sends it (one character held, three at once), AH=13h as teletype in its attributes.
+OWN_VIDEO_PART2 = (b"VIDEO PART 2\r\nA\x1b[05;02HBBB\x1b[05;02H\x1b[06;03H\x1b[0;32;1m"
+                   b"str13 moves\r\n\x1b[0;31;1ma\x1b[0;35;1mb\r\n\x1b[0mcursor stays\r\n\n")
+
+
+@pytest.fixture(scope="session")
+def seabios() -> str:
+    if not SEABIOS.exists():
+        pytest.fail(f"{SEABIOS} is missing: 'make test' installs Debian's seabios package")
+    return str(SEABIOS)
+
+
+def _run_until(argv: list[str], marker: bytes, timeout: float,
+               stop: bytes | None = None) -> tuple[bytes, float]:
+    """Start ``argv``, read its stdout until ``marker`` (or ``stop``, which fails the
+    test), kill it; the output and the seconds from process start to the marker."""
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    os.set_blocking(proc.stdout.fileno(), False)
+    try:
+        out = bytearray()
+        while marker not in out:
+            if stop is not None and stop in out:
+                raise AssertionError(f"{stop!r} before {marker!r}: {bytes(out)!r}")
+            if time.monotonic() - start > timeout:
+                raise AssertionError(f"no {marker!r} in {bytes(out)!r}")
+            chunk = proc.stdout.read()
+            if chunk:
+                out += chunk
+            elif proc.poll() is not None:
+                raise AssertionError(f"exited ({proc.returncode}) before {marker!r}: "
+                                     f"{bytes(out)!r}")
+            else:
+                time.sleep(0.02)
+        return bytes(out), time.monotonic() - start
+    finally:
+        proc.kill()
+        proc.wait(10)
+        for f in (proc.stdin, proc.stdout):
+            f.close()
+
+
+def _machine(emulator: str, firmware: str, disk: str, mib: int = 64) -> list[str]:
+    if emulator == "qemu":
+        # -vga none: no VGA BIOS, so SeaBIOS's serial console is the display, as in pyemu
+        return [QEMU, "-nographic", "-vga", "none", "-bios", firmware, "-m", str(mib),
+                "-drive", f"file={disk},format=raw,if=ide"]
+    return [sys.executable, "-m", "emu.cli", "-bios", firmware, "-m", str(mib), "-hda", disk,
+            "-nographic"]
+
+
+_probe_cache: dict[tuple[str, str], bytes] = {}
+
+
+def _probe(emulator: str, firmware: str, tmp_path: Path) -> bytes:
+    """The services probe's output up to "ANSWERS END" (one run per emulator and
+    firmware in this session)."""
+    key = (emulator, firmware)
+    if key not in _probe_cache:
+        if not SERVICES_IMG.exists():
+            pytest.fail(f"{SERVICES_IMG} is missing: 'make guests' builds the test guests")
+        disk = tmp_path / f"probe-{emulator}-{Path(firmware).stem}.img"
+        shutil.copyfile(SERVICES_IMG, disk)
+        _probe_cache[key], _ = _run_until(_machine(emulator, firmware, str(disk)),
+                                          b"ANSWERS END", timeout=60)
+    return _probe_cache[key]
+
+
+def _probe_results(out: bytes) -> tuple[list[str], dict[str, str], bytes, bytes]:
+    """(ANSWER lines both firmwares must share, the OWN_ANSWERS lines by name, the bytes
+    INT 10h sent from the first part of the video test, those of the second part)."""
+    text = out.decode("utf-8", errors="replace").replace("\r", "")
+    shared, own = [], {}
+    for line in text.splitlines():
+        if line.startswith("ANSWER "):
+            what = line[len("ANSWER "):].split(":")[0]
+            if what in OWN_ANSWERS:
+                own[what] = line
+            else:
+                shared.append(line)
+    begin = out.index(b"VIDEO BEGIN\r\n") + len(b"VIDEO BEGIN\r\n")
+    part2 = out.index(b"VIDEO PART 2", begin)
+    return shared, own, out[begin:part2], out[part2:out.index(b"VIDEO END", part2)]
+
+
+@pytest.mark.parametrize("emulator", ["pyemu", "qemu"])
+def test_services_answer_as_seabios_does(bios, seabios, tmp_path, emulator):
+    """The probe (tests/guests/bios/stage2.c) asks INT 16h (00h-12h with scan codes
+    sent through the 8042, AH=05h words, the shift flags) and INT 10h (mode, cursor,
+    AH=09h/0Eh/06h on the serial console) under pyemu's BIOS and under SeaBIOS: the
+    answers and every byte sent to COM1 are SeaBIOS's, except OWN_ANSWERS."""
+    if emulator == "qemu" and not QEMU:
+        pytest.fail("qemu-system-x86_64 is missing: 'make qemu' installs it")
+    ours = _probe_results(_probe(emulator, bios, tmp_path))
+    theirs = _probe_results(_probe(emulator, seabios, tmp_path))
+    shared, own, video, video2 = ours
+    # The bugs real loaders met: AH=12h left AH=12h (SYSLINUX took it for Alt held and
+    # stopped at boot:), and AH=09h wrote nothing (SYSLINUX's SAY lines, GRUB's welcome).
+    assert "ANSWER int16 12h extended flags: AX=0000 BX=5A5A CX=5A5A DX=5A5A CF=0 ZF=1" \
+        in shared
+    assert "ANSWER int16 12h of 4C 0F 18: AX=0B4C BX=5A5A CX=5A5A DX=5A5A CF=0 ZF=1" \
+        in shared
+    assert b"SAY line" in video and b"\x1b[0;33;44;1mcoloured" in video
+    assert len(shared) > 90, shared
+    assert shared == theirs[0]
+    assert video == theirs[2]
+    for what, expected in OWN_ANSWERS.items():
+        assert expected in own[what], (own[what], theirs[1].get(what))
+    assert video2 == OWN_VIDEO_PART2
+    assert b"str13" not in theirs[3] and b"BBB" not in theirs[3]
+    if emulator == "qemu":
+        # ... and each firmware answers in QEMU as it does in pyemu.
+        for firmware, result in ((bios, ours), (seabios, theirs)):
+            in_pyemu = _probe_results(_probe("pyemu", firmware, tmp_path))
+            assert result == in_pyemu, firmware
+
+
+# -- SYSLINUX from an IDE disk ---------------------------------------------------------
+SYSLINUX_DIR = GUESTS / "syslinux"
+
+
+@pytest.mark.parametrize("firmware", ["pyemu-bios", "seabios"])
+def test_syslinux_boots_its_default_entry(bios, seabios, tmp_path, firmware):
+    """Debian's SYSLINUX (tests/guests/syslinux/fetch.sh: MBR + FAT16, PROMPT 0,
+    TIMEOUT 0) prints its SAY line and boots the kernel, whose first line follows."""
+    markers = SYSLINUX_DIR / "markers"
+    if not markers.exists():
+        pytest.fail(f"{markers} is missing: 'make syslinux-guest' builds the SYSLINUX disk")
+    fields = dict(line.split(" ", 1) for line in markers.read_text().splitlines())
+    say, first = fields["say"].encode(), fields["first"].encode()
+    disk = tmp_path / "syslinux.img"
+    shutil.copyfile(SYSLINUX_DIR / "disk.img", disk)
+    argv = _machine("pyemu", bios if firmware == "pyemu-bios" else seabios, str(disk), mib=256)
+    out, elapsed = _run_until(argv, first, timeout=120, stop=b"boot:")
+    assert b"SYSLINUX 6" in out
+    assert say in out and out.index(say) < out.index(first), out
+    assert b"boot:" not in out
+    print(f"\nSYSLINUX through {firmware} to {first.decode()!r}: {elapsed:.2f} s "
+          "from process start")

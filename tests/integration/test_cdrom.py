@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from debugexit import DEBUG_EXIT_ARGS
 
 SEABIOS = Path("/usr/share/seabios/bios.bin")
 MKISO = Path(__file__).resolve().parents[1] / "guests" / "mkiso.py"

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from debugexit import DEBUG_EXIT_ARGS
+
 
 @pytest.mark.parametrize("args, message", [
     (["-frobnicate"], "pyemu: -frobnicate: invalid option"),
@@ -24,6 +24,35 @@ from debugexit import DEBUG_EXIT_ARGS
     (["-icount", "shift=99"], "pyemu: -icount shift=99: invalid value"),
     (["-d", "nonsense"], "pyemu: -d nonsense: unknown log item 'nonsense'"),
     (["-serial", "stdio", "-monitor", "stdio"], "pyemu: stdio is used by more than one device"),
+    # QEMU options for what pyemu does not have: one line saying what is missing
+    (["-accel", "kvm"], "pyemu: -accel kvm: no KVM here: pyemu runs on TCG"),
+    (["-enable-kvm"], "pyemu: -enable-kvm: no KVM here: pyemu runs on TCG"),
+    (["-machine", "pc,accel=kvm"], "pyemu: -machine pc,accel=kvm: no KVM here: pyemu runs on TCG"),
+    (["-accel", "hvf"], "pyemu: -accel hvf: no HVF here: pyemu runs on TCG"),
+    (["-cpu", "host"], "pyemu: -cpu host: no KVM here: pyemu runs on TCG ('-cpu max' has all"),
+    (["-cpu", "Haswell"], "pyemu: -cpu Haswell: invalid value: unknown CPU model 'Haswell' "
+                          "('-cpu help' lists them)"),
+    (["-cpu", "qemu64,+ssse3"], "pyemu: -cpu qemu64,+ssse3: pyemu's CPU models take no feature"),
+    (["-smp", "2"], "pyemu: -smp 2: pyemu has one CPU"),
+    (["-smp", "cpus=1,cores=2"], "pyemu: -smp cpus=1,cores=2: pyemu has one CPU"),
+    (["-vga", "std"], "pyemu: -vga std: pyemu has no VGA (-vga none)"),
+    (["-nic", "user,model=e1000"], "pyemu: -nic user,model=e1000: pyemu has no network devices"),
+    (["-net", "nic"], "pyemu: -net nic: pyemu has no network devices (-net none)"),
+    (["-M", "pc,usb=on"], "pyemu: -M pc,usb=on: pyemu's pc has no usb"),
+    (["-device", "e1000"], "pyemu: -device e1000: unknown device 'e1000': pyemu's -device adds "
+                           "isa-debug-exit ('-device help')"),
+    (["-device", "isa-debug-exit,iobase=0x10000"],
+     "pyemu: -device isa-debug-exit,iobase=0x10000: iobase=0x10000: 65536 out of range for u16"),
+    (["-device", "isa-debug-exit,size=4"],
+     "pyemu: -device isa-debug-exit,size=4: isa-debug-exit has no property 'size'"),
+    (["-global", "isa-debug-exit.iobase=0x501"], "pyemu: -global isa-debug-exit.iobase=0x501: "
+                                                 "pyemu's -global sets no device properties"),
+    (["-chardev", "pty,id=p0"], "pyemu: -chardev pty,id=p0: no chardev backend 'pty' here"),
+    (["-chardev", "file,path=x"], "pyemu: -chardev file,path=x: needs id=ID"),
+    (["-serial", "chardev:c9"], "pyemu: -serial chardev:c9: no -chardev with id 'c9'"),
+    (["-chardev", "null,id=c0", "-serial", "chardev:c0", "-serial", "chardev:c0"],
+     "pyemu: chardev 'c0' is used by -serial chardev:c0 and -serial chardev:c0; mux=on shares"),
+    (["-d", "int,bogus"], "pyemu: -d int,bogus: unknown log item 'bogus'"),
 ])
 def test_bad_command_line_is_one_line_error(args, message, pyemu):
     r = pyemu(*args)
@@ -57,6 +86,94 @@ def test_help_and_version(pyemu):
     assert r.returncode == 0 and r.stdout.startswith(b"pyemu version ")
     r = pyemu("-M", "help")
     assert r.returncode == 0 and b"pc " in r.stdout
+    r = pyemu("-cpu", "help")
+    assert r.returncode == 0 and r.stdout.startswith(b"Available CPUs:\n  qemu64 ")
+    assert b"\n  max " in r.stdout
+    r = pyemu("-device", "help")
+    assert r.returncode == 0 and r.stdout.startswith(b'name "isa-debug-exit", bus ISA')
+    r = pyemu("-d", "help")
+    assert r.returncode == 0 and b"\nint " in r.stdout
+
+
+# What QEMU users type (tests/guests/qemu-smoke.sh runs the same under QEMU).
+QEMU_LINE = ("-accel", "tcg", "-machine", "pc,accel=tcg", "-cpu", "qemu64", "-smp", "1",
+             "-m", "128", "-display", "none", "-vga", "none", "-nic", "none", "-net", "none",
+             "-no-user-config", "-nodefaults", "-serial", "stdio", "-monitor", "none",
+             "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-no-reboot")
+
+
+def test_a_qemu_command_line_runs(guest, pyemu):
+    r = pyemu("-kernel", guest("hello"), *QEMU_LINE)
+    assert b"PASS hello" in r.stdout, r.stderr
+    assert r.returncode == 1 and r.stderr == b""  # the guest's verdict through the device
+
+
+def test_port_f4_ends_pyemu_only_with_isa_debug_exit(guest, pyemu_proc):
+    # As in QEMU: without -device isa-debug-exit, the guest's write to F4h goes nowhere.
+    p = pyemu_proc("-kernel", guest("hello"), "-serial", "stdio", "-display", "none")
+    out = bytearray()
+    _read_until(p, b"PASS hello", out, timeout=30)
+    time.sleep(1.0)
+    assert p.poll() is None
+    p = pyemu_proc("-kernel", guest("hello"), "-serial", "stdio", "-display", "none",
+                   "-device", "isa-debug-exit",  # QEMU's default: 0x501
+                   "-device", "isa-debug-exit,id=verdict,iobase=0xf4,iosize=4")
+    out = bytearray()
+    _read_until(p, b"PASS hello", out, timeout=30)
+    assert p.wait(30) == 1
+
+
+@pytest.mark.parametrize("no_shutdown", [False, True])
+def test_no_shutdown_pauses_at_the_guests_poweroff(guest, tmp_path, start_with_monitor,
+                                                   no_shutdown):
+    out = tmp_path / "serial.txt"
+    proc, mon = start_with_monitor("-kernel", guest("poweroff"), "-serial", f"file:{out}",
+                                   *(["-no-shutdown"] if no_shutdown else []))
+    if not no_shutdown:
+        assert proc.wait(30) == 0  # ACPI S5: pyemu exits
+        return
+    deadline = time.monotonic() + 30
+    while mon.cmd("info status") != "VM status: paused (shutdown)":
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    assert out.read_text().count("PASS poweroff") == 1
+    assert mon.cmd("system_reset") == ""  # as QEMU: from shutdown to prelaunch
+    assert mon.cmd("info status") == "VM status: paused (prelaunch)"
+    assert mon.cmd("cont") == ""
+    while out.read_text().count("PASS poweroff") < 2:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    mon.sock.sendall(b"quit\n")
+    assert proc.wait(15) == 0
+
+
+def test_chardevs_serve_serial_ports_and_the_monitor(guest, tmp_path, pyemu_proc, type_into):
+    out = tmp_path / "com2.txt"
+    p = pyemu_proc("-kernel", guest("hello"), "-display", "none",
+                   "-chardev", "stdio,id=con,mux=on,signal=off", "-serial", "chardev:con",
+                   "-mon", "chardev=con,mode=readline",
+                   "-chardev", f"file,id=f2,path={out}", "-serial", "chardev:f2")
+    type_into(p, 2.0, b"\x01cinfo status\r", 0.5, b"quit\r")
+    stdout, _ = p.communicate(timeout=15)
+    assert b"Hello from pyemu guest" in stdout  # COM1 on the mux's guest side
+    assert b"VM status: running" in stdout  # its monitor side (Ctrl-a c)
+    assert p.returncode == 0 and out.exists()
+
+
+def test_mon_control_is_qmp_on_a_socket_chardev(guest, tmp_path, pyemu_proc):
+    import socket
+
+    sock = tmp_path / "qmp.sock"
+    p = pyemu_proc("-kernel", guest("hello"), "-serial", "null", "-display", "none",
+                   "-chardev", f"socket,id=q,path={sock},server=on,wait=off",
+                   "-mon", "chardev=q,mode=control")
+    deadline = time.monotonic() + 30
+    while not sock.exists():
+        assert time.monotonic() < deadline and p.poll() is None
+        time.sleep(0.05)
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(sock))
+        assert b'"QMP"' in s.recv(4096)
 
 
 DEMO_BANNER = b"pyemu demo guest: the machine is alive."
@@ -120,3 +237,53 @@ def test_log_items_go_to_the_log_file(guest, pyemu, tmp_path):
     text = log.read_text()
     assert "read of unassigned port 0x218 (size 4)" in text
     assert "machine reset: power on" in text
+
+
+# QEMU 7.2's -d int for the same guest (qemu-system-x86_64 -kernel exceptions32.elf -d int):
+# #DE, #UD, #GP with a selector's error code, #PF with CR2 and error bits, #DF.
+QEMU_INT_LINES = [
+    "     0: v=00 e=0000 i=0 cpl=0 IP=0008:000000000010038f pc=000000000010038f "
+    "SP=0010:00000000001134c0 env->regs[R_EAX]=0000000000000001",
+    "     1: v=06 e=0000 i=0 cpl=0 IP=0008:00000000001003b6 pc=00000000001003b6 "
+    "SP=0010:00000000001134c0 env->regs[R_EAX]=000000000010a040",
+    "     2: v=0d e=1234 i=0 cpl=0 IP=0008:00000000001003e7 pc=00000000001003e7 "
+    "SP=0010:00000000001134c0 env->regs[R_EAX]=0000000000001234",
+    "     6: v=0e e=0002 i=0 cpl=0 IP=0008:0000000000100229 pc=0000000000100229 "
+    "SP=0010:0000000000113490 CR2=0000000000c01234",
+    "    12: v=08 e=0000 i=0 cpl=0 IP=0008:00000000001006d4 pc=00000000001006d4 "
+    "SP=0010:00000000001134c0 env->regs[R_EAX]=0000000000001234",
+    "    14: v=0d e=0000 i=0 cpl=3 IP=001b:0000000000100b66 pc=0000000000100b66 "
+    "SP=0023:0000000000105400 env->regs[R_EAX]=000000000000001b",
+]
+
+
+def test_d_int_logs_every_exception_as_qemu(guest, pyemu, tmp_path):
+    log = tmp_path / "int.log"
+    r = pyemu("-kernel", guest("exceptions32"), "-serial", "null", "-d", "int", "-D", str(log),
+              *DEBUG_EXIT_ARGS)
+    assert r.returncode == 1 and r.stderr == b""
+    lines = [line.removeprefix("pyemu: ") for line in log.read_text().splitlines()]
+    for want in QEMU_INT_LINES:
+        assert want in lines, "\n".join(lines)
+    # INT n too (unicorn has moved EIP past the instruction when the helper sees it)
+    assert any(" v=80 e=0000 i=1 cpl=3 IP=001b:" in line for line in lines)
+
+
+def test_d_int_says_servicing_hardware_int(guest, pyemu, tmp_path):
+    log = tmp_path / "int.log"
+    pyemu("-kernel", guest("pit"), "-serial", "null", "-d", "int", "-D", str(log),
+          "-icount", "shift=3", *DEBUG_EXIT_ARGS)
+    text = log.read_text()
+    assert "Servicing hardware INT=0x20" in text  # IRQ0 at the guest's PIC base 20h
+    assert " v=20 e=0000 i=0 cpl=0 " in text
+
+
+def test_a_triple_fault_shows_the_exceptions_that_led_to_it(guest, pyemu):
+    # reset.elf: int3 with an IDT of limit 0 -> #GP(IDT vector 3) -> #DF -> shutdown
+    r = pyemu("-kernel", guest("reset"), "-serial", "null", "-no-reboot")
+    err = r.stderr.decode()
+    want = ["pyemu: triple fault; the last exceptions and interrupts before it:",
+            "v=03 e=0000 i=1 cpl=0 IP=0008:", "v=0d e=001a i=0 cpl=0 IP=0008:",
+            "v=08 e=0000 i=0 cpl=0 IP=0008:", "triple fault: resetting the machine"]
+    at = [err.find(w) for w in want]
+    assert -1 not in at and at == sorted(at), err

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from debugexit import DEBUG_EXIT_ARGS
 
 SECTOR = 512
 MAGIC = b"PYEMU-ATA-TEST"

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from debugexit import DEBUG_EXIT_ARGS
 
 SEABIOS = Path("/usr/share/seabios/bios.bin")
 

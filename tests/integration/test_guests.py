@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
 from debugexit import DEBUG_EXIT_ARGS
 
 GUESTS = ["hello", "exceptions32", "exceptions64", "pit", "uart", "longmode", "stringio",
-          "hlt", "reset", "tsc"]
+          "hlt", "reset", "tsc", "cpuid"]
 
 
 # In realtime mode virtual time is host time: if the host deschedules pyemu for longer
@@ -30,6 +29,15 @@ def test_guest_passes(name, mode, guest, pyemu):
     assert f"PASS {name}" in out, out + r.stderr.decode(errors="replace")
     assert "FAIL" not in out and "BAD " not in out, out
     assert r.returncode == 1, f"isa-debug-exit status (0 << 1) | 1 expected, got {r.returncode}"
+
+
+@pytest.mark.parametrize("cpu", ["qemu64", "max"])
+def test_rdtscp_where_the_cpu_model_has_it(cpu, guest, pyemu):
+    r = pyemu("-kernel", guest("tsc"), "-serial", "stdio", "-display", "none", "-cpu", cpu,
+              "-icount", "shift=3", *DEBUG_EXIT_ARGS)
+    out = r.stdout.decode(errors="replace")
+    assert "PASS tsc" in out, out
+    assert ("RDTSCP returns IA32_TSC_AUX" in out) == (cpu == "max"), out
 
 
 def test_hello_prints_like_a_new_user_expects(guest, pyemu):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from debugexit import DEBUG_EXIT_ARGS
 
 DIRTY = ("-append", "mib=4 period=20")
 GUESTS = Path(__file__).resolve().parents[1] / "guests" / "build"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+from debugexit import DEBUG_EXIT_ARGS
 from qemu.qmp.legacy import QEMUMonitorProtocol
 from test_migration import rounds, wait_for
 

@@ -92,3 +92,22 @@ def test_a_small_host_keeps_half_a_gib_for_itself(monkeypatch: pytest.MonkeyPatc
     assert config.host_ram_limit() == 1.5 * GIB
     monkeypatch.setattr(config, "physical_memory", lambda: None)  # the system does not say
     assert config.host_ram_limit() == config.MAX_RAM
+
+
+def test_the_cpu_model_and_devices_travel_and_old_streams_keep_their_machine() -> None:
+    devices = ["isa-debug-exit,iobase=0x501,iosize=0x02"]
+    cfg = from_stream(description(cpu="max", devices=devices), MachineConfig())
+    assert (cfg.cpu, cfg.devices) == ("max", devices)
+    # a stream from before -cpu and -device: the CPU of that time (every feature guests
+    # used is in "max") and the isa-debug-exit that always sat at F4h
+    old = {k: v for k, v in description().items() if k not in ("cpu", "devices")}
+    cfg = from_stream(old, MachineConfig())
+    assert (cfg.cpu, cfg.devices) == ("max", ["isa-debug-exit,iobase=0xf4,iosize=0x04"])
+    assert refusal(description(cpu="host")) == \
+        "description/config/cpu: unknown CPU model 'host' ('-cpu help' lists them)"
+    assert refusal(description(devices=["e1000"])).startswith(
+        "description/config/devices[0]: unknown device 'e1000'")
+    assert refusal(description(devices=["isa-debug-exit"] * 17)) == \
+        "description/config/devices: not a list of up to 16 -device specs"
+    assert refusal(description(devices="isa-debug-exit")).startswith(
+        "description/config/devices: not a list")

@@ -52,9 +52,10 @@ def bzimage(tmp_path: Path, setup_sects: int = 2) -> Path:
     """A minimal relocatable bzImage (protocol 2.15) with a 4 KiB kernel part."""
     image = bytearray((setup_sects + 1) * 512 + 4096)
     image[0x1F1] = setup_sects
-    image[0x201] = 0x66  # the header's jump: the header ends at 268h
+    image[0x201] = 0x6A  # the header's jump: the header ends at 26Ch, as 2.15's does
     image[0x202:0x206] = b"HdrS"
     struct.pack_into("<H", image, 0x206, 0x20F)
+    image[0x211] = 0x01  # loadflags: LOADED_HIGH
     struct.pack_into("<I", image, 0x214, 0x100000)  # code32_start
     struct.pack_into("<I", image, 0x22C, 0x37FFFFFF)  # initrd_addr_max
     struct.pack_into("<I", image, 0x230, 0x200000)  # kernel_alignment
@@ -92,8 +93,9 @@ def test_kernel_through_firmware_is_offered_in_fw_cfg(machine, tmp_path):
     # below the RAM the firmware keeps at the top, page-aligned
     assert initrd_addr % 4096 == 0 and initrd_addr + 12 <= (256 - 1) << 20
     # the loader's header fields are filled in the setup sectors themselves
-    assert setup[0x210] == 0xFF  # type_of_loader
+    assert setup[0x210] == 0xB0  # type_of_loader: QEMU's
     assert setup[0x211] & 0x81 == 0x81  # LOADED_HIGH | CAN_USE_HEAP
+    assert struct.unpack_from("<H", setup, 0x224)[0] == 0xFE00  # heap_end_ptr, as QEMU's
     assert struct.unpack_from("<II", setup, 0x218) == (initrd_addr, 12)
     assert struct.unpack_from("<I", setup, 0x228)[0] == 0x20000  # cmd_line_ptr
     assert struct.unpack_from("<I", setup, 0x214)[0] == 0x1000000  # code32_start
@@ -123,8 +125,8 @@ def test_kernel_through_firmware_that_does_not_fit_is_refused(machine, tmp_path,
 
 
 def test_setup_too_big_for_real_mode_is_refused(machine, tmp_path):
-    with pytest.raises(BootError, match=r"real-mode setup of 65024 bytes does not fit"):
-        machine(kernel=str(bzimage(tmp_path, setup_sects=126)), bios=str(OWN_BIOS))
+    with pytest.raises(BootError, match=r"real-mode setup of 65536 bytes does not fit"):
+        machine(kernel=str(bzimage(tmp_path, setup_sects=127)), bios=str(OWN_BIOS))
 
 
 def test_cmos_holds_memory_and_boot_order(machine):

@@ -18,9 +18,10 @@ GUESTS = Path(__file__).resolve().parents[1] / "guests" / "build"
 US, MS = 1_000, 1_000_000
 
 
-def build(guest: str) -> PcMachine:
+def build(guest: str, devices: tuple[str, ...] = ()) -> PcMachine:
     return PcMachine(MachineConfig(kernel=str(GUESTS / f"{guest}.elf"), icount_shift=2,
-                                   rtc_base="2020-01-01T00:00:00"), {})  # a fixed clock
+                                   rtc_base="2020-01-01T00:00:00",  # a fixed clock
+                                   devices=list(devices)), {})
 
 
 def state_tree(m: PcMachine) -> dict:

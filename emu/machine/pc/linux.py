@@ -235,29 +235,40 @@ class Layout:
         return self.cmdline_addr - self.setup_addr - HEAP_MARGIN
 
 
+def _low_memory(image: LinuxImage, line: bytes) -> tuple[int, int, int]:
+    """Setup address, command line address and the longest command line, in QEMU's
+    layout for this kernel."""
+    if image.high_layout:
+        return SETUP_ADDR, CMDLINE_ADDR, min(image.field(CMDLINE_SIZE), CMDLINE_LIMIT - 1)
+    return (LOW_SETUP_ADDR, LOW_CMDLINE_END - ((len(line) + 16) & ~15),
+            image.field(CMDLINE_SIZE))
+
+
+def _check_kernel_fits(kernel_addr: int, kernel_end: int, setup_addr: int,
+                       e820: list[tuple[int, int, int]]) -> None:
+    if kernel_addr < setup_addr < kernel_end:
+        raise BootError(f"-kernel: a zImage of {kernel_end - kernel_addr} bytes does not fit "
+                        f"between {kernel_addr:#x} and its setup at {setup_addr:#x}")
+    if not any(kind == E820_RAM and base <= kernel_addr and kernel_end <= base + length
+               for base, length, kind in e820):
+        raise BootError(f"-kernel: the kernel needs RAM up to {kernel_end:#x}; "
+                        f"give more memory with -m")
+
+
 def _layout(image: LinuxImage, cmdline: str, initrd_size: int | None, initrd_path: str | None,
             e820: list[tuple[int, int, int]]) -> Layout:
     line = cmdline.encode()
-    if image.high_layout:
-        setup_addr, cmdline_addr = SETUP_ADDR, CMDLINE_ADDR
-        limit = min(image.field(CMDLINE_SIZE), CMDLINE_LIMIT - 1)
-    else:
-        setup_addr = LOW_SETUP_ADDR
-        cmdline_addr = LOW_CMDLINE_END - ((len(line) + 16) & ~15)
-        limit = image.field(CMDLINE_SIZE)
+    setup_addr, cmdline_addr, limit = _low_memory(image, line)
     if len(line) > limit:
         raise BootError(f"-append: command line of {len(line)} bytes; this kernel takes "
                         f"at most {limit}")
     if setup_addr + len(image.setup) > cmdline_addr - HEAP_MARGIN:
         raise BootError(f"-kernel: real-mode setup of {len(image.setup)} bytes does not fit "
-                        f"below its heap's end at {cmdline_addr - HEAP_MARGIN:#x}")
+                        f"at {setup_addr:#x} with its heap below the command line at "
+                        f"{cmdline_addr:#x}")
     kernel_addr = image.load_addr
     kernel_end = kernel_addr + max(len(image.kernel), image.field(INIT_SIZE))
-    if not any(kind == E820_RAM and base <= kernel_addr and kernel_end <= base + length
-               for base, length, kind in e820) or \
-            (kernel_addr < setup_addr and kernel_end > setup_addr):
-        raise BootError(f"-kernel: the kernel needs RAM up to {kernel_end:#x}; "
-                        f"give more memory with -m")
+    _check_kernel_fits(kernel_addr, kernel_end, setup_addr, e820)
     initrd_addr = None
     if initrd_size is not None:
         initrd_addr = _place_initrd(image, initrd_size, initrd_path or "", kernel_end, e820)

@@ -5,7 +5,7 @@ Usage: mkdisk.py STAGE1 STAGE2 DISK.img CD.iso
 
 The disk (4 MiB, 8192 sectors): sector 0 is stage 1 with a partition table of one
 bootable FAT32-LBA (0Ch) partition from LBA 2048 to the end, the second stage at LBA
-1-32, and every other sector starts "PYEMU LBA " and its LBA in 8 hex digits (the
+1-48, and every other sector starts "PYEMU LBA " and its LBA in 8 hex digits (the
 partition's first sector starts "PYEMU-PART" instead). CHS fields of the partition entry
 use the 16-head, 63-sector geometry pyemu's IDE disk reports.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 SECTOR = 512
 DISK_SECTORS = 8192
-STAGE2_SECTORS = 32
+STAGE2_SECTORS = 48
 PART_LBA = 2048
 HEADS, SPT = 16, 63
 

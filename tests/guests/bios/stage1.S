@@ -5,7 +5,7 @@
  * the El Torito boot image already holds it at 0:8000 (this sector, a pad sector, then the
  * second stage). Bytes 446-509 are the partition table mkdisk.py fills in.
  */
-#define STAGE2_SECTORS 32
+#define STAGE2_SECTORS 48
         .code16
         .text
         .globl _start

@@ -7,19 +7,26 @@
  * "DONE bios: <passed> passed, <failed> failed"; then isa-debug-exit (status 1 when all
  * passed, 3 otherwise).
  *
+ * First, before any verdict, it asks the keyboard and video services loaders use
+ * (INT 16h with scan codes sent through the 8042, INT 10h on the console) and prints
+ * what they answer as "ANSWER ..." lines and the bytes INT 10h sends between
+ * "VIDEO BEGIN" and "VIDEO END", up to "ANSWERS END": the host test compares them
+ * between pyemu's BIOS and SeaBIOS, which run this stage alike up to there.
+ *
  * From a disk (DL = 80h) it also reads and writes the disk with CHS and EDD calls (the
  * host test checks the written sectors in the image) and waits for two keys: one typed
  * on the serial console, one sent to the PS/2 keyboard. From a CD (DL >= E0h) it reads
  * the CD in 2048-byte sectors and checks the El Torito status call instead.
  *
  * The disk (mkdisk.py): stage 1 with one partition (type 0Ch, LBA 2048 to the end, its
- * first sector starting "PYEMU-PART"), this stage at LBA 1-32, and from LBA 33 every
+ * first sector starting "PYEMU-PART"), this stage at LBA 1-48, and from LBA 49 every
  * sector starting "PYEMU LBA " and its number in 8 hex digits.
  */
 typedef unsigned char u8;
 typedef unsigned short u16;
 typedef unsigned int u32;
 typedef unsigned long long u64;
+#define NULL ((void *)0)
 
 struct regs {
     u32 eax, ebx, ecx, edx, esi, edi, ebp;
@@ -673,6 +680,318 @@ static void test_typed_keys(void)
     check(key == 0x1E41, "int16 00h reads shift-a from the PS/2 keyboard (INT 09h)");
 }
 
+/* -- answers compared between firmwares ---------------------------------------------- */
+/* What SYSLINUX, GRUB, iPXE and DOS programs call, answers printed rather than judged
+ * (see the top of this file). */
+static void outb(u16 port, u8 v)
+{
+    __asm__ volatile("outb %0, %1" :: "a"(v), "Nd"(port));
+}
+
+static void put_reg(const char *name, u32 v)
+{
+    puts(name);
+    puthex(v & 0xFFFF, 4);
+}
+
+/* "ANSWER <what>: AX=.. BX=.. CX=.. DX=.. CF=. ZF=." */
+static void answer(const char *what, const struct regs *r)
+{
+    puts("ANSWER ");
+    puts(what);
+    put_reg(": AX=", r->eax);
+    put_reg(" BX=", r->ebx);
+    put_reg(" CX=", r->ecx);
+    put_reg(" DX=", r->edx);
+    puts(r->flags & CF ? " CF=1" : " CF=0");
+    puts(r->flags & ZF ? " ZF=1\n" : " ZF=0\n");
+}
+
+/* Call INT vec with AX and the other registers set to 5A5Ah (so what a service leaves
+ * alone shows), print its answer. */
+static void ask(const char *what, u8 vec, u16 ax, u16 bx)
+{
+    struct regs r;
+    zero(&r);
+    r.eax = ax;
+    r.ebx = bx;
+    r.ecx = r.edx = 0x5A5A;
+    call(vec, &r);
+    answer(what, &r);
+}
+
+/* A scan code into the 8042's output buffer as if the keyboard sent it (controller
+ * command D2h): IRQ1 and the BIOS's INT 09h take it. */
+static int inject(u8 code)
+{
+    for (u32 i = 0; i < 100000 && (inb(0x64) & 2); i++)
+        ;
+    outb(0x64, 0xD2);
+    for (u32 i = 0; i < 100000 && (inb(0x64) & 2); i++)
+        ;
+    outb(0x60, code);
+    for (u32 i = 0; i < 200000; i++) {
+        if (!(inb(0x64) & 1))
+            return 1;
+    }
+    return 0;
+}
+
+static u16 kbd(u8 ah, u16 *flags)
+{
+    struct regs r;
+    zero(&r);
+    r.eax = (u32)ah << 8;
+    call(0x16, &r);
+    if (flags)
+        *flags = r.flags;
+    return (u16)r.eax;
+}
+
+/* Inject `codes`, then print a line for each key word the BIOS made, as AH=01h (the
+ * 84-key form), 11h and 10h return it, and one with the shift flags from AH=02h and 12h.
+ * (Lines stay within 80 columns: a console wraps longer ones.) */
+static void keys(const char *name, const char *codes)
+{
+    int taken = 1;
+    for (const u8 *c = (const u8 *)codes; *c; c++)
+        taken &= inject(*c);
+    for (int n = 0; n < 8; n++) {
+        u16 flags, peek = kbd(0x01, &flags);
+        if (flags & ZF)
+            break;
+        puts("ANSWER keys ");
+        puts(name);
+        put_reg(": 01h=", peek);
+        put_reg(" 11h=", kbd(0x11, NULL));
+        put_reg(" 10h=", kbd(0x10, NULL));
+        puts("\n");
+    }
+    puts("ANSWER keys ");
+    puts(name);
+    puts(taken ? ":" : ": (not taken)");
+    put_reg(" 02h=", kbd(0x02, NULL) & 0xFF);
+    put_reg(" 12h=", kbd(0x12, NULL));
+    puts("\n");
+}
+
+static void keyboard_answers(void)
+{
+    ask("int16 09h functionality", 0x16, 0x0900, 0x5A5A);
+    ask("int16 0Ah keyboard ID", 0x16, 0x0A00, 0x5A5A);
+    ask("int16 03h typematic", 0x16, 0x0305, 0x0000);
+    ask("int16 02h shift flags", 0x16, 0x0200, 0x5A5A);
+    ask("int16 12h extended flags", 0x16, 0x1200, 0x5A5A);
+    ask("int16 92h capability", 0x16, 0x9200, 0x5A5A);
+    ask("int16 A2h 122-key capability", 0x16, 0xA200, 0x5A5A);
+    ask("int16 6F08h", 0x16, 0x6F08, 0x5A5A);
+    ask("int16 01h with nothing typed", 0x16, 0x0100, 0x5A5A);
+    ask("int15 4Fh keyboard intercept", 0x15, 0x4F1E, 0x5A5A);
+
+    /* AH=12h reads 40:18 and 40:96 as the BIOS keeps them. */
+    poke(0x40, 0x17, 0x4C);
+    poke(0x40, 0x18, 0x0F);
+    poke(0x40, 0x96, 0x18);
+    ask("int16 12h of 4C 0F 18", 0x16, 0x1200, 0x5A5A);
+    poke(0x40, 0x17, 0);
+    poke(0x40, 0x18, 0);
+    poke(0x40, 0x96, 0x10);
+
+    /* Key words stored with AH=05h, read back in both forms. */
+    static const u16 stored[] = {0x1E61, 0x48E0, 0xE00D, 0xE00A, 0xE02F, 0x01F0, 0x00F0, 0x00E0};
+    for (u32 i = 0; i < sizeof(stored) / sizeof(stored[0]); i++) {
+        struct regs r;
+        zero(&r);
+        r.eax = 0x0500;
+        r.ecx = stored[i];
+        call(0x16, &r);
+        puts("ANSWER int16 05h ");
+        puthex(stored[i], 4);
+        put_reg(": AX=", r.eax);
+        put_reg(" 01h=", kbd(0x01, NULL));
+        put_reg(" 00h=", kbd(0x00, NULL));
+        r.eax = 0x0500;
+        call(0x16, &r);
+        put_reg(" 11h=", kbd(0x11, NULL));
+        put_reg(" 10h=", kbd(0x10, NULL));
+        puts("\n");
+    }
+    u32 stored_n = 0;
+    struct regs r;
+    for (u32 i = 0; i < 20; i++) {
+        zero(&r);
+        r.eax = 0x0500;
+        r.ecx = 0x3920;
+        call(0x16, &r);
+        if (r.eax & 0xFF)
+            break;
+        stored_n++;
+    }
+    puts("ANSWER int16 05h fills the ring after ");
+    putdec(stored_n);
+    put_reg(" words: AX=", r.eax);
+    puts("\n");
+    while (stored_n--)
+        kbd(0x10, NULL);
+
+    /* Scan codes (set 1) as the keyboard sends them through the 8042's translation. */
+    keys("a", "\x1E\x9E");
+    keys("shift-a", "\x2A\x1E\x9E\xAA");
+    keys("caps lock on, a, shift-a", "\x3A\xBA\x1E\x9E\x2A\x1E\x9E\xAA");
+    keys("caps lock off", "\x3A\xBA");
+    keys("caps lock held", "\x3A");
+    keys("caps lock released, off", "\xBA\x3A\xBA");
+    keys("ctrl-c", "\x1D\x2E\xAE\x9D");
+    keys("right ctrl held", "\xE0\x1D");
+    keys("right ctrl-c, released", "\x2E\xAE\xE0\x9D");
+    keys("left alt held", "\x38");
+    keys("left alt-x, released", "\x2D\xAD\xB8");
+    keys("right alt held", "\xE0\x38");
+    keys("right alt-x, released", "\x2D\xAD\xE0\xB8");
+    keys("grey up, keypad 8", "\xE0\x48\xE0\xC8\x48\xC8");
+    keys("num lock on, keypad 8", "\x45\xC5\x48\xC8");
+    keys("grey up with fake shifts", "\xE0\x2A\xE0\x48\xE0\xC8\xE0\xAA");
+    keys("num lock off", "\x45\xC5");
+    keys("keypad enter, keypad /, keypad *", "\xE0\x1C\xE0\x9C\xE0\x35\xE0\xB5\x37\xB7");
+    keys("ctrl-keypad enter, alt-keypad /", "\x1D\xE0\x1C\xE0\x9C\x9D\x38\xE0\x35\xE0\xB5\xB8");
+    keys("F1, shift-F12, alt-F1, ctrl-F10",
+         "\x3B\xBB\x2A\x58\xD8\xAA\x38\x3B\xBB\xB8\x1D\x44\xC4\x9D");
+    keys("esc, alt-esc, backspace, ctrl-backspace",
+         "\x01\x81\x38\x01\x81\xB8\x0E\x8E\x1D\x0E\x8E\x9D");
+    keys("tab, shift-tab, ctrl-tab", "\x0F\x8F\x2A\x0F\x8F\xAA\x1D\x0F\x8F\x9D");
+    keys("alt-grey home, ctrl-grey end", "\x38\xE0\x47\xE0\xC7\xB8\x1D\xE0\x4F\xE0\xCF\x9D");
+    keys("pause", "\xE1\x1D\x45\xE1\x9D\xC5");
+    keys("scroll lock on", "\x46\xC6");
+    keys("scroll lock off", "\x46\xC6");
+    keys("print screen, sysreq", "\xE0\x2A\xE0\x37\xE0\xB7\xE0\xAA\x54\xD4");
+    keys("the 102nd key, F11", "\x56\xD6\x57\xD7");
+    keys("ctrl-break", "\x1D\xE0\x46\xE0\xC6\x9D");
+    puts("ANSWER bda 40:71 after ctrl-break: ");
+    puthex(peek(0x40, 0x71), 2);
+    puts("\n");
+    poke(0x40, 0x71, 0);
+}
+
+/* INT 10h with interrupts off, so nothing the firmware sends on a timer tick lands in
+ * the middle; register answers are printed after "VIDEO END". */
+struct video_answer {
+    const char *what;
+    struct regs r;
+};
+static struct video_answer video_answers[16];
+static u32 video_answer_count;
+
+static void video(u16 ax, u16 bx, u16 cx, u16 dx, const char *what)
+{
+    struct regs r;
+    zero(&r);
+    r.eax = ax;
+    r.ebx = bx;
+    r.ecx = cx;
+    r.edx = dx;
+    call(0x10, &r);
+    if (what && video_answer_count < sizeof(video_answers) / sizeof(video_answers[0])) {
+        video_answers[video_answer_count].what = what;
+        video_answers[video_answer_count++].r = r;
+    }
+}
+
+static void video_str(u16 ax, u16 bl, u8 row, u8 col, const char *s, u16 n)
+{
+    struct regs r;
+    zero(&r);
+    r.eax = ax;
+    r.ebx = bl;
+    r.ecx = n;
+    r.edx = (u32)row << 8 | col;
+    r.ebp = (u32)s;
+    call(0x10, &r);
+}
+
+static void tty(const char *s)
+{
+    while (*s)
+        video(0x0E00 | (u8)*s++, 0x0007, 0, 0, NULL);
+}
+
+/* AH=09h then AH=02h to the next column, per character: how SYSLINUX's and GRUB's
+ * consoles write. */
+static void write_at(u8 row, u8 col, const char *s, u8 attr)
+{
+    for (; *s; s++, col++) {
+        video(0x0200, 0, 0, (u16)(row << 8 | col), NULL);
+        video(0x0900 | (u8)*s, attr, 1, 0, NULL);
+    }
+    video(0x0200, 0, 0, (u16)(row << 8 | col), NULL);
+}
+
+static void wait_ticks(u32 n)
+{
+    u32 t0 = ticks();
+    for (u32 i = 0; i < 1000 && ticks() - t0 < n; i++)
+        __asm__ volatile("sti; hlt");
+}
+
+static void video_answers_run(void)
+{
+    puts("VIDEO BEGIN\n");
+    wait_ticks(2);   /* what the firmware held back goes out first */
+    __asm__ volatile("cli");
+    video(0x0003, 0, 0, 0, "int10 00h mode 3");
+    video(0x0F00, 0, 0x5A5A, 0x5A5A, "int10 0Fh mode");
+    video(0x0300, 0, 0x5A5A, 0x5A5A, "int10 03h after mode set");
+    tty("teletype\r\n");
+    write_at(1, 0, "SAY line", 0x07);
+    tty("\r\n");
+    write_at(2, 4, "coloured", 0x1E);
+    tty("\r\n");
+    /* AH=09h for the colour, AH=0Eh on the same cell to advance (DOS programs). */
+    video(0x0958, 0x004E, 1, 0, NULL);
+    video(0x0E58, 0x0007, 0, 0, NULL);
+    video(0x0959, 0x004E, 1, 0, NULL);
+    video(0x0E59, 0x0007, 0, 0, NULL);
+    video(0x092A, 0x000A, 5, 0, NULL);               /* five at once, cursor stays */
+    video(0x0300, 0, 0x5A5A, 0x5A5A, "int10 03h after AH=09h CX=5");
+    tty("ab\bc\a\r\n");
+    tty("\x01\x1B\x7F\x80\xB3\xDB\xE0\r\n");
+    video(0x0200, 0, 0, 0x0A28, NULL);                /* row 10, column 40 */
+    tty("moved");
+    video(0x0601, 0x0700, 0, 0x184F, NULL);          /* scroll the screen up one line */
+    video(0x0200, 0, 0, 0x1700, NULL);                /* rows 23 and 24: teletype scrolls */
+    tty("row 23\r\nrow 24\r\nscrolled\r\n");
+    video(0x0600, 0x1700, 0, 0x184F, NULL);          /* blank the whole screen */
+    video(0x0600, 0x0700, 0x0101, 0x0505, NULL);     /* ... and a window */
+    video(0x0200, 0, 0, 0, NULL);
+    video(0x0920, 0x0007, 80 * 25, 0, NULL);         /* spaces over the screen: clear */
+    video(0x0800, 0, 0x5A5A, 0x5A5A, "int10 08h read character");
+    video(0x1A00, 0x5A5A, 0x5A5A, 0x5A5A, "int10 1Ah display combination");
+    video(0x1200, 0x5A10, 0x5A5A, 0x5A5A, "int10 12h BL=10h EGA info");
+    video(0x4F00, 0x5A5A, 0x5A5A, 0x5A5A, "int10 4F00h VBE information");
+    video(0x0100, 0, 0x2000, 0, NULL);
+    video(0x0300, 0, 0x5A5A, 0x5A5A, "int10 03h after 01h CX=2000h");
+    video(0x0013, 0, 0, 0, "int10 00h mode 13h");
+    tty("graphics");
+    video(0x0F00, 0x5A5A, 0x5A5A, 0x5A5A, "int10 0Fh in mode 13h");
+    video(0x0083, 0, 0, 0, "int10 00h 83h in mode 13h");
+    video(0x0003, 0, 0, 0, NULL);
+    tty("text again\r\n");
+    /* Where SeaBIOS's serial console sends nothing: AH=0Ah and AH=13h. */
+    tty("VIDEO PART 2\r\n");
+    video(0x0A41, 0x001F, 1, 0, NULL);
+    video(0x0200, 0, 0, 0x0401, NULL);
+    video(0x0A42, 0x001F, 3, 0, NULL);
+    video_str(0x1301, 0x000A, 5, 2, "str13 moves\r\n", 13);
+    video_str(0x1303, 0, 6, 0, "a\x0C" "b\x0D", 2);
+    video_str(0x1300, 0x0007, 7, 0, "cursor stays", 12);
+    video(0x0300, 0, 0x5A5A, 0x5A5A, "int10 03h after AH=13h");
+    video(0x0200, 0, 0, 0x0900, NULL);
+    tty("VIDEO END\r\n");
+    __asm__ volatile("sti");
+    wait_ticks(2);
+    for (u32 i = 0; i < video_answer_count; i++)
+        answer(video_answers[i].what, &video_answers[i].r);
+}
+
 void stage2_main(u32 boot_drive)
 {
     drive = (u8)boot_drive;
@@ -680,6 +999,9 @@ void stage2_main(u32 boot_drive)
     puthex(drive, 2);
     puts("\n");
     check(1, "int10 0Eh teletype prints this line");
+    keyboard_answers();
+    video_answers_run();
+    puts("ANSWERS END\n");
     test_video();
     test_equipment();
     test_post();
@@ -700,6 +1022,7 @@ void stage2_main(u32 boot_drive)
     puts(" passed, ");
     putdec(failed);
     puts(" failed\n");
+    wait_ticks(2);   /* the firmware's console may hold the last character back a tick */
     __asm__ volatile("outb %0, $0xF4" :: "a"((u8)(failed ? 1 : 0)));
     for (;;)
         __asm__ volatile("cli; hlt");

@@ -2,8 +2,8 @@
  * Freestanding runtime for pyemu test guests.
  *
  * Machine contract (see tests/guests/README.md): Multiboot v1 entry in 32-bit protected
- * mode, COM1 16550A at 0x3F8, debugcon at 0xE9, isa-debug-exit at 0xF4, 8259 pair,
- * 8254 PIT.  Every guest ends with exactly one line "PASS <name>" or
+ * mode, COM1 16550A at 0x3F8, debugcon at 0xE9, isa-debug-exit at 0xF4 (with -device
+ * isa-debug-exit,iobase=0xf4,iosize=0x04), 8259 pair, 8254 PIT.  Every guest ends with exactly one line "PASS <name>" or
  * "FAIL <name>: <why>" on COM1 and a write of 0 (pass) or 1 (fail) to port 0xF4.
  */
 #ifndef GUEST_H
