@@ -102,7 +102,8 @@ SERVER = "tls-creds-x509,id=tls0,dir={certs}/server,endpoint=server"
      "-global migration.tls-creds=tls9: no TLS credentials with id 'tls9' "
      "(-object tls-creds-x509,id=tls9,... creates them)"),
     (("-global", "migration.downtime-limit=5"),
-     "-global migration.downtime-limit=5: pyemu takes migration.tls-creds=ID and "
+     "-global migration.downtime-limit=5: pyemu's -global sets no device properties, "
+     "only migration.tls-creds=ID and "
      "migration.tls-hostname=NAME"),
     (("-object", SERVER, *GLOBAL, "-incoming", "file:/nonexistent"),
      "-incoming 'file:/nonexistent': TLS (tls-creds) is for tcp: and unix: only"),

@@ -887,6 +887,7 @@ def test_every_state_value_at_the_edges_of_its_width_loads_or_is_refused(full,
                 except Exception as e:
                     raise AssertionError(f"{path}={value!r}: {type(e).__name__}: {e}") from e
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    print(f"{len(state_leaves)} state values at their edges:", outcomes)
     assert outcomes.get("loaded", 0) > len(state_leaves)  # most edges are states to run
 
 
