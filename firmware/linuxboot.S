@@ -7,8 +7,9 @@
  * as an address item, a size item and a data item. At boot this ROM copies each part
  * to its address with one fw_cfg DMA read, then enters setup in real mode as the Linux
  * boot protocol's "Running the kernel" section asks: interrupts off, DS = ES = FS = GS =
- * SS = the setup segment, SP at the heap's end (heap_end_ptr + 200h), far jump to
- * segment + 20h, offset 0.
+ * SS = the setup segment, SP 16 bytes below the command line (as QEMU's linuxboot ROM
+ * leaves it: the top of the heap for kernels whose header has heap_end_ptr, and a
+ * stack for those whose header does not), far jump to segment + 20h, offset 0.
  *
  * References: BIOS Boot Specification 1.01 (option ROM header: 55h AAh, size in
  * 512-byte blocks, initialisation entry at offset 3, PnP expansion header offset at
@@ -37,7 +38,6 @@
 #define SETUP_ADDR      0x16
 #define SETUP_SIZE      0x17
 #define SETUP_DATA      0x18
-#define HEAP_END_PTR    0x224   /* in the setup header */
 #define LOW_STACK       0x7000  /* 0000:7000h: free conventional memory at boot time */
 
         .code16
@@ -104,8 +104,13 @@ bev:
         addw    $4, %si
         cmpw    $parts_end, %si
         jb      1b
+        movb    $CMDLINE_ADDR, %al
+        call    read_u32
+        movl    %eax, %ebx
         movb    $SETUP_ADDR, %al
         call    read_u32
+        subl    %eax, %ebx              /* the stack ends 16 bytes below the command */
+        subw    $16, %bx                /* line, as QEMU's ROM leaves it (any version) */
         shrl    $4, %eax
         cli
         movw    %ax, %ds
@@ -113,8 +118,7 @@ bev:
         movw    %ax, %fs
         movw    %ax, %gs
         movw    %ax, %ss
-        movzwl  HEAP_END_PTR, %esp
-        addw    $0x200, %sp
+        movzwl  %bx, %esp
         addw    $0x20, %ax
         pushw   %ax
         pushw   $0

@@ -126,30 +126,6 @@ def _info_version(machine: Machine, args: list[str]) -> str:
     return f"{__version__} (pyemu)"
 
 
-@command("info registers", help="show the cpu registers")
-def _info_registers(machine: Machine, args: list[str]) -> str:
-    cpu = machine.cpu
-    r = cpu.registers()
-    gprs = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11",
-            "r12", "r13", "r14", "r15")
-    lines = ["".join(f"{n.upper():<4}={r[n]:016x} " for n in gprs[i:i + 4]).rstrip()
-             for i in range(0, 16, 4)]
-    cpl = cpu.hflags & 3
-    lines.append(f"RIP={r['rip']:016x} RFL={r['rflags']:08x} CPL={cpl} "
-                 f"HLT={int(cpu.halted)}")
-    for name in ("es", "cs", "ss", "ds", "fs", "gs"):
-        s = cpu.segment(name)
-        lines.append(f"{name.upper():<3}={s.selector:04x} {s.base:016x} {s.limit:08x} "
-                     f"{s.flags:08x}")
-    for name in ("gdtr", "idtr"):
-        base, limit = cpu.table(name)
-        lines.append(f"{name[:3].upper()}=     {base:016x} {limit:08x}")
-    lines.append(f"CR0={r['cr0']:08x} CR2={r['cr2']:016x} CR3={r['cr3']:016x} "
-                 f"CR4={r['cr4']:08x}")
-    lines.append(f"EFER={r['efer']:016x}")
-    return "\n".join(lines)
-
-
 @command("stop", help="stop emulation")
 def _stop(machine: Machine, args: list[str]) -> str:
     machine.stop()
