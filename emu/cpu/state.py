@@ -25,7 +25,7 @@ import unicorn.x86_const as x
 
 from emu.cpu.helper import ENV_HFLAGS, ENV_SEGS, MSR_EFER, UCLIB
 from emu.cpu.x86 import HF_INHIBIT_IRQ, SEG_NAMES, UPDATE_HFLAGS, Segment, X86Cpu
-from emu.migration.visitor import Visitor
+from emu.migration.visitor import DecodeError, Visitor
 
 GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
         "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
@@ -115,6 +115,9 @@ def visit_cpu(v: Visitor, cpu: X86Cpu) -> dict[str, Any]:
     out["a20"] = v.boolean("a20", cpu.a20 if saving else True)
     out["intr"] = v.boolean("intr", bool(cpu.helper.p.intr) if saving else False)
     out["icount"] = v.uint("icount", cpu.helper.p.icount if saving else 0, 64)
+    if out["icount"] >= 1 << 63:  # the helper counts in an int64
+        raise DecodeError(f"/machine/cpu/icount: {out['icount']} is past the horizon of "
+                          "the instruction counter (2^63-1)")
     return out
 
 

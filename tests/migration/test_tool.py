@@ -107,6 +107,9 @@ def test_set_edits_fields_and_a_machine_loads_them(snapshots, tmp_path):
     ("/machine/cpu/rax=zz", "/machine/cpu/rax: 'zz' is not a value of this field (int)"),
     ("/machine/nothing/x=1", "/machine/nothing/x: no state section holds this path"),
     ("/machine/cpu/rax", "/machine/cpu/rax: expected PATH=VALUE"),
+    ("/machine/cpu/icount=0xffffffffffffffff",
+     "/machine/cpu/icount: 18446744073709551615 is past the horizon of the instruction "
+     "counter (2^63-1)"),
 ])
 def test_bad_edits_get_one_line_and_write_nothing(snapshots, tmp_path, edit, message):
     out = tmp_path / "out.pyemu"
