@@ -51,9 +51,11 @@ firmware:
 	tests/guests/firmware/fetch-deb.sh seabios /usr/share/seabios/bios.bin
 	tests/guests/firmware/fetch-deb.sh ipxe /boot/ipxe.lkrn
 
-# QEMU itself, which the tests run beside pyemu on the same guests where they compare.
+# QEMU itself, which the tests run beside pyemu on the same guests where they compare,
+# and Debian's gdb, which drives pyemu's gdb stub (tests/integration/test_gdb.py).
 qemu:
 	tests/guests/firmware/fetch-deb.sh qemu-system-x86 /usr/bin/qemu-system-x86_64
+	tests/guests/firmware/fetch-deb.sh gdb /usr/bin/gdb
 
 # Debian's Linux kernel and a busybox initramfs (tests/guests/build/linux), fetched with
 # apt-get and built when missing.

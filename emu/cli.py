@@ -70,6 +70,9 @@ usage: pyemu [options]
   -nodefaults           no default serial port and monitor
   -no-user-config       accepted: pyemu reads no configuration files
   -S                    do not start the CPU; 'cont' in the monitor starts it
+  -gdb DEV              gdb stub on DEV: tcp:[HOST]:PORT (no HOST: loopback) or
+                        unix:PATH[,server]; a connecting gdb stops the guest
+  -s                    shorthand for -gdb tcp::1234
   -loadvm TAG           start from snapshot TAG (saved with savevm in $PYEMU_SNAPSHOT_DIR)
   -incoming URI         wait for a migration from URI (tcp:HOST:PORT, unix:PATH, file:PATH,
                         exec:CMD, fd:N) and run the guest it brings; with no machine
@@ -96,11 +99,31 @@ usage: pyemu [options]
   -h, -help             print this help and exit
 """
 
+# -d items with QEMU's names: (the logger that writes them, what they show). The ones
+# that hook every block (in_asm, exec, cpu) cost nothing unless asked for.
 LOG_ITEMS = {
-    "cpu_reset": ("emu.machine", "machine and CPU resets"),
-    "guest_errors": ("emu.memory", "guest accesses to ports no device decodes"),
-    "int": ("emu.cpu.int", "every exception and interrupt the CPU delivers"),
+    "in_asm": ("emu.trace.in_asm", "show target assembly code for each compiled TB"),
+    "int": ("emu.cpu.int", "show interrupts/exceptions in short format"),
+    "exec": ("emu.trace.exec", "show trace before each executed TB (lots of logs)"),
+    "cpu": ("emu.trace.cpu", "show CPU registers before entering a TB (lots of logs)"),
+    "cpu_reset": ("emu.machine", "show CPU state before CPU resets"),
+    "unimp": ("emu.unimp", "log unimplemented functionality: each I/O port no device "
+              "models, once (MSRs cannot be seen: the engine has no RDMSR/WRMSR hook)"),
+    "guest_errors": ("emu.memory", "log when the guest OS does something invalid: "
+                     "accesses to ports no device decodes"),
 }
+# QEMU's items pyemu cannot give, and why (listed by -d help, refused with the reason)
+LOG_ITEMS_UNSUPPORTED = {
+    "mmu": "not supported: the engine walks page tables with no hook to log them "
+           "('info tlb' shows the mappings)",
+    "pcall": "not supported: the engine has no hook on far calls, returns and task "
+             "switches ('-d int' shows the exceptions)",
+}
+
+
+def _log_help() -> str:
+    rows = [(k, v[1]) for k, v in LOG_ITEMS.items()] + list(LOG_ITEMS_UNSUPPORTED.items())
+    return "Log items (comma separated):\n" + "".join(f"{k:<15} {text}\n" for k, text in rows)
 
 
 class UsageError(Exception):
@@ -126,6 +149,7 @@ class Options:
     objects: list[tuple[str, Credentials]] = field(default_factory=list)
     # -global migration.NAME=VALUE: migration parameters' defaults, set by main()
     migration: list[tuple[str, str]] = field(default_factory=list)
+    gdb: str | None = None  # -gdb device (a host binding): main() opens the stub
 
 
 @dataclass
@@ -171,6 +195,7 @@ def parse_args(argv: list[str]) -> Options:
     objects: list[tuple[str, Credentials]] = []
     migration: list[tuple[str, str]] = []
     chardevs = _Chardevs()
+    gdb: str | None = None
     i = 0
 
     def arg() -> str:
@@ -209,13 +234,16 @@ def parse_args(argv: list[str]) -> Options:
         elif name == "-d":
             value = arg()
             if value == "help":
-                return Options(cfg, [], None, "".join(
-                    f"{k:<14}{v[1]}\n" for k, v in LOG_ITEMS.items()))
+                return Options(cfg, [], None, _log_help())
             for item in value.split(","):
+                if item in LOG_ITEMS_UNSUPPORTED:
+                    raise UsageError(f"-d {value}: {item}: {LOG_ITEMS_UNSUPPORTED[item]}")
                 if item not in LOG_ITEMS:
                     raise UsageError(f"-d {value}: unknown log item {item!r} "
                                      "('-d help' lists them)")
                 log_items.append(item)
+        elif name in ("-gdb", "-s"):
+            gdb = _gdb(arg() if name == "-gdb" else "tcp::1234")
         elif name == "-D":
             log_file = arg()
         elif name == "-qmp":
@@ -246,7 +274,21 @@ def parse_args(argv: list[str]) -> Options:
         i += 1
     qmp += _bind_chardevs(cfg, chardevs)
     _finish(cfg)
-    return Options(cfg, log_items, log_file, qmp=qmp, objects=objects, migration=migration)
+    return Options(cfg, log_items, log_file, qmp=qmp, objects=objects, migration=migration,
+                   gdb=gdb)
+
+
+def _gdb(value: str) -> str | None:
+    """-gdb DEV, checked now and opened by main(); ``none``: no stub."""
+    from emu.monitor.gdbstub import parse_spec
+
+    if value == "none":
+        return None
+    try:
+        parse_spec(value)
+    except ValueError as e:
+        raise UsageError(f"-gdb {value}: {e}") from None
+    return value
 
 
 def _qmp(value: str) -> str:
@@ -651,12 +693,21 @@ def _setup_logging(opts: Options) -> None:
         handler = logging.FileHandler(opts.log_file)
     else:
         handler = _CrlfHandler()
-    handler.setFormatter(logging.Formatter("pyemu: %(message)s"))
+    handler.setFormatter(_LogFormatter("pyemu: %(message)s"))
     root = logging.getLogger("emu")
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     for item in opts.log_items:
         logging.getLogger(LOG_ITEMS[item][0]).setLevel(logging.DEBUG)
+
+
+class _LogFormatter(logging.Formatter):
+    """-d output (debug records) bare, as QEMU's log; pyemu's own messages prefixed."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno == logging.DEBUG and not record.exc_info:
+            return record.getMessage()
+        return super().format(record)
 
 
 class _CrlfHandler(logging.StreamHandler):
@@ -683,7 +734,16 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(opts)
     from emu.machine.launch import launch  # heavy imports only when running
 
-    return launch(opts.cfg, signal_handlers=_install_signals, qmp=opts.qmp)
+    servers = []
+    if opts.gdb is not None:
+        from emu.monitor.gdbstub import GdbServer
+
+        try:
+            servers.append(GdbServer(opts.gdb))
+        except OSError as e:
+            print(f"pyemu: -gdb {opts.gdb}: {e}", file=sys.stderr)
+            return 1
+    return launch(opts.cfg, signal_handlers=_install_signals, qmp=opts.qmp, servers=servers)
 
 
 def _install_signals(on_signal: Callable[[str], None]) -> None:

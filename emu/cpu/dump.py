@@ -17,7 +17,7 @@ from emu.cpu.helper import ENV_EFLAGS, ENV_SEGS
 from emu.cpu.x86 import Segment, X86Cpu
 
 # QEMU's hflags bits (target/i386/cpu.h)
-HF_CPL_MASK, HF_INHIBIT_IRQ_SHIFT, HF_PE_MASK = 3, 3, 1 << 0
+HF_CPL_MASK, HF_INHIBIT_IRQ_SHIFT, HF_PE_MASK = 3, 3, 1 << 7
 HF_LMA_MASK, HF_CS64_MASK, HF_SMM_SHIFT = 1 << 14, 1 << 15, 19
 # descriptor-cache flag bits
 DESC_A, DESC_RW, DESC_CE, DESC_CS, DESC_S, DESC_P = (1 << 8, 1 << 9, 1 << 10, 1 << 11,

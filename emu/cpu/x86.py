@@ -312,8 +312,10 @@ class X86Cpu:
         else:
             self.uc.ctl_remove_cache(start, end)
 
-    def run(self, *, host_deadline_ns: int | None = None, budget: int | None = None) -> RunResult:
-        """Run until the deadline (realtime) or for ``budget`` instructions (icount)."""
+    def run(self, *, host_deadline_ns: int | None = None, budget: int | None = None,
+            count: int = 0) -> RunResult:
+        """Run until the deadline (realtime) or for ``budget`` instructions (icount);
+        ``count``: at most that many instructions (the engine's exact count)."""
         p = self.helper.p
         p.stop_reason = 0
         p.clock_shift, p.clock_base = self.clock.time_base()
@@ -324,7 +326,7 @@ class X86Cpu:
         p.int_watch = int(int_log.isEnabledFor(logging.DEBUG))
         self.helper.run_begin(None if self.icount else host_deadline_ns)
         try:
-            self.uc.emu_start(rip, NEVER)
+            self.uc.emu_start(rip, NEVER, count=count)
         except unicorn.UcError as e:
             return RunResult(error=f"{e} at RIP {self.uc.reg_read(x.UC_X86_REG_RIP):#x}")
         finally:
@@ -342,6 +344,21 @@ class X86Cpu:
                 for line in event_lines(e, real_mode=True):
                     log.warning("%s", line)
         return RunResult(triple_fault=triple_fault)
+
+    def step(self) -> RunResult:
+        """One instruction (a debugger's single step), the INTR line held off as QEMU's
+        gdbstub does by default (SSTEP_NOIRQ). The engine honours ``count`` only in
+        code translated with it: the translations are dropped before and after. A kick
+        that came between slices was for the loop, which is there now: dropped."""
+        p = self.helper.p
+        p.kick = 0
+        intr, p.intr = p.intr, 0
+        self.uc.ctl_flush_tb()
+        try:
+            return self.run(count=1)
+        finally:
+            p.intr = intr
+            self.uc.ctl_flush_tb()
 
     def _log_interrupts(self) -> None:
         """-d int: the deliveries of the slice, in protected mode as QEMU logs them."""

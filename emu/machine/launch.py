@@ -26,6 +26,7 @@ from emu.migration.stream import StreamError, matches
 from emu.migration.transport import TransportError
 from emu.monitor.hmp import HumanMonitor
 from emu.monitor.qmp import QmpServer, open_servers
+from emu.monitor.trace import attach as attach_tracer
 
 log = logging.getLogger("emu.machine")
 
@@ -55,12 +56,15 @@ class Built:
 
 
 def launch(cfg: MachineConfig, signal_handlers: Callable[[Callable[[str], None]], None],
-           qmp: Sequence[str] = ()) -> int:
+           qmp: Sequence[str] = (), servers: Sequence[Any] = ()) -> int:
     """Build the machine for ``cfg``, run it until it exits, return the exit status.
-    ``qmp``: -qmp listener specs, bound before anything else is opened."""
+    ``qmp``: -qmp listener specs, bound before anything else is opened; ``servers``:
+    others already bound (the gdb stub), started and closed as the QMP servers are."""
     try:
-        servers = open_servers(list(qmp))
+        servers = [*open_servers(list(qmp)), *servers]
     except ValueError as e:
+        for server in servers:
+            server.close()
         print(f"pyemu: {e}", file=sys.stderr)
         return 1
     try:
@@ -208,6 +212,7 @@ def _build(cfg: MachineConfig, *, lock: bool) -> Built:
             machine = PcMachine(cfg, devices, blocks)
         except (BootError, ValueError, OSError) as e:
             raise LaunchError(str(e)) from None
+        attach_tracer(machine)  # -d in_asm, exec, cpu: a block hook only when asked
         if cfg.loadvm is not None:
             _loadvm(machine, cfg.loadvm)
     except LaunchError:

@@ -18,6 +18,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from emu.clock import Clock
+from emu.cpu.dump import dump_state
 from emu.cpu.models import DEFAULT_MODEL, MODELS, CpuModel
 from emu.cpu.x86 import X86Cpu
 from emu.memory.ioport import IoBus
@@ -186,6 +187,11 @@ class Machine(Object):
 
     def system_reset(self, reason: str = "requested") -> None:
         log.info("machine reset: %s", reason)
+        # -d cpu_reset: the state before the reset, as QEMU; at power on the engine holds
+        # no guest state yet
+        if reason != "power on" and log.isEnabledFor(logging.DEBUG):
+            log.debug("CPU Reset (CPU 0)\n%s",
+                      "\n".join(dump_state(self.cpu, fpu=True, ccop=True)))
         self.cpu.reset()  # first: devices then drive its input lines (A20, INTR)
         for dev in self.children.values():
             dev.reset_all()

@@ -15,6 +15,7 @@ PortWrite = Callable[[int, int, int], None]  # (offset, size, value)
 
 ONES = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF}
 log = logging.getLogger("emu.memory")
+unimp_log = logging.getLogger("emu.unimp")  # -d unimp: each port once
 
 
 @dataclass
@@ -32,6 +33,7 @@ class IoBus:
 
     def __init__(self) -> None:
         self._slots: list[PortRange | None] = [None] * 0x10000
+        self._unimp_seen: set[int] = set()
 
     def register(self, base: int, count: int, read: PortRead | None, write: PortWrite | None,
                  owner: str, *, byte_wide: bool = False) -> None:
@@ -52,6 +54,13 @@ class IoBus:
         for port in range(base, base + count):
             self._slots[port] = None
 
+    def _unimplemented(self, port: int, access: str, size: int) -> None:
+        """-d unimp: the first access to a port no device models."""
+        if unimp_log.isEnabledFor(logging.DEBUG) and port not in self._unimp_seen:
+            self._unimp_seen.add(port)
+            unimp_log.debug("unimplemented I/O port %#x: %s (size %d); not logged again",
+                            port, access, size)
+
     def owner(self, port: int) -> str | None:
         slot = self._slots[port & 0xFFFF]
         return slot.owner if slot else None
@@ -60,6 +69,7 @@ class IoBus:
         slot = self._slots[port & 0xFFFF]
         if slot is None or slot.read is None:
             log.debug("read of unassigned port %#x (size %d)", port, size)
+            self._unimplemented(port, "read", size)
             return ONES[size]
         if slot.byte_wide and size > 1:
             return sum(self.read(port + i, 1) << (8 * i) for i in range(size))
@@ -69,6 +79,7 @@ class IoBus:
         slot = self._slots[port & 0xFFFF]
         if slot is None or slot.write is None:
             log.debug("write of %#x to unassigned port %#x (size %d)", value, port, size)
+            self._unimplemented(port, "write", size)
             return
         if slot.byte_wide and size > 1:
             for i in range(size):

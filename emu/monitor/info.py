@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
+
+from emu.cpu.dump import dump_state
 from emu.devices.i8259 import IsaPic, Pic8259
 from emu.devices.ide import IdeDrive
 from emu.devices.isa_debug import DebugCon
@@ -22,6 +25,16 @@ from emu.host.block import BlockBackend
 from emu.host.chardev import Chardev, MuxChardev, MuxFrontend
 from emu.memory.address_space import PAM_RE, PAM_WE
 from emu.monitor.commands import CommandError, command
+from emu.monitor.memory import (
+    CR0_PG,
+    CR4_LA57,
+    CR4_PAE,
+    CR4_PSE,
+    PTE_PS,
+    AccessError,
+    Paging,
+    read_physical,
+)
 from emu.qom import Object, fields_of
 
 if TYPE_CHECKING:
@@ -42,6 +55,152 @@ def _info_name(machine: Machine, args: list[str]) -> str:
 def _info_cpus(machine: Machine, args: list[str]) -> str:
     # Commands run on the machine thread, which is the one thread running the CPU.
     return f"* CPU #0: thread_id={threading.get_native_id()}"
+
+
+# -- info registers ----------------------------------------------------------------------
+
+@command("info registers", help="show the cpu registers")
+def _info_registers(machine: Machine, args: list[str]) -> str:
+    # QEMU's hmp_info_registers: a header per CPU, then the dump with the x87/SSE part
+    return "\n".join(["", "CPU#0", *dump_state(machine.cpu, fpu=True)])
+
+
+# -- info tlb / info mem (target/i386/monitor.c) -------------------------------------------
+
+PROT_BITS = 0x7  # present, writable, user: what info mem shows
+TABLE_ADDR = 0x3FFFFFFFFF000  # the address bits QEMU takes from an entry (51:12)
+
+
+class Leaf(NamedTuple):
+    """One present mapping the walk found: linear address and size, the entry, the mask
+    QEMU prints it through, and the U/W/P bits of every level combined as QEMU does."""
+
+    va: int
+    size: int
+    entry: int
+    mask: int
+    prot: int
+
+
+def _table(machine: Machine, addr: int, entries: int, width: int) -> np.ndarray:
+    """A page table's entries; a table outside RAM reads as not present."""
+    try:
+        raw = read_physical(machine.mem, addr, entries * width)
+    except AccessError:
+        raw = bytes(entries * width)
+    return np.frombuffer(raw, dtype="<u4" if width == 4 else "<u8")
+
+
+def _present(table: np.ndarray) -> list[tuple[int, int]]:
+    return [(int(i), int(table[i])) for i in np.flatnonzero(table & 1)]
+
+
+def _leaves_32(machine: Machine, p: Paging) -> list[Leaf]:
+    out = []
+    for l1, pde in _present(_table(machine, p.cr3 & ~0xFFF, 1024, 4)):
+        if pde & PTE_PS and p.cr4 & CR4_PSE:  # 4 MiB page (QEMU masks it at 2 MiB)
+            out.append(Leaf(l1 << 22, 1 << 22, pde, ~((1 << 21) - 1), pde & PROT_BITS))
+            continue
+        for l2, pte in _present(_table(machine, pde & ~0xFFF, 1024, 4)):
+            out.append(Leaf((l1 << 22) + (l2 << 12), 1 << 12, pte & ~PTE_PS, ~0xFFF,
+                            pte & pde & PROT_BITS))
+    return out
+
+
+def _leaves_pae(machine: Machine, p: Paging) -> list[Leaf]:
+    out = []
+    for l1, pdpe in _present(_table(machine, p.cr3 & ~0x1F & 0xFFFFFFFF, 4, 8)):
+        for l2, pde in _present(_table(machine, pdpe & TABLE_ADDR, 512, 8)):
+            va = (l1 << 30) + (l2 << 21)
+            if pde & PTE_PS:  # 2 MiB page (QEMU masks it at 1 MiB)
+                out.append(Leaf(va, 1 << 21, pde, ~((1 << 20) - 1), pde & PROT_BITS))
+                continue
+            for l3, pte in _present(_table(machine, pde & TABLE_ADDR, 512, 8)):
+                out.append(Leaf(va + (l3 << 12), 1 << 12, pte & ~PTE_PS, ~0xFFF,
+                                pte & pde & PROT_BITS))
+    return out
+
+
+def _leaves_la48(machine: Machine, pml4: int, top: int) -> list[Leaf]:
+    out = []
+    for l1, pml4e in _present(_table(machine, pml4, 512, 8)):
+        for l2, pdpe in _present(_table(machine, pml4e & TABLE_ADDR, 512, 8)):
+            va = top + (l1 << 39) + (l2 << 30)
+            if pdpe & PTE_PS:  # 1 GiB page
+                out.append(Leaf(va, 1 << 30, pdpe, 0x3FFFFC0000000,
+                                pdpe & pml4e & PROT_BITS))
+                continue
+            for l3, pde in _present(_table(machine, pdpe & TABLE_ADDR, 512, 8)):
+                va2 = va + (l3 << 21)
+                if pde & PTE_PS:  # 2 MiB page
+                    out.append(Leaf(va2, 1 << 21, pde, 0x3FFFFFFE00000,
+                                    pde & pdpe & pml4e & PROT_BITS))
+                    continue
+                for l4, pte in _present(_table(machine, pde & TABLE_ADDR, 512, 8)):
+                    out.append(Leaf(va2 + (l4 << 12), 1 << 12, pte & ~PTE_PS, TABLE_ADDR,
+                                    pte & pde & pdpe & pml4e & PROT_BITS))
+    return out
+
+
+def _leaves(machine: Machine, p: Paging) -> list[Leaf]:
+    """Every present mapping in address order: 32-bit, PAE, 4- or 5-level paging."""
+    if not p.cr4 & CR4_PAE:
+        return _leaves_32(machine, p)
+    if not p.long_mode:
+        return _leaves_pae(machine, p)
+    if not p.cr4 & CR4_LA57:
+        return _leaves_la48(machine, p.cr3 & TABLE_ADDR, 0)
+    return [leaf for l0, pml5e in _present(_table(machine, p.cr3 & TABLE_ADDR, 512, 8))
+            for leaf in _leaves_la48(machine, pml5e & TABLE_ADDR, l0 << 48)]
+
+
+def _canonical(p: Paging, addr: int) -> int:
+    """QEMU's addr_canonical: sign-extended from bit 47 (56 with LA57), in 64 bits."""
+    top = 56 if p.cr4 & CR4_LA57 else 47
+    if addr >> top & 1:
+        addr |= ((1 << 64) - 1) & ~((1 << (top + 1)) - 1)
+    return addr & ((1 << 64) - 1)
+
+
+def _tlb_line(p: Paging, leaf: Leaf) -> str:
+    e = leaf.entry
+    flags = "".join(c if e & bit else "-" for bit, c in (
+        (1 << 63, "X"), (1 << 8, "G"), (1 << 7, "P"), (1 << 6, "D"), (1 << 5, "A"),
+        (1 << 4, "C"), (1 << 3, "T"), (1 << 2, "U"), (1 << 1, "W")))
+    return f"{_canonical(p, leaf.va):016x}: {e & leaf.mask & ((1 << 64) - 1):016x} {flags}"
+
+
+def _ranges(leaves: list[Leaf]) -> list[tuple[int, int, int]]:
+    """(start, end, prot) of contiguous mappings with the same U/W/P bits."""
+    out: list[tuple[int, int, int]] = []
+    for leaf in leaves:
+        if out and out[-1][1] == leaf.va and out[-1][2] == leaf.prot:
+            out[-1] = (out[-1][0], leaf.va + leaf.size, leaf.prot)
+        elif leaf.prot:
+            out.append((leaf.va, leaf.va + leaf.size, leaf.prot))
+    return out
+
+
+def _mem_line(p: Paging, start: int, end: int, prot: int) -> str:
+    first, last, size = (_canonical(p, a) for a in (start, end, end - start))
+    return f"{first:016x}-{last:016x} {size:016x} {'u' if prot & 4 else '-'}r" + (
+        "w" if prot & 2 else "-")
+
+
+@command("info tlb", help="show virtual to physical memory mappings")
+def _info_tlb(machine: Machine, args: list[str]) -> str:
+    p = Paging.of(machine)
+    if not p.cr0 & CR0_PG:
+        return "PG disabled"
+    return "\n".join(_tlb_line(p, leaf) for leaf in _leaves(machine, p))
+
+
+@command("info mem", help="show the active virtual memory mappings")
+def _info_mem(machine: Machine, args: list[str]) -> str:
+    p = Paging.of(machine)
+    if not p.cr0 & CR0_PG:
+        return "PG disabled"
+    return "\n".join(_mem_line(p, *r) for r in _ranges(_leaves(machine, p)))
 
 
 # -- info qtree ---------------------------------------------------------------------------
@@ -190,7 +349,7 @@ def _info_irq(machine: Machine, args: list[str]) -> str:
         counts = getattr(pic, "irq_counts", None)
         if counts is None:
             raise CommandError("info irq: this interrupt controller keeps no statistics")
-        lines.append(f"IRQ statistics for {pic.TYPE_NAME}:")
+        lines.append("IRQ statistics for isa-i8259:")  # QEMU's type name for the chip
         lines += [f"{irq:2}: {n}" for irq, n in enumerate(counts) if n]
     return "\n".join(lines)
 

@@ -23,6 +23,8 @@ from debugexit import DEBUG_EXIT_ARGS
     (["-serial", "bogus:thing"], "pyemu: -serial bogus:thing: chardev 'bogus:thing': unknown"),
     (["-icount", "shift=99"], "pyemu: -icount shift=99: invalid value"),
     (["-d", "nonsense"], "pyemu: -d nonsense: unknown log item 'nonsense'"),
+    (["-d", "int,mmu"], "pyemu: -d int,mmu: mmu: not supported: the engine walks page "
+     "tables with no hook to log them ('info tlb' shows the mappings)"),
     (["-serial", "stdio", "-monitor", "stdio"], "pyemu: stdio is used by more than one device"),
     # QEMU options for what pyemu does not have: one line saying what is missing
     (["-accel", "kvm"], "pyemu: -accel kvm: no KVM here: pyemu runs on TCG"),
@@ -278,6 +280,120 @@ def test_d_int_says_servicing_hardware_int(guest, pyemu, tmp_path):
     text = log.read_text()
     assert "Servicing hardware INT=0x20" in text  # IRQ0 at the guest's PIC base 20h
     assert " v=20 e=0000 i=0 cpl=0 " in text
+
+
+def test_d_cpu_reset_dumps_the_state_before_a_reset(guest, pyemu, tmp_path):
+    log = tmp_path / "reset.log"
+    r = pyemu("-kernel", guest("reset"), "-serial", "null", "-d", "cpu_reset", "-D", str(log),
+              *DEBUG_EXIT_ARGS)
+    assert r.returncode == 1 and r.stderr == b""
+    lines = log.read_text().splitlines()
+    at = lines.index("CPU Reset (CPU 0)")  # QEMU's header, then its dump (FPU and CCOP)
+    assert lines[at + 1].startswith("EAX=") and lines[at + 3].startswith("EIP=")
+    assert lines[at + 5].startswith("CS =0008 00000000 ffffffff ")  # in protected mode
+    assert [line[:4] for line in lines[at + 17:at + 20]] == ["CCS=", "EFER", "FCW="]
+    assert lines.count("CPU Reset (CPU 0)") == 1  # the triple fault's; none at power on
+
+
+def test_d_help_lists_every_item_and_what_is_not_supported(pyemu):
+    r = pyemu("-d", "help")
+    lines = r.stdout.decode().splitlines()
+    assert lines[0] == "Log items (comma separated):"
+    names = [line.split()[0] for line in lines[1:]]
+    assert names == ["in_asm", "int", "exec", "cpu", "cpu_reset", "unimp", "guest_errors",
+                     "mmu", "pcall"]
+    assert all(len(line.split(None, 1)) == 2 and line[15] == " " for line in lines[1:])
+    assert [line[16:].startswith("not supported: ") for line in lines[-2:]] == [True, True]
+
+
+# QEMU 7.2's -d in_asm,exec,cpu for the same guest (qemu-system-x86_64 -kernel hello.elf):
+# the first block at the Multiboot entry, then its trace line and the registers.
+QEMU_ENTRY_IN_ASM = [
+    "----------------",
+    "IN: ",
+    "0x00101a48:  fa                       cli      ",
+    "0x00101a49:  fc                       cld      ",
+    "0x00101a4a:  89 c6                    movl     %eax, %esi",
+    "0x00101a4c:  0f 01 15 6a 20 10 00     lgdtl    0x10206a",
+    "0x00101a53:  ea 5a 1a 10 00 08 00     ljmpl    $0x8:$0x101a5a",
+    "",
+]
+QEMU_ENTRY_TRACE = ("Trace 0: 0x7fa6fc112880 [0000000000000000/0000000000101a48/000000b0/"
+                    "ff000000] ")
+QEMU_ENTRY_CPU = [
+    "EAX=2badb002 EBX=00009500 ECX=00101a48 EDX=00010511",
+    "ESI=00000000 EDI=00001000 EBP=00000000 ESP=00006f08",
+    "EIP=00101a48 EFL=00000006 [-----P-] CPL=0 II=0 A20=1 SMM=0 HLT=0",
+    "ES =0010 00000000 ffffffff 00cf9300 DPL=0 DS   [-WA]",
+    "CS =0008 00000000 ffffffff 00cf9a00 DPL=0 CS32 [-R-]",
+    "SS =0010 00000000 ffffffff 00cf9300 DPL=0 DS   [-WA]",
+    "DS =0010 00000000 ffffffff 00cf9300 DPL=0 DS   [-WA]",
+    "FS =0010 00000000 ffffffff 00cf9300 DPL=0 DS   [-WA]",
+    "GS =0010 00000000 ffffffff 00cf9300 DPL=0 DS   [-WA]",
+    "LDT=0000 00000000 0000ffff 00008200 DPL=0 LDT",
+    "TR =0000 00000000 0000ffff 00008b00 DPL=0 TSS32-busy",
+    "GDT=     000c02b8 00000027",
+    "IDT=     00000000 000003ff",
+    "CR0=00000011 CR2=00000000 CR3=00000000 CR4=00000000",
+    "DR0=0000000000000000 DR1=0000000000000000 DR2=0000000000000000 DR3=0000000000000000 ",
+    "DR6=00000000ffff0ff0 DR7=0000000000000400",
+    "CCS=004a8000 CCD=00950000 CCO=SHLL",
+    "EFER=0000000000000000",
+]
+# Where pyemu's state at that point is the same as QEMU's (the rest differs by what the
+# boot path left: SeaBIOS's registers, the Multiboot info address, CS's accessed bit, the
+# reset values of LDTR/TR).
+SAME_AS_QEMU = (2, 3, 5, 6, 7, 8, 13, 14, 15, 17)
+
+
+def _log_lines(path: Path) -> list[str]:
+    return [line.rstrip() for line in path.read_text().splitlines()]
+
+
+def test_d_in_asm_exec_cpu_as_qemu(guest, pyemu, tmp_path):
+    log = tmp_path / "trace.log"
+    r = pyemu("-kernel", guest("hello"), "-serial", "null", "-d", "in_asm,exec,cpu",
+              "-D", str(log), *DEBUG_EXIT_ARGS)
+    assert r.returncode == 1 and r.stderr == b""
+    lines = _log_lines(log)
+    at = lines.index("0x00101a48:  fa                       cli")
+    assert lines[at - 2:at + 6] == [line.rstrip() for line in QEMU_ENTRY_IN_ASM]
+    trace = lines[at + 6]
+    assert trace.startswith("Trace 0: 0x") and trace.split(" [")[1].rsplit("/", 1)[0] == \
+        QEMU_ENTRY_TRACE.split(" [")[1].rsplit("/", 1)[0]  # CS base, PC, flags
+    dump = lines[at + 7:at + 7 + len(QEMU_ENTRY_CPU)]
+    assert [line.split("=")[0] for line in dump] == \
+        [line.split("=")[0] for line in QEMU_ENTRY_CPU]
+    for i in SAME_AS_QEMU:
+        assert dump[i] == QEMU_ENTRY_CPU[i].rstrip()
+    assert dump[16].startswith("CCS=") and " CCO=" in dump[16]
+    # every block is traced, each first run of its code shown once
+    blocks = sum(line.startswith("Trace 0: ") for line in lines)
+    shown = lines.count("IN:")
+    assert 0 < shown < blocks and lines.count("EIP=00101a48 " + QEMU_ENTRY_CPU[2][13:]) == 1
+
+
+def test_d_in_asm_follows_the_cpu_into_64_bit_code(guest, pyemu, tmp_path):
+    log = tmp_path / "in_asm.log"
+    r = pyemu("-kernel", guest("longmode"), "-serial", "null", "-d", "in_asm",
+              "-D", str(log), *DEBUG_EXIT_ARGS)
+    assert r.returncode == 1 and r.stderr == b""
+    text = log.read_text()
+    assert "movl     %eax, %ds" in text  # 32-bit code
+    assert "leaq     3(%rip), %rax" in text  # 64-bit code: RIP-relative
+    assert "Trace 0:" not in text and "EAX=" not in text  # only what was asked
+
+
+def test_d_unimp_logs_each_port_once(guest, pyemu, tmp_path):
+    log = tmp_path / "unimp.log"
+    r = pyemu("-kernel", guest("stringio"), "-serial", "null", "-d", "unimp", "-D", str(log),
+              *DEBUG_EXIT_ARGS)
+    assert r.returncode == 1 and r.stderr == b""
+    lines = log.read_text().splitlines()
+    assert "unimplemented I/O port 0x218: read (size 1); not logged again" in lines
+    ports = [line.split()[3].rstrip(":") for line in lines if line.startswith("unimpl")]
+    assert ports and len(ports) == len(set(ports))
+    assert not any("unassigned port" in line for line in lines)  # guest_errors is off
 
 
 def test_a_triple_fault_shows_the_exceptions_that_led_to_it(guest, pyemu):
