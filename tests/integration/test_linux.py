@@ -77,7 +77,9 @@ class Console:
         start = self.type(f"{command}; echo {typed}")
         m = self.wait_for(rb"\nEND-%d" % (1000 + self.seq), start, timeout)
         text = self.out[start:m.start() + 1].decode(errors="replace").replace("\r", "")
-        return text.rsplit(typed, 1)[1].split("\n", 1)[1]  # after the (re)drawn line
+        # after the (re)drawn line; an echo a kernel message broke up ends at a line end
+        _, seen, rest = text.rpartition(typed)
+        return (rest if seen else text).split("\n", 1)[-1]
 
 
 @contextmanager
