@@ -70,7 +70,7 @@ CONNECT_TIMEOUT = 10.0
 PREFLIGHT_TIMEOUT = 60.0  # the destination builds its machine before it answers
 STALL_TIMEOUT = 60.0  # no progress at all while the guest still runs at the source
 HEAD_TIMEOUT = 10.0  # a listening destination's wait for a connection's first bytes
-ABORT_TIMEOUT = 1.0  # best effort: telling the destination the source took the guest back
+ABORT_TIMEOUT = 1.0  # the least a last control message (ABORT, a late GO) may take
 
 # QEMU's parameter names and defaults (query-migrate-parameters).
 PARAMETERS: dict[str, int | str] = {
@@ -494,6 +494,8 @@ class Outgoing:
         """GO, then wait for RUNNING. Without RUNNING nobody knows where the guest
         runs: it stays paused here, and the operator decides."""
         try:
+            # committed even if READY came at the very end: GO still gets a moment
+            self.channel.timeout = max(self._deadline - time.monotonic(), ABORT_TIMEOUT)
             send_reply(self.channel, GO)
             self._expect(RUNNING, "the destination did not start the guest")
             self.channel.close()
@@ -678,6 +680,7 @@ class Incoming:
         """RUNNING (the guest runs here now), and close; the source stays paused if
         this does not reach it, and says so."""
         try:
+            self.channel.timeout = self.switchover  # a stalled source cannot hold us
             send_reply(self.channel, RUNNING)
             self.channel.close()
         except TransportError as e:
