@@ -270,12 +270,26 @@ class X86Cpu:
         cs = self._segs[1]
         cs.selector, cs.base, cs.limit = 0xF000, 0xFFFF0000, 0xFFFF
         self.uc.reg_write(x.UC_X86_REG_RIP, 0xFFF0)
-        self.uc.reg_write(x.UC_X86_REG_IDTR, (0, 0, 0x3FF, 0))
+        self._reset_as_qemu()
         self.uc.reg_write(x.UC_X86_REG_RDX, self.model.signature)  # as CPUID 1 EAX
         self.uc.msr_write(MSR_MISC_ENABLE, MISC_ENABLE_RESET)
         self.halted = False
         self.set_a20(True)
         self.flush_tlb()
+
+    def _reset_as_qemu(self) -> None:
+        """What the engine's fresh context lacks of the power-on state (SDM Vol. 3
+        §9.1.1, Table 9-1, as QEMU's x86_cpu_reset sets it): CR0 with CD, NW and ET,
+        descriptor tables and LDT/TR with 64 KiB limits (LDT a present LDT, TR a busy
+        TSS), FCW 037Fh, every x87 register empty, MXCSR 1F80h."""
+        self.uc.reg_write(x.UC_X86_REG_CR0, 0x60000010)
+        self.uc.reg_write(x.UC_X86_REG_GDTR, (0, 0, 0xFFFF, 0))
+        self.uc.reg_write(x.UC_X86_REG_IDTR, (0, 0, 0xFFFF, 0))
+        self.uc.reg_write(x.UC_X86_REG_LDTR, (0, 0, 0xFFFF, 0x8200))
+        self.uc.reg_write(x.UC_X86_REG_TR, (0, 0, 0xFFFF, 0x8B00))
+        self.uc.reg_write(x.UC_X86_REG_FPCW, 0x037F)
+        self.uc.reg_write(x.UC_X86_REG_FPTAG, 0xFFFF)  # every x87 register empty
+        self.uc.reg_write(x.UC_X86_REG_MXCSR, 0x1F80)
 
     def enter_flat32(self, eip: int, *, code_sel: int = 0x08, data_sel: int = 0x10,
                      gdt: tuple[int, int] | None = None, **regs: int) -> None:

@@ -156,7 +156,7 @@ def test_reset_state_is_real_mode_at_f000_fff0() -> None:
         cs = cpu.segment("cs")
         assert (cs.selector, cs.base, cs.limit) == (0xF000, 0xFFFF0000, 0xFFFF)
         assert r.reg("rip") == 0xFFF0
-        assert cpu.table("idtr") == (0, 0x3FF)
+        assert cpu.table("idtr") == (0, 0xFFFF)  # SDM Table 9-1, as QEMU
         assert r.reg("cr0") & 1 == 0  # PE clear: real mode
         assert r.reg("rdx") & 0xFFFFFFFF == 0x00060FB1  # qemu64: family 15, model 107, stepping 1
         assert r.reg("rflags") & IF == 0
@@ -177,7 +177,7 @@ def test_reset_undoes_protected_mode_halt_and_a20(rig: Rig) -> None:
     assert rig.reg("cr0") & 1 == 0
     assert (rig.cpu.segment("cs").selector, rig.cpu.segment("cs").base) == (0xF000, 0xFFFF0000)
     assert rig.reg("rip") == 0xFFF0
-    assert rig.cpu.table("idtr") == (0, 0x3FF)
+    assert rig.cpu.table("idtr") == (0, 0xFFFF)
     # A20 is back on: a write through FFFF:0010 reaches 1 MiB
     rig.real_mode(bytes([0xC6, 0x06, 0x10, 0x00, 0xAA, 0xF4]))  # mov byte [0010h],0AAh; hlt
     rig.set_seg("ds", 0xFFFF)

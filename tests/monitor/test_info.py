@@ -176,9 +176,7 @@ def test_info_history_outside_a_session_is_empty(machine, run):
 
 # -- info registers / info tlb / info mem ---------------------------------------------------
 
-# QEMU 7.2 at reset (qemu-system-x86_64 -S -nodefaults, "info registers"): the lines
-# pyemu's reset state shares with it. Where they differ (LDT/TR/GDT limit and flags, CR0's
-# CD/NW, FCW and MXCSR), the engine's reset is not QEMU's: see the report of issue 16.
+# QEMU 7.2 at reset (qemu-system-x86_64 -S -nodefaults, "info registers").
 QEMU_RESET_LINES = [
     "",
     "CPU#0",
@@ -191,6 +189,11 @@ QEMU_RESET_LINES = [
     "DS =0000 00000000 0000ffff 00009300",
     "FS =0000 00000000 0000ffff 00009300",
     "GS =0000 00000000 0000ffff 00009300",
+    "LDT=0000 00000000 0000ffff 00008200",
+    "TR =0000 00000000 0000ffff 00008b00",
+    "GDT=     00000000 0000ffff",
+    "IDT=     00000000 0000ffff",
+    "CR0=60000010 CR2=00000000 CR3=00000000 CR4=00000000",
 ]
 QEMU_RESET_TAIL = [
     "DR0=0000000000000000 DR1=0000000000000000 DR2=0000000000000000 DR3=0000000000000000 ",
@@ -210,10 +213,9 @@ NX = 1 << 63
 def test_info_registers_at_reset_as_qemu(machine, run):
     machine.cpu.reset()
     lines = run(machine, "info registers").split("\n")
-    assert lines[:11] == QEMU_RESET_LINES
-    assert [line.split("=")[0] for line in lines[11:16]] == ["LDT", "TR ", "GDT", "IDT", "CR0"]
+    assert lines[:16] == QEMU_RESET_LINES
     assert lines[16:19] == QEMU_RESET_TAIL
-    assert lines[19].startswith("FCW=") and " [ST=0] FTW=" in lines[19]
+    assert lines[19] == "FCW=037f FSW=0000 [ST=0] FTW=00 MXCSR=00001f80"
     assert lines[20] == QEMU_RESET_FPU[0] and lines[-1] == QEMU_RESET_FPU[1]
     assert len(lines) == 28  # 32-bit form: 8 XMM registers
 
@@ -223,7 +225,7 @@ def test_info_registers_decodes_protected_mode_caches(machine, run):
     lines = run(machine, "info registers").split("\n")
     assert "CS =0008 00000000 ffffffff 00cf9b00 DPL=0 CS32 [-RA]" in lines
     assert "SS =0010 00000000 ffffffff 00cf9300 DPL=0 DS   [-WA]" in lines
-    assert "TR =0000 00000000 00000000 00000000" in lines  # not present: no decode
+    assert "TR =0000 00000000 0000ffff 00008b00 DPL=0 TSS32-busy" in lines  # as at reset
     assert any(line.startswith("GDT=     ") and len(line) == 26 for line in lines)
 
 
