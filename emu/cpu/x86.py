@@ -297,6 +297,8 @@ class X86Cpu:
         with ``code_sel``/``data_sel`` and a ``gdt`` (base, limit) that of Linux's 32-bit
         boot protocol."""
         self.uc.reg_write(x.UC_X86_REG_CR0, CR0_PE | CR0_ET)
+        # the real-mode IVT's IDTR, as the firmware leaves it when QEMU's ROM takes over
+        self.uc.reg_write(x.UC_X86_REG_IDTR, (0, 0, 0x3FF, 0))
         if gdt is not None:
             self.uc.reg_write(x.UC_X86_REG_GDTR, (0, gdt[0], gdt[1], 0))
         for i, seg in enumerate(self._segs):
