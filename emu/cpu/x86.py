@@ -292,15 +292,15 @@ class X86Cpu:
         self.uc.reg_write(x.UC_X86_REG_MXCSR, 0x1F80)
 
     def enter_flat32(self, eip: int, *, code_sel: int = 0x08, data_sel: int = 0x10,
-                     gdt: tuple[int, int] | None = None, **regs: int) -> None:
+                     gdt: tuple[int, int] | None = None, idt: tuple[int, int] | None = None,
+                     **regs: int) -> None:
         """Flat 32-bit protected mode, paging off, IF=0: the Multiboot entry state, and
         with ``code_sel``/``data_sel`` and a ``gdt`` (base, limit) that of Linux's 32-bit
         boot protocol."""
         self.uc.reg_write(x.UC_X86_REG_CR0, CR0_PE | CR0_ET)
-        # the real-mode IVT's IDTR, as the firmware leaves it when QEMU's ROM takes over
-        self.uc.reg_write(x.UC_X86_REG_IDTR, (0, 0, 0x3FF, 0))
-        if gdt is not None:
-            self.uc.reg_write(x.UC_X86_REG_GDTR, (0, gdt[0], gdt[1], 0))
+        for reg, table in ((x.UC_X86_REG_GDTR, gdt), (x.UC_X86_REG_IDTR, idt)):
+            if table is not None:
+                self.uc.reg_write(reg, (0, table[0], table[1], 0))
         for i, seg in enumerate(self._segs):
             code = SEG_NAMES[i] == "cs"
             seg.selector = code_sel if code else data_sel

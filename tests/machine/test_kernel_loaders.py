@@ -13,30 +13,15 @@ from pathlib import Path
 import pytest
 import unicorn.x86_const as x
 
-from emu.machine.config import MachineConfig
 from emu.machine.pc import linux, multiboot
 from emu.machine.pc.multiboot import BootError
-from emu.machine.pc.pc import OWN_BIOS, PcMachine
+from emu.machine.pc.pc import OWN_BIOS
 
 HELLO = Path(__file__).resolve().parents[1] / "guests" / "build" / "hello.elf"
 MIB = 1 << 20
 # What follows a short header in iPXE's ipxe.lkrn (protocol 2.07): text, which a loader
 # reading init_size regardless of the version takes for 0x353D3538 bytes.
 TEXT = b"5.2c6a4c85-5.1 iPXE -- Open Source Network Boot Firmware -- http://ipxe.org "
-
-
-@pytest.fixture
-def machine():
-    made = []
-
-    def build(**cfg) -> PcMachine:
-        m = PcMachine(MachineConfig(**cfg), {})
-        made.append(m)
-        return m
-
-    yield build
-    for m in made:
-        m.cpu.close()
 
 
 # boot.rst, "The real-mode kernel header", restated here so that the tests read the

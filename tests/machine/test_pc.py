@@ -25,20 +25,6 @@ def cmos(m: PcMachine, index: int) -> int:
     return m.io.read(0x71, 1)
 
 
-@pytest.fixture
-def machine():
-    made = []
-
-    def build(**cfg) -> PcMachine:
-        m = PcMachine(MachineConfig(**cfg), {})
-        made.append(m)
-        return m
-
-    yield build
-    for m in made:
-        m.cpu.close()
-
-
 def test_fw_cfg_describes_the_machine(machine):
     m = machine(kernel=str(HELLO), ram_size=256 << 20)
     assert item(m, fw_cfg.SIGNATURE, 4) == b"QEMU"

@@ -49,6 +49,8 @@ E820_RAM, E820_RESERVED, E820_ACPI = 1, 2, 3
 EBDA_BASE, BIOS_AREA = 0x9FC00, 0xF0000
 BIOS_STUB_SIZE = 0x10000
 IDETIM_PRIMARY, IDETIM_SECONDARY, IDE_DECODE = 0x40, 0x42, 0x8000
+# The IDTR firmware leaves when a loader takes over (the real-mode IVT), as under QEMU.
+REAL_MODE_IDT = (0, 0x3FF)
 BIOS_MAX = 0x40000  # SeaBIOS's largest build; the board has no flash for more
 RESET_VECTOR_STUB = bytes([0xFA, 0xF4, 0xEB, 0xFD])  # cli; hlt; jmp back to hlt
 # ACPI for a direct Linux boot: the tables' area just below the top of low RAM, the PM
@@ -344,12 +346,12 @@ class PcMachine(Machine):
             booted = linux.load_linux(self.linux, self.cfg.append, self.initrd, self.cfg.initrd,
                                       self.mem, self.memory_map(), rsdp=tables.rsdp)
             self.cpu.enter_flat32(booted.entry, code_sel=linux.BOOT_CS, data_sel=linux.BOOT_DS,
-                                  gdt=(linux.GDT_ADDR, len(linux.GDT) - 1),
+                                  gdt=(linux.GDT_ADDR, len(linux.GDT) - 1), idt=REAL_MODE_IDT,
                                   rsi=booted.boot_params, rbp=0, rdi=0, rbx=0)
             return
         image = load_multiboot(self.kernel, self.cfg.append, self.cfg.initrd, self.mem,
                                self.memory_map())
         self.cpu.enter_flat32(image.entry, code_sel=multiboot.CODE_SEL,
-                              data_sel=multiboot.DATA_SEL, gdt=image.gdt,
+                              data_sel=multiboot.DATA_SEL, gdt=image.gdt, idt=REAL_MODE_IDT,
                               rax=multiboot.BOOT_MAGIC, rbx=image.info_addr, rcx=image.entry,
                               rsp=image.stack, rflags=multiboot.ENTRY_EFLAGS)
