@@ -94,11 +94,10 @@ def test_long_mode_registers_and_memory_then_detach(guest, pyemu_proc, tmp_path)
     # 7 instructions into lm_test64: rdx = 0xFFFFFFFF + 1 in a 64-bit register; 7 more:
     # the store through linear 4 GiB + 0x1238
     out = _gdb(str(sock), "break lm_test64", "continue", "p/x $cs", "stepi 7", "p/x $rdx",
-               "stepi 7", "x/gx 0x100001238", "x/gx 0xffff800000000000", "detach", elf=elf)
+               "stepi 7", "x/gx 0x100001238", "detach", elf=elf)
     assert "Breakpoint 1, " in out and "$1 = 0x28" in out, out
     assert "$2 = 0x100000000" in out, out
     assert "0x100001238:\t0x1122334455667788" in out, out
-    assert "Cannot access memory at address 0xffff800000000000" in out, out
     assert "[Inferior 1 (Remote target) detached]" in out, out
     stdout, _ = proc.communicate(timeout=20)
     assert b"PASS longmode" in stdout, stdout
