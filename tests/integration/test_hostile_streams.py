@@ -232,7 +232,7 @@ class Watch:
         libc = ctypes.CDLL(None, use_errno=True)
         self.fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
         if self.fd < 0 or libc.inotify_add_watch(self.fd, os.fsencode(path), mask) < 0:
-            pytest.skip(f"inotify: {os.strerror(ctypes.get_errno())}")
+            pytest.fail(f"inotify: {os.strerror(ctypes.get_errno())}")
 
     def seen(self) -> set[str]:
         """What happened so far (and stop watching)."""
