@@ -61,7 +61,7 @@ SET_A20 = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int)
 
 UPDATE_HFLAGS = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 # Descriptor-cache flags of flat 4 GiB ring-0 segments (granular, 32-bit, present).
-CODE32_FLAGS, DATA32_FLAGS = 0x00CF9B00, 0x00CF9300
+CODE32_FLAGS, DATA32_FLAGS = 0x00CF9A00, 0x00CF9300
 CS_LONG = 1 << 21  # descriptor L bit: 64-bit code, where CS.base is ignored
 CR0_PE, CR0_ET, CR0_PG = 1, 0x10, 1 << 31
 

@@ -82,7 +82,7 @@ def describe_machine(machine: Object) -> dict[str, Any]:
     drives = {name: {"size": b.size, "readonly": b.readonly, "snapshot": b.snapshot}
               for name, b in getattr(machine, "drive_backends", dict)().items()}
     return {"machine": machine.TYPE_NAME, "ram_size": int(machine.mem.ram.size),
-            "objects": objects, "drives": drives}
+            "cpu": machine.cpu.model.name, "objects": objects, "drives": drives}
 
 
 def stateful(machine: Object) -> list[Object]:
@@ -474,6 +474,10 @@ def compare_descriptions(theirs: dict[str, Any], ours: dict[str, Any]) -> list[s
         if theirs.get(key) != ours.get(key):
             lines.append(f"/machine: {key} is {theirs.get(key)!r} in the stream, "
                          f"{ours.get(key)!r} here")
+    # the guest has seen its CPUID; a stream from before models were described has none
+    if "cpu" in theirs and theirs["cpu"] != ours.get("cpu"):
+        lines.append(f"/machine/cpu: model {theirs['cpu']!r} in the stream, "
+                     f"{ours.get('cpu')!r} here")
     a = {o["path"]: o for o in theirs.get("objects", []) if isinstance(o, dict) and "path" in o}
     b = {o["path"]: o for o in ours["objects"]}
     for path in sorted(set(a) | set(b)):

@@ -102,3 +102,19 @@ def test_a_different_machine_is_refused_by_path(machines):
             other.load_snapshot(buf.getvalue())
     finally:
         other.cpu.close()
+
+
+def test_a_different_cpu_model_is_refused(machines):
+    # the guest has read its CPUID: it must not wake on a CPU that answers differently
+    m = machines("pit")
+    buf = io.BytesIO()
+    m.save_snapshot(buf)
+    other = PcMachine(MachineConfig(kernel=str(GUESTS / "pit.elf"), icount_shift=2,
+                                    ram_size=m.mem.ram.size, serial=["null"], cpu="max"), {})
+    try:
+        assert other.cpu.model.name != m.cpu.model.name
+        with pytest.raises(StreamError, match="/machine/cpu: model 'qemu64' in the stream, "
+                                              "'max' here"):
+            other.load_snapshot(buf.getvalue())
+    finally:
+        other.cpu.close()
