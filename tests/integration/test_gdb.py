@@ -29,9 +29,10 @@ def _symbol(elf: str, name: str) -> int:
 def _gdb(target: str, *commands: str, elf: str | None = None) -> str:
     """gdb in batch mode, connected to ``target``; its whole output. gdb takes the
     architecture from the stub (i386:x86-64); a 32-bit ELF's own would be refused,
-    so it is set first, as QEMU users do."""
+    so it is set first, as QEMU users do. gdb gives a reply 2 s by default, then
+    retransmits and falls out of step: a loaded host must not decide the verdict."""
     args = ["gdb", "-nx", "-batch", "-ex", "set architecture i386:x86-64",
-            "-ex", "set confirm off"]
+            "-ex", "set confirm off", "-ex", "set remotetimeout 20"]
     if elf:
         args += ["-ex", f"file {elf}"]
     args += ["-ex", f"target remote {target}"]
