@@ -76,6 +76,9 @@ class Pic8259(Device):
 
     def __init__(self, name: str, parent: Object | None = None, **props: Any) -> None:
         self.on_int: Callable[[bool], None] = _ignore
+        # Rising edges seen on each input pin, masked or not, for the monitor's
+        # ``info irq`` (QEMU counts the same): host statistics, never saved.
+        self.rises = [0] * 8
         super().__init__(name, parent, **props)
 
     def realize(self, board: Board) -> None:  # type: ignore[override]
@@ -93,6 +96,7 @@ class Pic8259(Device):
         """Drive input pin IR``ir`` to ``level``."""
         bit = 1 << ir
         rising = level and not self.last_irr & bit
+        self.rises[ir] += rising
         self.last_irr = self.last_irr | bit if level else self.last_irr & ~bit
         if self.elcr & bit:
             self.irr = self.irr | bit if level else self.irr & ~bit
@@ -289,13 +293,15 @@ class IsaPic(Device):
         self.master.on_int = self._master_int
         self.slave.on_int = self._slave_int
         self._lines = [IrqLine(self._input_handler(n), name=f"{name}.irq{n}") for n in range(16)]
-        # Deliveries per ISA line, for the monitor's ``info irq``: host statistics, not
-        # guest-visible state, so never saved.
-        self.irq_counts = [0] * 16
 
     def _input_handler(self, n: int) -> Callable[[bool], None]:
         chip, ir = (self.master, n) if n < 8 else (self.slave, n - 8)
         return lambda level: chip.set_input(ir, level)
+
+    @property
+    def irq_counts(self) -> list[int]:
+        """Rising inputs per ISA line (IRQ2: the slave's INT), for ``info irq``."""
+        return self.master.rises + self.slave.rises
 
     def _master_int(self, level: bool) -> None:
         self.on_intr(level)
@@ -323,12 +329,8 @@ class IsaPic(Device):
         master, slave = self.master, self.slave
         ir = master.pending_ir()
         if ir != CASCADE_IR or master.single:
-            if ir >= 0:
-                self.irq_counts[ir] += 1
             return master.inta()
         master.intack(CASCADE_IR)
-        if slave.pending_ir() >= 0:
-            self.irq_counts[8 + slave.pending_ir()] += 1
         vector = slave.inta()
         # The slave's INT falls while it is being acknowledged, so a request it still
         # signals afterwards (auto-EOI, special fully nested) is a fresh edge on IR2.

@@ -340,12 +340,12 @@ def _info_pic(machine: Machine, args: list[str]) -> str:
     return "\n".join(lines)
 
 
-@command("info irq", help="show the interrupt statistics (deliveries per ISA IRQ)")
+@command("info irq", help="show the interrupt statistics (rising inputs per ISA IRQ)")
 def _info_irq(machine: Machine, args: list[str]) -> str:
     lines = []
     for pic in _objects(machine, IsaPic):
-        # Host-side statistics, not guest state: kept by the PIC pair's INTA path when
-        # it counts at all (``irq_counts``, one counter per ISA line).
+        # Host-side statistics, not guest state: the PIC pair's ``irq_counts``, one
+        # counter per ISA line, when it counts at all.
         counts = getattr(pic, "irq_counts", None)
         if counts is None:
             raise CommandError("info irq: this interrupt controller keeps no statistics")
