@@ -46,12 +46,12 @@ from emu import __version__
 from emu.host import sockaddr
 from emu.monitor import commands
 from emu.monitor.commands import CommandError, Pending
+from emu.monitor.qom_commands import QomError, find_object, qom_get, qom_list, qom_set
 
 if TYPE_CHECKING:
     from emu.host.chardev import Chardev
     from emu.machine.machine import Machine
     from emu.qom import Object
-    from emu.qom.fields import Field
 
 log = logging.getLogger("emu.monitor")
 
@@ -541,93 +541,26 @@ def _snapshot_delete(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
 
 # -- the object tree ----------------------------------------------------------------------
 
-def _object(machine: Machine, path: str) -> Object:
+def _qom(fn: Callable[[], Any]) -> Any:
     try:
-        return machine.resolve(path)
-    except KeyError:
-        raise QmpError(f"Device '{path}' not found", "DeviceNotFound") from None
-
-
-def _field(obj: Object, name: str) -> Field:
-    try:
-        return obj.field(name)
-    except KeyError:
-        raise QmpError(f"Property '{obj.TYPE_NAME}.{name}' not found") from None
-
-
-def _qom_type(f: Field) -> str:
-    t = f.type
-    if t.elem is not None:
-        return f"list<{_qom_type_of(t.elem)}>"
-    return _qom_type_of(t)
-
-
-def _qom_type_of(t: Any) -> str:
-    if t.bits:
-        return f"{'int' if t.signed else 'uint'}{t.bits}"
-    return {"bool": "bool", "str": "string", "bytes": "string"}[t.name]
-
-
-def _to_json(value: Any) -> Any:
-    return value.hex() if isinstance(value, bytes) else value
+        return fn()
+    except QomError as e:
+        raise QmpError(str(e), e.error_class) from None
 
 
 @qmp_command("qom-list", {"path": "str"})
 def _qom_list(machine: Machine, args: dict[str, Any]) -> list[dict[str, Any]]:
-    from emu.qom import fields_of
-
-    obj = _object(machine, args["path"])
-    out: list[dict[str, Any]] = [{"name": "type", "type": "string"}]
-    out += [{"name": name, "type": f"child<{child.TYPE_NAME}>"}
-            for name, child in obj.children.items()]
-    out += [{"name": f.wire, "type": _qom_type(f), "description": f"{f.kind}: {f.doc}"}
-            for f in fields_of(type(obj))]
-    return out
+    return _qom(lambda: qom_list(machine, args["path"]))
 
 
 @qmp_command("qom-get", {"path": "str", "property": "str"})
 def _qom_get(machine: Machine, args: dict[str, Any]) -> Any:
-    obj = _object(machine, args["path"])
-    if args["property"] == "type":
-        return obj.TYPE_NAME
-    f = _field(obj, args["property"])
-    if f.kind == "state":
-        obj.sync_state()
-    return _to_json(f.__get__(obj))
+    return _qom(lambda: qom_get(machine, args["path"], args["property"]))
 
 
 @qmp_command("qom-set", {"path": "str", "property": "str", "value": "any"})
 def _qom_set(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
-    """A prop before realize (after it, props are read-only, as in QEMU); a state field
-    at any time, checked against its declared type, after which the object recomputes
-    its derived fields as after a load; never a derived field."""
-    obj = _object(machine, args["path"])
-    f = _field(obj, args["property"])
-    value = args["value"]
-    if f.kind == "derived":
-        raise QmpError(f"Property '{obj.TYPE_NAME}.{f.wire}' is derived from the state "
-                       "and cannot be set")
-    if f.type.name == "bytes" and isinstance(value, str):
-        try:
-            value = bytes.fromhex(value)
-        except ValueError:
-            raise QmpError(f"Property '{f.wire}' expects a hex string") from None
-    if f.kind == "prop":
-        try:
-            obj.set_prop(f.attr, value)
-        except ValueError as e:  # it names the object and the property
-            raise QmpError(str(e)) from None
-        return {}
-    try:
-        value = f.type.check(value)
-    except ValueError as e:
-        raise QmpError(f"Property '{obj.TYPE_NAME}.{f.wire}': {e}") from None
-    if f.type.elem is not None and len(value) != f.type.max_len:
-        raise QmpError(f"Property '{obj.TYPE_NAME}.{f.wire}' takes exactly "
-                       f"{f.type.max_len} elements")
-    obj.sync_state()
-    f.__set__(obj, value)
-    obj.rebuild()
+    _qom(lambda: qom_set(machine, args["path"], args["property"], args["value"]))
     return {}
 
 
@@ -663,7 +596,8 @@ def _x_query_state(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
     its children's if ``recursive``; ``/machine/cpu`` is the CPU."""
     if args["path"].rstrip("/") == f"{machine.path}/cpu":
         return _cpu_state(machine)
-    return _state_tree(machine, _object(machine, args["path"]), args.get("recursive", False))
+    obj = _qom(lambda: find_object(machine, args["path"]))
+    return _state_tree(machine, obj, args.get("recursive", False))
 
 
 @qmp_command("human-monitor-command", {"command-line": "str", "*cpu-index": "int"})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,18 +25,51 @@ if TYPE_CHECKING:
 PSEUDO = {"type": "string", "realized": "bool"}  # QEMU's properties of every object
 
 
-def resolve(machine: Machine, path: str) -> Object:
+class QomError(CommandError):
+    """A qom command's one-line error, with the error class QMP replies with."""
+
+    def __init__(self, text: str, error_class: str = "GenericError") -> None:
+        super().__init__(text)
+        self.error_class = error_class
+
+
+# -- one implementation, for HMP (below) and QMP (qmp.py) ----------------------------------
+
+def find_object(machine: Machine, path: str) -> Object:
     try:
         return machine.resolve(path)
     except KeyError:
-        raise CommandError(f"Error: Device '{path}' not found") from None
+        raise QomError(f"Device '{path}' not found", "DeviceNotFound") from None
 
 
 def _field(obj: Object, name: str) -> Field:
     try:
         return obj.field(name)
     except KeyError:
-        raise CommandError(f"Error: Property '{name}' not found") from None
+        raise QomError(f"Property '{obj.TYPE_NAME}.{name}' not found") from None
+
+
+def qom_type(t: FieldType) -> str:
+    """A field type as QOM names property types (uint8, bool, string, list<...>)."""
+    if t.elem is not None:
+        return f"list<{qom_type(t.elem)}>"
+    if t.bits:
+        return f"{'int' if t.signed else 'uint'}{t.bits}"
+    return {"bool": "bool", "str": "string", "bytes": "string"}[t.name]
+
+
+def qom_list(machine: Machine, path: str) -> list[dict[str, str]]:
+    """The object's properties as QMP's ObjectPropertyInfo: QEMU's pseudo properties,
+    the children, then every declared field (its kind and doc as the description)."""
+    if path == "/":
+        return [{"name": machine.name, "type": f"child<{machine.TYPE_NAME}>"}]
+    obj = find_object(machine, path)
+    out = [{"name": name, "type": kind} for name, kind in PSEUDO.items()]
+    out += [{"name": name, "type": f"child<{child.TYPE_NAME}>"}
+            for name, child in obj.children.items()]
+    out += [{"name": f.wire, "type": qom_type(f.type), "description": f"{f.kind}: {f.doc}"}
+            for f in fields_of(type(obj))]
+    return out
 
 
 def json_value(value: Any) -> Any:
@@ -43,30 +77,80 @@ def json_value(value: Any) -> Any:
     return value.hex() if isinstance(value, bytes) else value
 
 
+def qom_get(machine: Machine, path: str, name: str) -> Any:
+    """A property's value as JSON carries it."""
+    obj = find_object(machine, path)
+    if name == "type":
+        return obj.TYPE_NAME
+    if name == "realized":
+        return obj.realized
+    f = _field(obj, name)
+    if f.kind == "state":
+        obj.sync_state()  # state cached elsewhere for speed comes home first
+    return json_value(f.__get__(obj))
+
+
+def qom_set(machine: Machine, path: str, name: str, value: Any) -> None:
+    """A prop before realize (read-only after it, as in QEMU), or a state field at any
+    time, checked against its declared type (bytes as a hex string); then the object
+    and the machine recompute what follows from state, as after a load. Never a
+    derived field."""
+    obj = find_object(machine, path)
+    if name in PSEUDO:
+        raise QomError(f"Property '{name}' is read-only")
+    f = _field(obj, name)
+    if f.kind == "derived":
+        raise QomError(f"Property '{name}' is derived from state by {obj.path}'s rebuild "
+                       "and cannot be set")
+    if f.kind == "prop" and obj.realized:
+        raise QomError(f"Attempt to set property '{name}' on '{obj.path}' after it was "
+                       "realized")
+    try:
+        if f.type.name == "bytes" and isinstance(value, str):
+            value = _hex(value)
+        value = f.type.check(value)
+    except ValueError as e:
+        raise QomError(f"Property '{name}': {e}") from None
+    if f.kind == "prop":
+        obj.set_prop(name, value)
+        return
+    obj.sync_state()
+    f.__set__(obj, value)
+    obj.rebuild()
+    # As after a load: outputs no rebuild may drive (the CPU's INTR) and code the engine
+    # translated from the old state are brought up to date.
+    after_load = getattr(machine, "after_load", None)
+    if after_load is not None:
+        after_load()
+
+
+def _hex(text: str) -> bytes:
+    try:
+        return bytes.fromhex("" if text == '""' else text)
+    except ValueError:
+        raise ValueError(f"expected hex bytes, not '{text}'") from None
+
+
+# -- the human monitor ---------------------------------------------------------------------
+
+def _human(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except QomError as e:
+        raise CommandError(f"Error: {e}") from None
+
+
 @command("qom-list", "path", "list the children and properties of the object at path",
          max_args=1, min_args=1)
 def _qom_list(machine: Machine, args: list[str]) -> str:
-    if args[0] == "/":
-        return f"{machine.name} (child<{machine.TYPE_NAME}>)"
-    obj = resolve(machine, args[0])
-    lines = [f"{name} ({kind})" for name, kind in PSEUDO.items()]
-    lines += [f"{name} (child<{child.TYPE_NAME}>)" for name, child in obj.children.items()]
-    lines += [f"{f.wire} ({f.kind}<{f.type.spec}>)" for f in fields_of(type(obj))]
-    return "\n".join(lines)
+    return "\n".join(f"{p['name']} ({p['type']})"
+                     for p in _human(lambda: qom_list(machine, args[0])))
 
 
 @command("qom-get", "path property", "print a property of the object at path",
          max_args=2, min_args=2)
 def _qom_get(machine: Machine, args: list[str]) -> str:
-    obj = resolve(machine, args[0])
-    if args[1] == "type":
-        return json.dumps(obj.TYPE_NAME)
-    if args[1] == "realized":
-        return json.dumps(obj.realized)
-    f = _field(obj, args[1])
-    if f.kind == "state":
-        obj.sync_state()  # state cached elsewhere for speed comes home first
-    return json.dumps(json_value(f.__get__(obj)))
+    return json.dumps(_human(lambda: qom_get(machine, *args)))
 
 
 _TRUE, _FALSE = ("true", "on", "yes", "1"), ("false", "off", "no", "0")
@@ -82,16 +166,9 @@ def parse_value(ftype: FieldType, text: str) -> Any:
     if ftype.bits:
         return _int(text)
     if ftype.name == "bytes":
-        try:
-            return bytes.fromhex("" if text == '""' else text)
-        except ValueError:
-            raise ValueError(f"expected hex bytes, not '{text}'") from None
+        return _hex(text)
     if ftype.name == "array":
-        items = [t for t in text.strip("[]").split(",") if t]
-        if len(items) != ftype.max_len:
-            raise ValueError(f"expected {ftype.max_len} comma-separated integers, "
-                             f"got {len(items)}")
-        return [_int(t) for t in items]
+        return [_int(t) for t in text.strip("[]").split(",") if t]
     return text  # str
 
 
@@ -106,31 +183,17 @@ def _int(text: str) -> int:
          max_args=3, min_args=3)
 def _qom_set(machine: Machine, args: list[str]) -> str:
     path, name, text = args
-    obj = resolve(machine, path)
-    if name in PSEUDO:
-        raise CommandError(f"Error: Property '{name}' is read-only")
-    f = _field(obj, name)
-    if f.kind == "derived":
-        raise CommandError(f"Error: Property '{name}' is derived from state by {path}'s "
-                           "rebuild and cannot be set")
-    if f.kind == "prop" and obj.realized:
-        raise CommandError(f"Error: Attempt to set property '{name}' on '{path}' after "
-                           "it was realized")
-    try:
-        value = f.type.check(parse_value(f.type, text))
-    except ValueError as e:
-        raise CommandError(f"Error: Property '{name}': {e}") from None
-    if f.kind == "prop":
-        obj.set_prop(name, value)
-        return ""
-    obj.sync_state()
-    f.__set__(obj, value)
-    obj.rebuild()
-    # As after a load: outputs no rebuild may drive (the CPU's INTR) and code the engine
-    # translated from the old state are brought up to date.
-    after_load = getattr(machine, "after_load", None)
-    if after_load is not None:
-        after_load()
+
+    def typed_set() -> None:
+        obj = find_object(machine, path)
+        ftype = _field(obj, name).type if name not in PSEUDO else None
+        try:
+            value = text if ftype is None else parse_value(ftype, text)
+        except ValueError as e:
+            raise QomError(f"Property '{name}': {e}") from None
+        qom_set(machine, path, name, value)
+
+    _human(typed_set)
     return ""
 
 

@@ -178,7 +178,8 @@ def test_qom_state_and_the_human_monitor(vm):
         assert "derived" in desc
         cls, desc = error(qmp.cmd_obj({"execute": "qom-set", "arguments": {
             "path": "/machine/serial0", "property": "iobase", "value": 0x2F8}}))
-        assert "read-only after realize" in desc
+        assert desc == ("Attempt to set property 'iobase' on '/machine/serial0' after it "
+                        "was realized")
         cls, desc = error(qmp.cmd_obj({"execute": "qom-get", "arguments": {
             "path": "/machine/nowhere", "property": "x"}}))
         assert (cls, desc) == ("DeviceNotFound", "Device '/machine/nowhere' not found")
