@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import sys
 from collections.abc import Callable
@@ -23,7 +22,13 @@ from emu.devices.mc146818 import boot_order_nibbles, parse_rtc_base
 from emu.host.block import DriveSpec, assign_indexes, drive_for_option, parse_drive
 from emu.host.tls import PARAMETERS as TLS_PARAMETERS
 from emu.host.tls import Credentials, parse_object
-from emu.machine.config import MachineConfig, check_icount_shift, check_ram_size, machine_type
+from emu.machine.config import (
+    MachineConfig,
+    check_icount_shift,
+    check_ram_size,
+    machine_type,
+    parse_size,
+)
 from emu.machine.pc.plug import devices_help, parse_device
 
 USAGE = """\
@@ -159,17 +164,6 @@ class _Chardevs:
 
     specs: dict[str, tuple[str, bool]] = field(default_factory=dict)
     monitors: list[tuple[str, str]] = field(default_factory=list)  # (id, mode)
-
-
-def parse_size(text: str) -> int:
-    """QEMU's -m: a number of MiB, or with a K/M/G/T suffix (``size=`` prefix allowed)."""
-    text = text.removeprefix("size=")
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]?)[bB]?", text.strip(), re.IGNORECASE)
-    if not m:
-        raise ValueError(text)
-    unit = {"": 1 << 20, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[
-        m.group(2).upper()]
-    return int(float(m.group(1)) * unit)
 
 
 def _icount(text: str) -> int:
@@ -732,7 +726,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pyemu: {e}", file=sys.stderr)
         return 1
     _setup_logging(opts)
-    from emu.machine.launch import launch  # heavy imports only when running
+    from emu.launch import launch  # heavy imports only when running
 
     servers = []
     if opts.gdb is not None:

@@ -25,7 +25,7 @@ import unicorn.x86_const as x
 
 from emu.cpu.helper import ENV_HFLAGS, ENV_SEGS, MSR_EFER, UCLIB
 from emu.cpu.x86 import HF_INHIBIT_IRQ, SEG_NAMES, UPDATE_HFLAGS, Segment, X86Cpu
-from emu.migration.visitor import DecodeError, Visitor
+from emu.qom.visitor import DecodeError, Visitor
 
 GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
         "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")

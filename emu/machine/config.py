@@ -9,6 +9,7 @@ and the destination may re-bind them with its own options.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,7 @@ from emu.cpu.models import DEFAULT_MODEL, find_model
 from emu.devices.mc146818 import boot_order_nibbles, parse_rtc_base
 from emu.host.block import MAX_INDEX, MEDIA, DriveSpec, assign_indexes
 from emu.machine.pc.plug import MAX_DEVICES, parse_device
+from emu.memory.address_space import MAX_RAM
 
 
 @dataclass
@@ -67,7 +69,6 @@ MAX_TEXT = 4096  # bytes of any string a stream's configuration gives
 
 MACHINE_TYPES = ("pc", "pc-i440fx")  # -M names of the one board there is
 MIN_RAM, RAM_PAGE = 2 << 20, 4096
-MAX_RAM = 64 << 30  # the most -m takes and a stream may carry (emu/migration/stream.py)
 MAX_ICOUNT_SHIFT = 10
 GIB = 1 << 30
 
@@ -252,3 +253,14 @@ def from_stream(desc: Any, local: MachineConfig) -> MachineConfig:
     if rebind:
         raise ValueError(f"-drive id={next(iter(rebind))}: no drive of that id in the stream")
     return cfg
+
+
+def parse_size(text: str) -> int:
+    """QEMU's -m: a number of MiB, or with a K/M/G/T suffix (``size=`` prefix allowed)."""
+    text = text.removeprefix("size=")
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]?)[bB]?", text.strip(), re.IGNORECASE)
+    if not m:
+        raise ValueError(text)
+    unit = {"": 1 << 20, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[
+        m.group(2).upper()]
+    return int(float(m.group(1)) * unit)

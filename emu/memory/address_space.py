@@ -28,6 +28,8 @@ LEGACY_BASE = 0xC0000
 BIOS_LOW = 0xE0000
 ONE_MIB = 0x100000
 FOUR_GIB = 1 << 32
+# The most guest RAM pyemu builds: the cap of -m and of a stream's description.
+MAX_RAM = 64 << 30
 LOWMEM_MAX = 0xE0000000
 # PAM segments: (base, size); mode bit 0 = reads from RAM, bit 1 = writes to RAM.
 PAM_SEGMENTS = tuple((LEGACY_BASE + i * 0x4000, 0x4000) for i in range(12)) + (

@@ -48,6 +48,7 @@ from emu.migration.stream import (
     capture_sections,
     decode_stream,
     describe_machine,
+    matches,
     receive_head,
     receive_rest,
 )
@@ -211,10 +212,8 @@ def describe_for_migration(machine: Any, *, reply: bool, block: bool,
     it from), whether the source waits for answers on the return path (and hands over
     with the switchover's handshake, within ``switchover`` ms), and whether disk
     contents follow (block migration)."""
-    from emu.machine.config import to_stream
-
     return dict(describe_machine(machine), clock_ns=machine.clock.now_ns(),
-                config=to_stream(machine.cfg),
+                config=machine.stream_config(),
                 migration={"reply": reply, "block": block, "switchover_ms": switchover})
 
 
@@ -776,3 +775,22 @@ def run_incoming(incoming: Incoming, on_description: Callable[[dict[str, Any]], 
         incoming.confirm()
     else:
         incoming.channel.close()
+
+
+def start_incoming(machine: Any, incoming: Incoming) -> None:
+    """Receive a migration into ``machine`` (waiting in "inmigrate") on its own thread;
+    MIGRATION events tell its start and its outcome."""
+    settings = machine.migration
+    settings.incoming_status = "active"
+    check = matches(machine)
+
+    def on_description(desc: dict[str, Any]) -> Any:
+        check(desc)
+        return machine
+
+    def receive() -> None:
+        run_incoming(incoming, on_description, lambda: machine)
+        settings.emit("MIGRATION", {"status": settings.incoming_status})
+
+    settings.emit("MIGRATION", {"status": "active"})
+    threading.Thread(target=receive, name="migration-incoming", daemon=True).start()

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from emu.migration.visitor import DecodeError, Visitor
 from emu.qom import Object, fields_of
 from emu.qom.fields import Field, FieldType
+from emu.qom.visitor import DecodeError, Visitor
 
 
 def visit_field(v: Visitor, f: Field, value: Any) -> Any:

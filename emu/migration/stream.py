@@ -31,12 +31,12 @@ import numpy as np
 from emu import __version__
 from emu.clock import HORIZON_NS
 from emu.cpu.state import apply_cpu, visit_cpu
-from emu.machine.config import MAX_RAM
+from emu.memory.address_space import MAX_RAM
 from emu.migration.compat import upgrade_section
 from emu.migration.ram import clear, copy_changed
 from emu.migration.state import apply_state, visit_fields, visit_state
-from emu.migration.visitor import BinaryReader, BinaryWriter, DecodeError, TreeReader, Visitor
 from emu.qom import Object, fields_of
+from emu.qom.visitor import BinaryReader, BinaryWriter, DecodeError, TreeReader, Visitor
 
 MAGIC = b"PYEMUSTR"
 FORMAT_VERSION = 1

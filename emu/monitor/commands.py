@@ -309,8 +309,7 @@ def cancel_migration(machine: Machine) -> None:
 
 def start_incoming_migration(machine: Machine, uri: str) -> None:
     """migrate_incoming: listen on ``uri`` (a machine started with -incoming defer)."""
-    from emu.machine.launch import start_incoming
-    from emu.migration.live import Incoming
+    from emu.migration.live import Incoming, start_incoming
     from emu.migration.transport import TransportError
 
     if machine.runstate != "inmigrate" or machine.migration.incoming_status != "none":
@@ -394,7 +393,7 @@ def _parameter_value(name: str, text: str) -> int | str:
     if isinstance(PARAMETERS[name], str):  # tls-creds, tls-hostname: as typed; "" unsets
         return "" if text == '""' else text
     if name == "max-bandwidth":  # HMP takes a size, in MiB without a suffix
-        from emu.cli import parse_size
+        from emu.machine.config import parse_size
 
         try:
             return parse_size(text)

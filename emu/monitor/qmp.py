@@ -566,7 +566,7 @@ def _qom_set(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
 
 def _state_tree(machine: Machine, obj: Object, recursive: bool) -> dict[str, Any]:
     from emu.migration.state import visit_fields
-    from emu.migration.visitor import JsonWriter
+    from emu.qom.visitor import JsonWriter
 
     w = JsonWriter()
     visit_fields(w, obj)
@@ -583,7 +583,7 @@ def _state_tree(machine: Machine, obj: Object, recursive: bool) -> dict[str, Any
 
 def _cpu_state(machine: Machine) -> dict[str, Any]:
     from emu.cpu.state import visit_cpu
-    from emu.migration.visitor import JsonWriter
+    from emu.qom.visitor import JsonWriter
 
     w = JsonWriter()
     visit_cpu(w, machine.cpu)

@@ -202,13 +202,12 @@ def _qom_set(machine: Machine, args: list[str]) -> str:
 def machine_description(machine: Machine) -> dict[str, Any]:
     """What a migration stream carries to build this machine: every object with its
     type, path and props, and the configuration it was built from."""
-    from emu.machine.config import to_stream
     from emu.migration.stream import describe_machine
 
     desc = describe_machine(machine)
-    cfg = getattr(machine, "cfg", None)
-    if cfg is not None:
-        desc["config"] = to_stream(cfg)
+    stream_config = getattr(machine, "stream_config", None)
+    if stream_config is not None:
+        desc["config"] = stream_config()
     return desc
 
 

@@ -19,7 +19,7 @@ from emu.cpu.helper import ENV_SEGS
 from emu.cpu.state import apply_cpu, load_cpu, save_cpu, visit_cpu
 from emu.cpu.x86 import X86Cpu
 from emu.memory.address_space import AddressSpace
-from emu.migration.visitor import (
+from emu.qom.visitor import (
     BinaryReader,
     BinaryWriter,
     DecodeError,

@@ -15,7 +15,7 @@ from emu.cpu.models import DEFAULT_MODEL, MODELS, CpuModel
 from emu.cpu.state import load_cpu, save_cpu
 from emu.cpu.x86 import X86Cpu
 from emu.memory.address_space import AddressSpace
-from emu.migration.visitor import BinaryReader, BinaryWriter
+from emu.qom.visitor import BinaryReader, BinaryWriter
 
 RAM_SIZE = 2 << 20
 CODE32, OUT = 0x4000, 0x8000

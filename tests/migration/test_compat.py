@@ -17,7 +17,7 @@ from emu.migration import compat
 from emu.migration.compat.filters import Add, Call, CompatError, Drop, Rename, Retype, Upgrade
 from emu.migration.schema import compare, schema
 from emu.migration.stream import decode_section, read_stream
-from emu.migration.visitor import DecodeError
+from emu.qom.visitor import DecodeError
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 # Every stream in the corpus, and the guest whose RAM it holds: the test builds that

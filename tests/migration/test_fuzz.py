@@ -77,9 +77,9 @@ from emu.migration.stream import (
     visit_clock,
     write_stream,
 )
-from emu.migration.visitor import BinaryReader, BinaryWriter, DecodeError, Visitor
 from emu.qom import TYPES, fields_of
 from emu.qom.fields import FieldType
+from emu.qom.visitor import BinaryReader, BinaryWriter, DecodeError, Visitor
 
 
 def fuzz(examples: int) -> settings:

@@ -12,7 +12,7 @@ from emu.machine.config import MachineConfig
 from emu.machine.pc.pc import PcMachine
 from emu.migration.state import visit_fields
 from emu.migration.stream import StreamError, stateful
-from emu.migration.visitor import TreeWriter
+from emu.qom.visitor import TreeWriter
 
 GUESTS = Path(__file__).resolve().parents[1] / "guests" / "build"
 US, MS = 1_000, 1_000_000

@@ -19,7 +19,7 @@ PIT = ROOT / "tests" / "guests" / "build" / "pit.elf"
 
 
 def tool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "emu.migration.tool", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "emu.state_tool", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=60,
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
 

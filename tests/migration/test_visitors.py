@@ -9,7 +9,9 @@ import pytest
 
 import emu.machine.pc.pc  # noqa: F401  (registers every device type of the pc board)
 from emu.migration.state import visit_fields, visit_state
-from emu.migration.visitor import (
+from emu.qom import TYPES, Object, fields_of
+from emu.qom.fields import FieldType, state
+from emu.qom.visitor import (
     BinaryReader,
     BinaryWriter,
     DecodeError,
@@ -18,8 +20,6 @@ from emu.migration.visitor import (
     TreeReader,
     TreeWriter,
 )
-from emu.qom import TYPES, Object, fields_of
-from emu.qom.fields import FieldType, state
 
 DEVICE_TYPES = sorted(name for name, cls in TYPES.items() if fields_of(cls, "state"))
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import struct
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from emu.cpu.models import find_model
 from emu.devices import fw_cfg, piix3
@@ -34,7 +35,7 @@ from emu.devices.uart16550 import Uart16550
 from emu.host.block import BlockBackend
 from emu.host.chardev import Chardev
 from emu.irq import IrqLine
-from emu.machine.config import MachineConfig, drive_id
+from emu.machine.config import MachineConfig, drive_id, to_stream
 from emu.machine.machine import Machine
 from emu.machine.pc import acpi, linux, multiboot
 from emu.machine.pc.multiboot import BootError, load_multiboot, read_file
@@ -217,6 +218,10 @@ class PcMachine(Machine):
             drive = IdeDrive("master" if spec.unit == 0 else "slave", channels[spec.channel],
                              media=spec.media)
             drive.backend = blocks[spec.index]
+
+    def stream_config(self) -> dict[str, Any]:
+        """The configuration a migration stream carries to build this machine from."""
+        return to_stream(self.cfg)
 
     @staticmethod
     def _linux_image(cfg: MachineConfig) -> linux.LinuxImage | None:

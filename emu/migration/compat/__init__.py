@@ -15,7 +15,7 @@ from typing import Any
 from emu.migration.compat import i8042
 from emu.migration.compat.filters import CompatError, Upgrade
 from emu.migration.state import visit_field
-from emu.migration.visitor import BinaryReader
+from emu.qom.visitor import BinaryReader
 
 UPGRADES: dict[tuple[str, int], Upgrade] = {
     (u.type_name, u.from_version): u for module in (i8042,) for u in module.UPGRADES}

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from emu.migration.visitor import DecodeError
 from emu.qom.fields import Field, FieldType
+from emu.qom.visitor import DecodeError
 
 
 class CompatError(DecodeError):

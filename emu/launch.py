@@ -21,7 +21,7 @@ from emu.host.files import DATA_DIRS, check_granted
 from emu.machine.config import MachineConfig, from_stream
 from emu.machine.pc.multiboot import BootError, module_list
 from emu.machine.pc.pc import firmware_path
-from emu.migration.live import Incoming, run_incoming
+from emu.migration.live import Incoming, run_incoming, start_incoming
 from emu.migration.stream import StreamError, matches
 from emu.migration.transport import TransportError
 from emu.monitor.hmp import HumanMonitor
@@ -95,25 +95,6 @@ def _launch(cfg: MachineConfig, signal_handlers: Callable[[Callable[[str], None]
     if incoming is not None:
         start_incoming(built.machine, incoming)
     return _run(built, signal_handlers, servers)
-
-
-def start_incoming(machine: Any, incoming: Incoming) -> None:
-    """Receive a migration into ``machine`` (waiting in "inmigrate") on its own thread;
-    MIGRATION events tell its start and its outcome."""
-    settings = machine.migration
-    settings.incoming_status = "active"
-    check = matches(machine)
-
-    def on_description(desc: dict[str, Any]) -> Any:
-        check(desc)
-        return machine
-
-    def receive() -> None:
-        run_incoming(incoming, on_description, lambda: machine)
-        settings.emit("MIGRATION", {"status": settings.incoming_status})
-
-    settings.emit("MIGRATION", {"status": "active"})
-    threading.Thread(target=receive, name="migration-incoming", daemon=True).start()
 
 
 def _launch_from_stream(cfg: MachineConfig, incoming: Incoming,

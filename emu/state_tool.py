@@ -45,8 +45,8 @@ from emu.migration.stream import (
     visit_clock,
     write_parts,
 )
-from emu.migration.visitor import BinaryWriter, DecodeError, TreeReader
 from emu.qom import TYPES, fields_of
+from emu.qom.visitor import BinaryWriter, DecodeError, TreeReader
 
 
 class ToolError(Exception):
