@@ -163,10 +163,8 @@ class StreamWriter:
         """Records for the pages ``which`` selects (a bool per page; None: all of them),
         zero pages as markers; returns what was sent."""
         pages = ram.reshape(-1, PAGE)
-        nonzero = pages.any(axis=1)
-        kind = nonzero.astype(np.int8) if which is None else np.where(which, nonzero, -1)
         counts = RunCounts()
-        for i, j, k in _runs(kind):
+        for i, j, k in _runs(_kinds(pages, which)):
             if k == 1:
                 data = memoryview(pages[i:j]).cast("B")  # written and checksummed in place
                 packed = zlib.compress(data, 1) if compress else data
@@ -202,6 +200,18 @@ class RunCounts:
 
     normal: int = 0
     zero: int = 0
+
+
+def _kinds(pages: np.ndarray, which: np.ndarray | None) -> np.ndarray:
+    """Per page: 1 data, 0 zero, -1 not selected. Only selected pages are read: the last
+    pass, in the downtime, selects a few pages of a large RAM."""
+    if which is None:
+        return pages.any(axis=1).astype(np.int8)
+    kind = np.full(len(pages), -1, np.int8)
+    for i, j, k in _runs(which.astype(np.int8)):
+        if k == 1:
+            kind[i:j] = pages[i:j].any(axis=1)
+    return kind
 
 
 def _runs(kind: np.ndarray):
