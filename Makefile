@@ -9,7 +9,8 @@ HELPER := emu/cpu/_cpuhelper.so
 DEMO := emu/guests/demo.elf
 DEMO_IMG := emu/guests/demo.img
 
-.PHONY: all build run test lint guests firmware qemu bios bench clean linux-guest syslinux-guest
+.PHONY: all build run test lint guests firmware qemu bios bench clean linux-guest syslinux-guest \
+        grub-guest debian-guests
 
 all: build
 
@@ -67,11 +68,21 @@ linux-guest:
 syslinux-guest: guests linux-guest
 	PYTHON=$(CURDIR)/$(BIN)/python tests/guests/syslinux/fetch.sh
 
+# Debian's GRUB 2 (grub-mkrescue) and ISOLINUX on hybrid ISOs (CD and disk) booting the
+# Linux guest: tests/guests/build/grub and build/isolinux, built when missing.
+grub-guest: linux-guest
+	PYTHON=$(CURDIR)/$(BIN)/python tests/guests/grub/fetch.sh
+
+# Debian's public guests (memtest86+, the generic and 686 kernels, the netboot installer)
+# that tests boot beside QEMU: tests/guests/build/debian, fetched when missing.
+debian-guests: linux-guest
+	PYTHON=$(CURDIR)/$(BIN)/python tests/guests/debian/fetch.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check emu tests bench
 
 # pytest exits 5 when it collected nothing; make fails on any non-zero status.
-test: build guests firmware qemu linux-guest syslinux-guest lint
+test: build guests firmware qemu linux-guest debian-guests syslinux-guest grub-guest lint
 	$(BIN)/pytest -q -p no:cacheprovider
 
 BENCH_GUEST := bench/guests/build/compute.elf

@@ -18,28 +18,44 @@
 #define ST_BSY 0x80
 #define ST_DRQ 0x08
 #define ST_ERR 0x01
-#define TIMEOUT 2000000
+
+/* How long a drive may stay busy, in TSC ticks. A command: 32 s at pyemu's 1 GHz TSC, as
+ * SeaBIOS allows (IDE_TIMEOUT), and 10 s or more at the host TSC rate QEMU's TCG shows;
+ * a busy host keeps QEMU's disk requests pending longer than a count of status polls
+ * lasts there (2 million, 0.4 s: GRUB then failed to read its kernel). IDENTIFY at POST:
+ * 0.1 s, as emulated drives answer at once and an absent slave never does. */
+#define COMMAND_TICKS 32000000000ull
+#define PROBE_TICKS 100000000ull
 
 struct drive drives[MAX_DRIVES];
 u32 num_drives;
 
 static const u16 channel_base[2][2] = {{0x1F0, 0x3F6}, {0x170, 0x376}};
 
-/* Status once BSY is clear; -1 on timeout. */
-static int wait_ready(u16 base)
+static u64 rdtsc(void)
 {
-    for (u32 i = 0; i < TIMEOUT; i++) {
+    u32 lo, hi;
+    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+    return (u64)hi << 32 | lo;
+}
+
+/* Status once BSY is clear; -1 after `ticks`. */
+static int wait_ready(u16 base, u64 ticks)
+{
+    u64 end = rdtsc() + ticks;
+    do {
         u8 st = inb(base + 7);
         if (!(st & ST_BSY))
             return st;
-    }
+    } while (rdtsc() < end);
     return -1;
 }
 
-/* 0 once the drive asks for data (DRQ), -1 on error or timeout. */
-static int wait_drq(u16 base)
+/* 0 once the drive asks for data (DRQ), -1 on error or after `ticks`. */
+static int wait_drq(u16 base, u64 ticks)
 {
-    for (u32 i = 0; i < TIMEOUT; i++) {
+    u64 end = rdtsc() + ticks;
+    do {
         u8 st = inb(base + 7);
         if (st & ST_BSY)
             continue;
@@ -47,7 +63,7 @@ static int wait_drq(u16 base)
             return -1;
         if (st & ST_DRQ)
             return 0;
-    }
+    } while (rdtsc() < end);
     return -1;
 }
 
@@ -96,10 +112,10 @@ static void logical_geometry(struct drive *d, const u16 *id)
 static int identify(struct drive *d, u8 cmd, u16 *id)
 {
     select_drive(d, 0);
-    if (wait_ready(d->iobase) < 0)
+    if (wait_ready(d->iobase, PROBE_TICKS) < 0)
         return -1;
     outb(d->iobase + 7, cmd);
-    if (wait_drq(d->iobase) < 0)
+    if (wait_drq(d->iobase, PROBE_TICKS) < 0)
         return -1;
     insw(d->iobase, id, 256);
     return 0;
@@ -183,7 +199,7 @@ static int ata_command(struct drive *d, u64 lba, u32 count, u8 *buf, int write)
 {
     u16 base = d->iobase;
     int ext = lba + count > 0x0FFFFFFF;
-    if (wait_ready(base) < 0)
+    if (wait_ready(base, COMMAND_TICKS) < 0)
         return -1;
     if (ext) {
         select_drive(d, 0x40);
@@ -200,14 +216,14 @@ static int ata_command(struct drive *d, u64 lba, u32 count, u8 *buf, int write)
     outb(base + 5, (u8)(lba >> 16));
     outb(base + 7, write ? (ext ? 0x34 : 0x30) : (ext ? 0x24 : 0x20));
     for (u32 i = 0; i < count; i++, buf += 512) {
-        if (wait_drq(base) < 0)
+        if (wait_drq(base, COMMAND_TICKS) < 0)
             return -1;
         if (write)
             outsw(base, buf, 256);
         else
             insw(base, buf, 256);
     }
-    int st = wait_ready(base);
+    int st = wait_ready(base, COMMAND_TICKS);
     return st < 0 || (st & ST_ERR) ? -1 : 0;
 }
 
@@ -226,7 +242,7 @@ int ata_rw(struct drive *d, u64 lba, u32 count, void *buf, int write)
     }
     if (write) {
         outb(d->iobase + 7, d->lba48 ? 0xEA : 0xE7);   /* FLUSH CACHE (EXT) */
-        int st = wait_ready(d->iobase);
+        int st = wait_ready(d->iobase, COMMAND_TICKS);
         if (st < 0 || (st & ST_ERR))
             return -1;
     }
@@ -241,17 +257,17 @@ int atapi_command(struct drive *d, const u8 *cdb, void *buf, u32 len)
     u8 *p = buf;
     u32 got = 0;
     select_drive(d, 0);
-    if (wait_ready(base) < 0)
+    if (wait_ready(base, COMMAND_TICKS) < 0)
         return -1;
     outb(base + 1, 0);          /* PIO */
     outb(base + 4, 0x00);       /* byte count limit F800h: 31 CD sectors per DRQ block */
     outb(base + 5, 0xF8);
     outb(base + 7, 0xA0);
-    if (wait_drq(base) < 0)
+    if (wait_drq(base, COMMAND_TICKS) < 0)
         return -1;
     outsw(base, cdb, 6);
     for (;;) {
-        int st = wait_ready(base);
+        int st = wait_ready(base, COMMAND_TICKS);
         if (st < 0)
             return -1;
         if (st & ST_ERR) {
