@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
-import select
-import shutil
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from console import QEMU_NAME, engines, times_to
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "tests" / "guests" / "build"
@@ -46,33 +43,6 @@ def options(loader: str, medium: str, firmware: str) -> list[str]:
             "-bios", str(FIRMWARE[firmware])]
 
 
-def times_to(cmd: list[str], wanted: tuple[bytes, bytes]) -> tuple[float, float]:
-    """Seconds from spawning ``cmd`` to each marker on its stdout."""
-    started = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
-    seen, times = b"", []
-    try:
-        while len(times) < len(wanted):
-            if wanted[len(times)] in seen:
-                times.append(time.monotonic() - started)
-                continue
-            if time.monotonic() - started > TIMEOUT:
-                raise RuntimeError(f"{' '.join(cmd)}: no {wanted[len(times)]!r} after "
-                                   f"{TIMEOUT} s:\n{seen[-1500:].decode(errors='replace')}")
-            ready, _, _ = select.select([proc.stdout], [], [], 1.0)
-            if ready:
-                chunk = os.read(proc.stdout.fileno(), 65536)
-                if not chunk:
-                    raise RuntimeError(f"{' '.join(cmd)}: exited before {wanted[len(times)]!r}:\n"
-                                       f"{seen[-1500:].decode(errors='replace')}")
-                seen += chunk
-        return times[0], times[1]
-    finally:
-        proc.kill()
-        proc.wait(10)
-
-
 Config = tuple[str, str, str]  # loader, medium, firmware
 Samples = dict[tuple[Config, str], list[tuple[float, float]]]
 
@@ -85,8 +55,8 @@ def measure(configs: list[Config], engines: dict[str, list[str]], repeat: int) -
         for config in configs:
             for engine, argv in engines.items():
                 try:
-                    samples[config, engine].append(
-                        times_to([*argv, *options(*config)], markers(config[0])))
+                    times = times_to([*argv, *options(*config)], markers(config[0]), TIMEOUT)
+                    samples[config, engine].append((times[0][0], times[1][0]))
                 except RuntimeError as err:
                     print(f"{engine} {' '.join(config)}: {err}", file=sys.stderr)
     return samples
@@ -104,12 +74,12 @@ def report(samples: Samples, configs: list[Config], engines: list[str], repeat: 
     print(f"seconds from process start to the loader's marker / to the Linux guest's "
           f"/init marker, median of {repeat}")
     print(f"{'loader':<9} {'medium':<6} {'firmware':<11} {'pyemu':>13}"
-          + (f" {'qemu tcg':>13} {'ratio':>6}" if "qemu" in engines else ""))
+          + (f" {'qemu tcg':>13} {'ratio':>6}" if QEMU_NAME in engines else ""))
     for config in configs:
         ours = samples[config, "pyemu"]
         line = f"{config[0]:<9} {config[1]:<6} {config[2]:<11} {cell(ours)}"
-        if "qemu" in engines:
-            theirs = samples[config, "qemu"]
+        if QEMU_NAME in engines:
+            theirs = samples[config, QEMU_NAME]
             line += f" {cell(theirs)}"
             if ours and theirs:
                 ratio = (statistics.median(s[1] for s in ours)
@@ -127,12 +97,9 @@ def main() -> None:
     for path in [*(ISOS[name] for name in loaders), *FIRMWARE.values()]:
         if not path.exists():
             sys.exit(f"{path} is missing: 'make grub-guest firmware bios' builds it")
-    engines = {"pyemu": [sys.executable, "-m", "emu.cli"]}
-    qemu = shutil.which("qemu-system-x86_64")
-    if qemu:
-        engines["qemu"] = [qemu, "-accel", "tcg"]
     configs = list(itertools.product(loaders, MEDIA, FIRMWARE))
-    report(measure(configs, engines, args.repeat), configs, list(engines), args.repeat)
+    found = engines()
+    report(measure(configs, found, args.repeat), configs, list(found), args.repeat)
 
 
 if __name__ == "__main__":

@@ -23,20 +23,15 @@ Usage: python bench/guests_boot.py [--seabios] [--only NAME...] [--timeout S]
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import select
-import shutil
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from console import QEMU_NAME, SEABIOS, engines, follow
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "tests" / "guests" / "build"
 DEBIAN = BUILD / "debian"
-SEABIOS = Path("/usr/share/seabios/bios.bin")
 COMMON = ["-nographic", "-vga", "none", "-nic", "none"]
 
 
@@ -79,37 +74,6 @@ GUESTS = {
 }
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (Linux's /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def run(cmd: list[str], markers: list[bytes], timeout: float) -> list[tuple[float, float]]:
-    """(wall, CPU) seconds from spawning ``cmd`` to each marker on its stdout, in order;
-    shorter than ``markers`` when the process exits or ``timeout`` passes first."""
-    started = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
-    out, pos, times = b"", 0, []
-    try:
-        while len(times) < len(markers) and time.monotonic() - started < timeout:
-            ready, _, _ = select.select([proc.stdout], [], [], 1.0)
-            if not ready:
-                continue
-            chunk = os.read(proc.stdout.fileno(), 65536)
-            if not chunk:
-                break
-            out += chunk
-            while len(times) < len(markers) and (m := re.search(markers[len(times)], out[pos:])):
-                pos += m.end()
-                times.append((time.monotonic() - started, cpu_seconds(proc.pid)))
-        return times
-    finally:
-        proc.kill()
-        proc.wait(10)
-
-
 def cell(times: list[tuple[float, float]], i: int) -> str:
     return f"{times[i][0]:7.2f} /{times[i][1]:7.2f}" if i < len(times) else f"{'-':>16}"
 
@@ -118,12 +82,12 @@ def report(name: str, guest: Guest, runs: dict[str, list[tuple[float, float]]]) 
     engines = list(runs)
     print(f"\n{name}: {' '.join(map(str, guest.args))}")
     print(f"{'wall / CPU seconds':<20}" + "".join(f"{e:>20}" for e in engines)
-          + "".join(f"{e + ' / qemu':>22}" for e in engines if e != "qemu tcg"))
+          + "".join(f"{e + ' / qemu':>22}" for e in engines if e != QEMU_NAME))
     for i, (label, _) in enumerate(guest.markers):
         line = f"{label:<20}" + "".join(f"{cell(runs[e], i):>20}" for e in engines)
-        qemu = runs.get("qemu tcg", [])
+        qemu = runs.get(QEMU_NAME, [])
         for e in engines:
-            if e != "qemu tcg":
+            if e != QEMU_NAME:
                 have = i < len(runs[e]) and i < len(qemu)
                 ratio = (f"{runs[e][i][0] / qemu[i][0]:.1f}x /{runs[e][i][1] / qemu[i][1]:.1f}x"
                          if have else "-")
@@ -137,14 +101,9 @@ def main() -> None:
     ap.add_argument("--only", nargs="+", choices=list(GUESTS), help="these guests only")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per run")
     args = ap.parse_args()
-    engines = {"pyemu": [sys.executable, "-m", "emu.cli"]}
-    if args.seabios:
-        if not SEABIOS.exists():
-            sys.exit(f"{SEABIOS} is missing: 'make firmware' installs it")
-        engines["pyemu seabios"] = [*engines["pyemu"], "-bios", str(SEABIOS)]
-    qemu = shutil.which("qemu-system-x86_64")
-    if qemu:
-        engines["qemu tcg"] = [qemu, "-accel", "tcg"]
+    if args.seabios and not SEABIOS.exists():
+        sys.exit(f"{SEABIOS} is missing: 'make firmware' installs it")
+    found = engines(seabios=args.seabios)
     for name in args.only or GUESTS:
         guest = GUESTS[name]
         for path in (a for a in guest.args if isinstance(a, Path)):
@@ -152,8 +111,8 @@ def main() -> None:
                 sys.exit(f"{path} is missing: run tests/guests/debian/fetch.sh "
                          "('make debian-guests')")
         patterns = [p for _, p in guest.markers]
-        runs = {e: run([*cmd, *map(str, guest.args), *COMMON], patterns, args.timeout)
-                for e, cmd in engines.items()}
+        runs = {e: follow([*cmd, *map(str, guest.args), *COMMON], patterns, args.timeout)[0]
+                for e, cmd in found.items()}
         report(name, guest, runs)
 
 

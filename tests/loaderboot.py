@@ -10,18 +10,21 @@ pyemu and QEMU.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+from serialguest import boot_until, pyemu_argv, timeline
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "tests" / "guests" / "build"
 SEABIOS = Path("/usr/share/seabios/bios.bin")
 ISOS = {"grub": BUILD / "grub" / "grub.iso", "isolinux": BUILD / "isolinux" / "isolinux.iso"}
+CASES = [  # medium, firmware, on to the Linux marker: each medium and firmware once
+    ("cd", "pyemu-bios", True),
+    ("disk", "seabios", True),
+    ("disk", "pyemu-bios", False),
+    ("cd", "seabios", False),
+]
 
 
 def markers(loader: str) -> dict[str, str]:
@@ -47,48 +50,16 @@ def machine_args(loader: str, medium: str, firmware: str) -> list[str]:
     return args
 
 
-def pyemu_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "emu.cli", *args]
-
-
-def boot_until(argv: list[str], wanted: list[bytes], timeout: float,
-               stop: tuple[bytes, ...] = ()) -> tuple[bytes, list[float]]:
-    """Start ``argv`` and read its console until each of ``wanted`` has shown, in
-    order; then kill it. Returns the output and the seconds from process start to each
-    marker. A ``stop`` string, a timeout or an early exit fails, with the output's end."""
-    start = time.monotonic()
-    proc = subprocess.Popen(argv, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    os.set_blocking(proc.stdout.fileno(), False)
-    out, times = bytearray(), []
-    try:
-        while len(times) < len(wanted):
-            if wanted[len(times)] in out:
-                times.append(time.monotonic() - start)
-                continue
-            tail = bytes(out[-2000:]).decode(errors="replace")
-            for bad in stop:
-                if bad in out:
-                    raise AssertionError(f"{bad!r} before {wanted[len(times)]!r}:\n{tail}")
-            if time.monotonic() - start > timeout:
-                raise AssertionError(f"no {wanted[len(times)]!r} after {timeout} s:\n{tail}")
-            chunk = proc.stdout.read()
-            if chunk:
-                out += chunk
-            elif proc.poll() is not None:
-                raise AssertionError(f"exited ({proc.returncode}) before "
-                                     f"{wanted[len(times)]!r}:\n{tail}")
-            else:
-                time.sleep(0.02)
-        return bytes(out), times
-    finally:
-        proc.kill()
-        proc.wait(10)
-        for f in (proc.stdin, proc.stdout):
-            f.close()
-
-
-def timeline(wanted: list[bytes], times: list[float]) -> str:
-    """``'marker' at 1.23 s, ...``: when each marker showed."""
-    return ", ".join(f"{w.decode()!r} at {t:.2f} s" for w, t in zip(wanted, times, strict=True))
+def boot_loader(loader: str, own: bytes, medium: str, firmware: str, to_linux: bool,
+                stop: tuple[bytes, ...]) -> bytes:
+    """Boot the loader's ISO on ``medium`` through ``firmware`` under pyemu to the
+    loader's ``own`` marker and, when ``to_linux``, on to the Linux guest's /init marker
+    (which must follow the kernel's banner); a ``stop`` string first fails. Returns the
+    console output before ``own``."""
+    wanted = [own, markers(loader)["linux"].encode()] if to_linux else [own]
+    out, times = boot_until(pyemu_argv(*machine_args(loader, medium, firmware)), wanted,
+                            timeout=150 if to_linux else 60, stop=stop)
+    if to_linux:
+        assert out.index(b"Linux version") > out.index(own), out
+    print(f"\n{loader.upper()} {medium} through {firmware}: {timeline(wanted, times)}")
+    return out[:out.index(own)]

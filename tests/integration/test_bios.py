@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from debugexit import DEBUG_EXIT_ARGS
+from serialguest import boot_until
 
 ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE = ROOT / "firmware"
@@ -228,38 +229,6 @@ def seabios() -> str:
     return str(SEABIOS)
 
 
-def _run_until(argv: list[str], marker: bytes, timeout: float,
-               stop: bytes | None = None) -> tuple[bytes, float]:
-    """Start ``argv``, read its stdout until ``marker`` (or ``stop``, which fails the
-    test), kill it; the output and the seconds from process start to the marker."""
-    start = time.monotonic()
-    proc = subprocess.Popen(argv, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    os.set_blocking(proc.stdout.fileno(), False)
-    try:
-        out = bytearray()
-        while marker not in out:
-            if stop is not None and stop in out:
-                raise AssertionError(f"{stop!r} before {marker!r}: {bytes(out)!r}")
-            if time.monotonic() - start > timeout:
-                raise AssertionError(f"no {marker!r} in {bytes(out)!r}")
-            chunk = proc.stdout.read()
-            if chunk:
-                out += chunk
-            elif proc.poll() is not None:
-                raise AssertionError(f"exited ({proc.returncode}) before {marker!r}: "
-                                     f"{bytes(out)!r}")
-            else:
-                time.sleep(0.02)
-        return bytes(out), time.monotonic() - start
-    finally:
-        proc.kill()
-        proc.wait(10)
-        for f in (proc.stdin, proc.stdout):
-            f.close()
-
-
 def _machine(emulator: str, firmware: str, disk: str, mib: int = 64) -> list[str]:
     if emulator == "qemu":
         # -vga none: no VGA BIOS, so SeaBIOS's serial console is the display, as in pyemu
@@ -281,8 +250,8 @@ def _probe(emulator: str, firmware: str, tmp_path: Path) -> bytes:
             pytest.fail(f"{SERVICES_IMG} is missing: 'make guests' builds the test guests")
         disk = tmp_path / f"probe-{emulator}-{Path(firmware).stem}.img"
         shutil.copyfile(SERVICES_IMG, disk)
-        _probe_cache[key], _ = _run_until(_machine(emulator, firmware, str(disk)),
-                                          b"ANSWERS END", timeout=60)
+        _probe_cache[key], _ = boot_until(_machine(emulator, firmware, str(disk)),
+                                          [b"ANSWERS END"], timeout=60)
     return _probe_cache[key]
 
 
@@ -351,7 +320,7 @@ def test_syslinux_boots_its_default_entry(bios, seabios, tmp_path, firmware):
     disk = tmp_path / "syslinux.img"
     shutil.copyfile(SYSLINUX_DIR / "disk.img", disk)
     argv = _machine("pyemu", bios if firmware == "pyemu-bios" else seabios, str(disk), mib=256)
-    out, elapsed = _run_until(argv, first, timeout=120, stop=b"boot:")
+    out, (elapsed,) = boot_until(argv, [first], timeout=120, stop=(b"boot:",))
     assert b"SYSLINUX 6" in out
     assert say in out and out.index(say) < out.index(first), out
     assert b"boot:" not in out

@@ -10,18 +10,16 @@ command and waits for its output followed by a numbered end mark.
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import re
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from serialguest import SerialGuest, pyemu_argv, start
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "tests" / "guests" / "build" / "linux"
@@ -33,53 +31,15 @@ BOOT_TIMEOUT = 90
 pytestmark = pytest.mark.linux
 
 
-class Console:
-    """pyemu's stdio serial console: a reader thread gathers output; ``run`` types a
-    command line and returns what it printed."""
+class Console(SerialGuest):
+    """pyemu's stdio serial console around a process its caller started (also used by
+    test_linux_migration and test_debdisk), waiting 30 s unless told otherwise."""
 
     def __init__(self, proc: subprocess.Popen) -> None:
-        self.proc = proc
-        self.out = b""
-        self.cond = threading.Condition()
-        self.seq = 0
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        while chunk := os.read(self.proc.stdout.fileno(), 65536):
-            with self.cond:
-                self.out += chunk
-                self.cond.notify_all()
+        super().__init__(proc=proc)
 
     def wait_for(self, pattern: bytes, start: int = 0, timeout: float = 30) -> re.Match:
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while not (m := re.compile(pattern).search(self.out, start)):
-                left = deadline - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None:
-                    tail = self.out[-2000:].decode(errors="replace")
-                    raise AssertionError(f"no {pattern!r} on the console; it ends with:\n{tail}")
-                self.cond.wait(min(left, 0.5))
-            return m
-
-    def type(self, text: str) -> int:
-        """Type a line; returns the output position before it."""
-        with self.cond:
-            start = len(self.out)
-        self.proc.stdin.write(text.encode() + b"\n")
-        self.proc.stdin.flush()
-        return start
-
-    def run(self, command: str, timeout: float = 30) -> str:
-        """The output of ``command`` (without the echoed command line). The end mark is
-        computed by the shell, so the echo of the typed line cannot match it."""
-        self.seq += 1
-        typed = f"END-$((1000+{self.seq}))"
-        start = self.type(f"{command}; echo {typed}")
-        m = self.wait_for(rb"\nEND-%d" % (1000 + self.seq), start, timeout)
-        text = self.out[start:m.start() + 1].decode(errors="replace").replace("\r", "")
-        # after the (re)drawn line; an echo a kernel message broke up ends at a line end
-        _, seen, rest = text.rpartition(typed)
-        return (rest if seen else text).split("\n", 1)[-1]
+        return super().wait_for(pattern, timeout, start)
 
 
 @contextmanager
@@ -90,25 +50,15 @@ def booted(append: str, *extra: str) -> Iterator[Console]:
         if not (BUILD / name).exists():
             pytest.fail(f"{BUILD / name} is missing: tests/guests/linux/fetch.sh builds it "
                         "('make linux-guest')")
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "emu.cli", "-m", "256", "-kernel", str(BUILD / "vmlinuz"),
-         "-initrd", str(BUILD / "rootfs.gz"), "-append", append, "-nographic",
-         "-rtc", "base=2020-01-01T00:00:00", "-no-reboot", *extra],
-        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    console = Console(proc)
-    try:
-        console.wait_for(re.escape(MARKER), timeout=BOOT_TIMEOUT)
-        console.boot_seconds = time.monotonic() - started
+    console = Console(start(pyemu_argv(
+        "-m", "256", "-kernel", str(BUILD / "vmlinuz"), "-initrd", str(BUILD / "rootfs.gz"),
+        "-append", append, "-nographic", "-rtc", "base=2020-01-01T00:00:00", "-no-reboot",
+        *extra)))
+    with console:
+        m = console.wait_for(re.escape(MARKER), timeout=BOOT_TIMEOUT)
+        console.boot_seconds = console.seconds_to(m)
         console.wait_for(rb"# ", timeout=30)
         yield console
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
-        for f in (proc.stdin, proc.stdout, proc.stderr):
-            f.close()
 
 
 @pytest.fixture(scope="module")

@@ -16,29 +16,15 @@ sector and the second stage, so the BIOS loads the second stage at 0:8000 with i
 from __future__ import annotations
 
 import importlib.util
-import struct
 import sys
 from pathlib import Path
 
-SECTOR = 512
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from imagetools import SECTOR, partition_entry  # noqa: E402
+
 DISK_SECTORS = 8192
 STAGE2_SECTORS = 48
 PART_LBA = 2048
-HEADS, SPT = 16, 63
-
-
-def chs(lba: int) -> bytes:
-    """A partition entry's 3-byte CHS address (cylinders above 1023 saturate)."""
-    cyl, rest = divmod(lba, HEADS * SPT)
-    head, sec = divmod(rest, SPT)
-    if cyl > 1023:
-        cyl, head, sec = 1023, HEADS - 1, SPT - 1
-    return bytes([head, (sec + 1) | (cyl >> 2 & 0xC0), cyl & 0xFF])
-
-
-def partition_entry(lba: int, count: int) -> bytes:
-    return (b"\x80" + chs(lba) + b"\x0c" + chs(lba + count - 1)
-            + struct.pack("<II", lba, count))
 
 
 def build_disk(stage1: bytes, stage2: bytes) -> bytes:
@@ -47,7 +33,7 @@ def build_disk(stage1: bytes, stage2: bytes) -> bytes:
     if len(stage2) > STAGE2_SECTORS * SECTOR:
         raise ValueError("stage 2 is larger than stage 1 loads")
     mbr = bytearray(stage1)
-    mbr[446:462] = partition_entry(PART_LBA, DISK_SECTORS - PART_LBA)
+    mbr[446:462] = partition_entry(0x0C, PART_LBA, DISK_SECTORS - PART_LBA)
     sectors = [bytes(mbr), stage2.ljust(STAGE2_SECTORS * SECTOR, b"\0")]
     for lba in range(1 + STAGE2_SECTORS, DISK_SECTORS):
         tag = b"PYEMU-PART" if lba == PART_LBA else b"PYEMU LBA %08X" % lba

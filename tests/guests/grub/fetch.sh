@@ -21,7 +21,8 @@ up_to_date() {
     local iso
     for iso in "$BUILD/grub/grub.iso" "$BUILD/isolinux/isolinux.iso"; do
         [ -f "$iso" ] && [ -f "$(dirname "$iso")/markers" ] || return 1
-        for input in "$LINUX/vmlinuz" "$LINUX/rootfs.gz" "$HERE/mkisos.py" "$HERE/fetch.sh"; do
+        for input in "$LINUX/vmlinuz" "$LINUX/rootfs.gz" "$HERE/mkisos.py" "$HERE/../imagetools.py" \
+                     "$HERE/fetch.sh"; do
             [ "$iso" -nt "$input" ] || return 1
         done
     done

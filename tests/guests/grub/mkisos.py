@@ -35,10 +35,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from imagetools import need_tools, run, write_markers  # noqa: E402
 
 LINUX_MARKER = "pyemu-linux: init started"  # tests/guests/linux/init
 APPEND = "console=ttyS0"
@@ -76,21 +78,12 @@ LABEL guest
 """
 
 
-def run(*args: str) -> None:
-    print("+", " ".join(args))
-    subprocess.run(args, check=True)
-
-
 def stage_linux(linux: Path, root: Path) -> None:
     """The Linux guest under root/boot/."""
     boot = root / "boot"
     boot.mkdir(parents=True)
     for name in ("vmlinuz", "rootfs.gz"):
         shutil.copyfile(linux / name, boot / name)
-
-
-def write_markers(out: Path, **markers: str) -> None:
-    (out / "markers").write_text("".join(f"{k} {v}\n" for k, v in markers.items()))
 
 
 def build_grub(linux: Path, out: Path, tmp: Path) -> None:
@@ -130,10 +123,8 @@ def main() -> None:
     ap.add_argument("--linux", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    for tool in ("grub-mkrescue", "xorriso", "mformat"):
-        if not shutil.which(tool):
-            sys.exit(f"mkisos.py: {tool} is missing (Debian packages grub-common, xorriso, "
-                     "mtools)")
+    need_tools("mkisos.py", ("grub-mkrescue", "xorriso", "mformat"),
+               "grub-common, xorriso, mtools")
     for path in (ISOLINUX / "isolinux.bin", ISOLINUX / "isohdpfx.bin", LDLINUX):
         if not path.exists():
             sys.exit(f"mkisos.py: {path} is missing (Debian packages isolinux, "

@@ -20,7 +20,7 @@ KERNEL=$(realpath "$KERNEL")
 
 up_to_date() {
     [ -f "$OUT/disk.img" ] && [ -f "$OUT/markers" ] || return 1
-    for input in "$KERNEL" "$HERE/mkdisk.py" "$HERE/fetch.sh"; do
+    for input in "$KERNEL" "$HERE/mkdisk.py" "$HERE/../imagetools.py" "$HERE/fetch.sh"; do
         [ "$OUT/disk.img" -nt "$input" ] || return 1
     done
     grep -qx "kernel $KERNEL" "$OUT/markers"

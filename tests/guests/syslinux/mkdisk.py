@@ -20,15 +20,22 @@ line ("say ..."), the kernel's first line ("first ...") and the kernel used ("ke
 from __future__ import annotations
 
 import argparse
-import shutil
-import struct
-import subprocess
 import sys
 from pathlib import Path
 
-SECTOR = 512
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from imagetools import (  # noqa: E402
+    HEADS,
+    SECTOR,
+    SPT,
+    chs,  # noqa: F401  (debdisk/mkimage.py uses it from here)
+    need_tools,
+    partition_entry,
+    run,
+    write_markers,
+)
+
 PART_LBA = 2048
-HEADS, SPT = 16, 63
 SYSLINUX = Path("/usr/lib/syslinux")
 MBR = SYSLINUX / "mbr" / "mbr.bin"
 MODULES = SYSLINUX / "modules" / "bios"
@@ -37,31 +44,16 @@ LINUX_FIRST = "Linux version"
 MULTIBOOT_FIRST = "Hello from pyemu guest"  # tests/guests/hello.c
 
 
-def chs(lba: int) -> bytes:
-    """A partition entry's 3-byte CHS address (cylinders above 1023 saturate)."""
-    cyl, rest = divmod(lba, HEADS * SPT)
-    head, sec = divmod(rest, SPT)
-    if cyl > 1023:
-        cyl, head, sec = 1023, HEADS - 1, SPT - 1
-    return bytes([head, (sec + 1) | (cyl >> 2 & 0xC0), cyl & 0xFF])
-
-
 def master_boot_record(total_sectors: int) -> bytes:
     code = MBR.read_bytes()
     if len(code) > 440:
         raise ValueError(f"{MBR} is larger than the 440 bytes of boot code an MBR has")
     count = total_sectors - PART_LBA
-    entry = (b"\x80" + chs(PART_LBA) + b"\x06" + chs(PART_LBA + count - 1)
-             + struct.pack("<II", PART_LBA, count))
+    entry = partition_entry(0x06, PART_LBA, count)
     # boot code, disk signature, 2 reserved bytes, 4 entries, 55AAh
     mbr = code.ljust(440, b"\0") + b"PYEM" + bytes(2) + entry + bytes(48) + b"\x55\xaa"
     assert len(mbr) == SECTOR
     return mbr
-
-
-def run(*args: str) -> None:
-    print("+", " ".join(args))
-    subprocess.run(args, check=True)
 
 
 def is_bzimage(kernel: Path) -> bool:
@@ -107,7 +99,7 @@ def build(kernel: Path, out: Path) -> None:
     for name, path in files.items():
         run("mcopy", "-i", part, str(path), f"::{name}")
     image.replace(out / "disk.img")
-    (out / "markers").write_text(f"say {SAY}\nfirst {first}\nkernel {kernel}\n")
+    write_markers(out, say=SAY, first=first, kernel=str(kernel))
 
 
 def main() -> None:
@@ -115,9 +107,7 @@ def main() -> None:
     ap.add_argument("--kernel", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    for tool in ("mformat", "mcopy", "syslinux"):
-        if not shutil.which(tool):
-            sys.exit(f"mkdisk.py: {tool} is missing (Debian packages syslinux and mtools)")
+    need_tools("mkdisk.py", ("mformat", "mcopy", "syslinux"), "syslinux and mtools")
     args.out.mkdir(parents=True, exist_ok=True)
     build(args.kernel, args.out)
 
