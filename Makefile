@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+ENGINE := $(VENV)/.unicorn-pyemu
+ENGINE_PATCHES := $(wildcard emu/cpu/unicorn-patches/*.patch)
 HELPER := emu/cpu/_cpuhelper.so
 DEMO := emu/guests/demo.elf
 DEMO_IMG := emu/guests/demo.img
@@ -17,6 +19,13 @@ all: build
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+# pyemu's CPU engine: unicorn 2.1.4 built from its PyPI source with the patches in
+# emu/cpu/unicorn-patches/ (x86 only, about a minute on 2 cores), installed over PyPI's
+# wheel; built again only when the patches change (notes/speed.md says why).
+$(ENGINE): $(STAMP) $(ENGINE_PATCHES) emu/cpu/unicorn-patches/build.sh
+	emu/cpu/unicorn-patches/build.sh $(CURDIR)/$(BIN)/python
 	touch $@
 
 $(HELPER): emu/cpu/cpuhelper.c
@@ -34,7 +43,7 @@ $(DEMO): emu/guests/demo.o emu/guests/demo.ld
 $(DEMO_IMG): emu/guests/demoboot.o emu/guests/demo.o emu/guests/demoimg.ld
 	ld -m elf_i386 -T emu/guests/demoimg.ld -o $@ emu/guests/demoboot.o emu/guests/demo.o
 
-build: $(STAMP) $(HELPER) $(DEMO) $(DEMO_IMG) bios
+build: $(STAMP) $(ENGINE) $(HELPER) $(DEMO) $(DEMO_IMG) bios
 
 # pyemu's own BIOS (firmware/, built with the system toolchain).
 bios:
@@ -92,8 +101,9 @@ $(BENCH_GUEST): bench/guests/compute.S emu/guests/multiboot32.inc emu/guests/dem
 	as --32 -I emu/guests -o bench/guests/build/compute.o bench/guests/compute.S
 	ld -m elf_i386 --no-warn-rwx-segments -T emu/guests/demo.ld -o $@ bench/guests/build/compute.o
 
-bench: build guests $(BENCH_GUEST)
+bench: build guests linux-guest $(BENCH_GUEST)
 	$(BIN)/python bench/cpu.py
+	$(BIN)/python bench/boot.py
 	$(BIN)/python bench/snapshot.py
 	$(BIN)/python bench/migrate.py
 

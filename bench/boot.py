@@ -3,32 +3,36 @@
 Boots Debian's cloud kernel with the busybox initramfs (tests/guests/linux/fetch.sh
 builds both) on the serial console, under pyemu and under `qemu-system-x86_64 -accel
 tcg` when it is installed, with the same kernel, initrd and command line; prints the
-median of --repeat runs each. pyemu boots twice: with its direct loader, and like QEMU
-through SeaBIOS and fw_cfg (when Debian's seabios is installed). --profile then runs
+median of --repeat runs each: the wall time, and the CPU time the process used to get
+there (user + system, all threads), which other load on the machine disturbs less.
+pyemu boots twice: with its direct loader, and like QEMU through SeaBIOS and fw_cfg
+(when Debian's seabios is installed). --icount adds a run of each engine with
+`-icount shift=0` (time is instructions) and its time over the realtime run's (issue
+17's goal: pyemu's icount boot within 2x of its realtime boot). --profile then runs
 pyemu's machine thread under cProfile to the marker and prints where the time went.
-Usage: python bench/boot.py [--repeat N] [--profile]
+Usage: python bench/boot.py [--repeat N] [--icount] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import pstats
-import select
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from console import QEMU_NAME, SEABIOS, engines, times_to
+
+from emu.cpu.helper import engine_patches
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "tests" / "guests" / "build" / "linux"
 MARKER = b"pyemu-linux: init started"
 APPEND = "console=ttyS0 noapic nolapic acpi=off"
 TIMEOUT = 120
-SEABIOS = Path("/usr/share/seabios/bios.bin")
+ICOUNT_ARGS = ["-icount", "shift=0"]
 GUEST_ARGS = ["-m", "256", "-kernel", str(BUILD / "vmlinuz"), "-initrd",
               str(BUILD / "rootfs.gz"), "-append", APPEND, "-nographic"]
 
@@ -53,33 +57,16 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def time_to_marker(cmd: list[str]) -> float:
-    """Seconds from spawning ``cmd`` to the marker on its stdout."""
-    started = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
-    seen = b""
-    try:
-        while MARKER not in seen:
-            if time.monotonic() - started > TIMEOUT:
-                raise RuntimeError(f"{cmd[0]}: no marker after {TIMEOUT} s")
-            ready, _, _ = select.select([proc.stdout], [], [], 1.0)
-            if ready:
-                chunk = os.read(proc.stdout.fileno(), 65536)
-                if not chunk:
-                    raise RuntimeError(f"{cmd[0]} exited before the marker:\n"
-                                       f"{seen[-1500:].decode(errors='replace')}")
-                seen = seen[-4096:] + chunk
-        return time.monotonic() - started
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def time_to_marker(cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds from spawning ``cmd`` to the marker on its stdout, and the CPU
+    seconds it used by then."""
+    return times_to(cmd, [MARKER], TIMEOUT)[0]
 
 
 def profile() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "boot.prof"
-        took = time_to_marker([sys.executable, "-c", PROFILED, str(out), *GUEST_ARGS])
+        took, _ = time_to_marker([sys.executable, "-c", PROFILED, str(out), *GUEST_ARGS])
         for _ in range(50):  # the stats are written as the machine thread ends
             if out.exists():
                 break
@@ -91,31 +78,36 @@ def profile() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--icount", action="store_true", help="also each engine with -icount")
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
     for name in ("vmlinuz", "rootfs.gz"):
         if not (BUILD / name).exists():
             sys.exit(f"{BUILD / name} is missing: run tests/guests/linux/fetch.sh")
-    engines = {"pyemu": [sys.executable, "-m", "emu.cli", *GUEST_ARGS]}
-    if SEABIOS.exists():
-        engines["pyemu seabios"] = [*engines["pyemu"], "-bios", str(SEABIOS)]
-    qemu = shutil.which("qemu-system-x86_64")
-    if qemu:
-        engines["qemu tcg"] = [qemu, "-accel", "tcg", *GUEST_ARGS]
-    times: dict[str, list[float]] = {name: [] for name in engines}
+    found = {name: [*argv, *GUEST_ARGS]
+             for name, argv in engines(seabios=SEABIOS.exists()).items()}
+    if args.icount:
+        found |= {f"{name} -icount": [*cmd, *ICOUNT_ARGS] for name, cmd in found.items()}
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in found}
     for _ in range(args.repeat):  # interleaved, so machine noise hits both alike
-        for name, cmd in engines.items():
-            times[name].append(time_to_marker(cmd))
+        for name, cmd in found.items():
+            runs[name].append(time_to_marker(cmd))
+    wall = {name: statistics.median(w for w, _ in r) for name, r in runs.items()}
+    cpu = {name: statistics.median(c for _, c in r) for name, r in runs.items()}
     print(f"Linux 6.1 cloud kernel + busybox initramfs, '{APPEND}', "
-          f"median of {args.repeat}")
-    print(f"{'engine':<14} {'to marker (s)':>14}  runs")
-    for name, runs in times.items():
-        print(f"{name:<14} {statistics.median(runs):>14.2f}  "
-              + " ".join(f"{t:.2f}" for t in runs))
-    if qemu:
-        for name in [n for n in engines if n != "qemu tcg"]:
-            ratio = statistics.median(times[name]) / statistics.median(times["qemu tcg"])
-            print(f"{name} / qemu: {ratio:.1f}x")
+          f"median of {args.repeat}; unicorn engine: {engine_patches() or 'stock 2.1.4 build'}")
+    width = max(14, *map(len, found))
+    print(f"{'engine':<{width}} {'to marker (s)':>14} {'CPU (s)':>8}  runs (wall/CPU)")
+    for name, r in runs.items():
+        print(f"{name:<{width}} {wall[name]:>14.2f} {cpu[name]:>8.2f}  "
+              + " ".join(f"{w:.2f}/{c:.2f}" for w, c in r))
+    if QEMU_NAME in found:
+        for name in [n for n in found if n != QEMU_NAME and not n.endswith(" -icount")]:
+            print(f"{name} / qemu: {wall[name] / wall[QEMU_NAME]:.1f}x wall, "
+                  f"{cpu[name] / cpu[QEMU_NAME]:.1f}x CPU")
+    for name in [n.removesuffix(" -icount") for n in found if n.endswith(" -icount")]:
+        print(f"{name} -icount / realtime: {wall[name + ' -icount'] / wall[name]:.1f}x wall, "
+              f"{cpu[name + ' -icount'] / cpu[name]:.1f}x CPU")
     if args.profile:
         profile()
 

@@ -1,28 +1,41 @@
-"""CPU benchmark: the same compute loop under bare unicorn and under pyemu, in one run.
+"""CPU benchmark: the same compute loop under bare unicorn and under pyemu, and a guest
+rewriting its memory under pyemu and under QEMU, in one run.
 
 The guest (bench/guests/compute.S) runs a 10-instruction loop while the PIT interrupts
 at 250 Hz; the bare run executes the very same bytes on an engine with no devices and
 no hooks. Prints guest MIPS for each and their ratio (best of --repeat runs, as the
-machine is shared and noisy). Realtime mode, then icount.
-Usage: python bench/cpu.py [--iterations N]
+machine is shared and noisy). Realtime mode, then icount (-icount shift=3), with
+icount's speed over realtime's (issue 17's goal: >= 0.5).
+Then tests/guests' dirty.elf checks and rewrites a 32 MiB buffer round after round
+(no pause between rounds) under pyemu and under `qemu-system-x86_64 -accel tcg`: the
+rate is MiB rewritten per second from its first round's end to its last's, best of
+--repeat runs each, and pyemu's share of QEMU's rate.
+Usage: python bench/cpu.py [--iterations N] [--repeat N]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
 import unicorn
 import unicorn.x86_const as x
+from console import QEMU_NAME, engines, times_to
 from elftools.elf.elffile import ELFFile
 
+from emu.cpu.helper import engine_patches
 from emu.machine.config import MachineConfig
 from emu.machine.pc.pc import PcMachine
 
 GUEST = Path(__file__).with_name("guests") / "build" / "compute.elf"
 INSNS_PER_ITERATION = 10
+ROOT = Path(__file__).resolve().parents[1]
+DIRTY = ROOT / "tests" / "guests" / "build" / "dirty.elf"
+REWRITE_MIB, REWRITE_ROUNDS = 32, 11
+REWRITE_TIMEOUT = 120
 
 
 def _symbols(path: Path) -> tuple[dict[str, int], bytes, int]:
@@ -60,6 +73,35 @@ def pyemu(iterations: int, icount: int | None) -> tuple[float, int]:
     return elapsed, m.mem.read_u32(syms["ticks"])
 
 
+def rewrite_rate(engine: list[str]) -> float:
+    """MiB/s at which dirty.elf checks and rewrites its buffer under ``engine``, from the
+    end of its first round (fresh pages, which the host zeroes) to the end of its last."""
+    cmd = [*engine, "-m", "256", "-kernel", str(DIRTY), "-nographic",
+           "-append", f"mib={REWRITE_MIB} rounds={REWRITE_ROUNDS} period=0",
+           "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]
+    marks = [b"round 1 ok", b"round %d ok" % REWRITE_ROUNDS]
+    (first, _), (last, _) = times_to(cmd, marks, REWRITE_TIMEOUT)
+    return (REWRITE_ROUNDS - 1) * REWRITE_MIB / (last - first)
+
+
+def rewrite_table(repeat: int) -> None:
+    """The rewrite rate of pyemu and QEMU (when installed), best of ``repeat`` each."""
+    if not DIRTY.exists():
+        sys.exit(f"{DIRTY} is missing: run 'make guests'")
+    found = engines()
+    rates: dict[str, list[float]] = {name: [] for name in found}
+    for _ in range(repeat):  # interleaved, so machine noise hits both alike
+        for name, cmd in found.items():
+            rates[name].append(rewrite_rate(cmd))
+    print(f"\nguest rewriting memory (dirty.elf, {REWRITE_MIB} MiB checked and rewritten per "
+          f"round, rounds 2-{REWRITE_ROUNDS}), best of {repeat}")
+    print(f"{'engine':<40}{'MiB/s':>9}  runs")
+    for name, runs in rates.items():
+        print(f"{name:<40}{max(runs):>9.0f}  " + " ".join(f"{r:.0f}" for r in runs))
+    if QEMU_NAME in found:
+        print(f"pyemu / qemu: {max(rates['pyemu']) / max(rates[QEMU_NAME]):.2f}x the rate")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iterations", type=int, default=100_000_000)
@@ -71,7 +113,8 @@ def main() -> None:
         runs.append((bare_unicorn(n), *pyemu(n, None)))
     bare = min(r[0] for r in runs)
     real, ticks = min((r[1], r[2]) for r in runs)
-    icount = pyemu(n // 10, 3)[0] * 10  # icount is slow: a tenth of the loop, scaled
+    icount = min(pyemu(n, 3)[0] for _ in range(args.repeat))
+    print(f"unicorn engine: {engine_patches() or 'stock 2.1.4 build'}")
     print(f"compute loop, {insns / 1e6:.0f} M guest instructions, best of {args.repeat}, "
           f"{os.cpu_count()} cores")
     print(f"{'engine':<40}{'seconds':>9}{'MIPS':>9}{'vs bare':>9}")
@@ -79,6 +122,8 @@ def main() -> None:
                         (f"pyemu realtime (PIT 250 Hz, {ticks} ticks)", real),
                         ("pyemu -icount shift=3", icount)):
         print(f"{label:<40}{secs:>9.2f}{insns / secs / 1e6:>9.0f}{bare / secs:>9.2f}")
+    print(f"pyemu -icount / realtime: {real / icount:.2f}x the speed")
+    rewrite_table(args.repeat)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@
  * vol. 2B RDTSC, RDTSCP (EDX:EAX = TSC, ECX = IA32_TSC_AUX[31:0]).
  */
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -58,6 +59,8 @@ enum { STOP_DOUBLE_FAULT = 8 };
 typedef int (*uc_hook_add_fn)(void *, size_t *, int, void *, void *, uint64_t, uint64_t, ...);
 typedef int (*uc_emu_stop_fn)(void *);
 typedef int (*uc_hook_del_fn)(void *, size_t);
+typedef int (*uc_hook_gate_fn)(void *, size_t, const volatile int64_t *, int);
+typedef int (*uc_icount_fn)(void *, int64_t *);
 typedef int (*uc_reg_write_fn)(void *, int, const void *);
 typedef int (*uc_reg_read_fn)(void *, int, void *);
 typedef void (*do_interrupt_fn)(void *cpu);
@@ -109,6 +112,13 @@ struct pyemu_cpu {
     update_hflags_fn update_hflags;
     inta_fn inta;
     port_in_fn py_in;               /* Python's port-read dispatcher */
+    /* pyemu's engine only (emu/cpu/unicorn-patches), else NULL: run the block hook
+     * only while `intr` or `kick` is set */
+    uc_hook_gate_fn hook_gate;
+    /* pyemu's engine only, else NULL: icount counted per translation block by the
+     * engine (0006-icount-by-blocks.patch) into `icount`, stopping at `icount_budget`,
+     * instead of the code hook on every instruction */
+    uc_icount_fn icount_blocks;
     /* PIO window: reads of `fast_port` are served from fast_buf[fast_pos:fast_end] here,
      * except the one that reaches fast_end, which goes to the device (end of a block) */
     int64_t fast_port;
@@ -117,9 +127,10 @@ struct pyemu_cpu {
     int64_t fast_end;
     volatile int64_t intr;          /* the INTR line from the PIC */
     volatile int64_t kick;          /* end the running slice as soon as possible */
+    /* (intr and kick side by side: the block hook's gate is these two words) */
     int64_t stop_reason;
     int64_t icount;                 /* instructions executed (icount mode only) */
-    int64_t icount_budget;
+    int64_t icount_budget;          /* (side by side: the engine's icount words) */
     int64_t irqs_delivered;
     int64_t exceptions_delivered;
     /* the global block hook: delivers interrupts and ends slices on a kick */
@@ -420,7 +431,9 @@ int pyemu_cpu_attach(struct pyemu_cpu *p, int icount)
                        UC_X86_INS_RDTSC);
     err |= p->hook_add(p->uc, &h, UC_HOOK_INSN, (void *)on_rdtscp, p, (uint64_t)1, (uint64_t)0,
                        UC_X86_INS_RDTSCP);
-    if (icount)
+    if (icount && p->icount_blocks)
+        err |= p->icount_blocks(p->uc, &p->icount);
+    else if (icount)
         err |= p->hook_add(p->uc, &h, UC_HOOK_CODE, (void *)on_code_icount, p, (uint64_t)1,
                            (uint64_t)0);
     /* The block hook stays on in both modes. Slices end from inside the CPU thread, at a
@@ -431,8 +444,15 @@ int pyemu_cpu_attach(struct pyemu_cpu *p, int icount)
     return err;
 }
 
+_Static_assert(offsetof(struct pyemu_cpu, kick) == offsetof(struct pyemu_cpu, intr) + 8,
+               "the block hook's gate is intr and kick, side by side");
+_Static_assert(offsetof(struct pyemu_cpu, icount_budget) == offsetof(struct pyemu_cpu, icount) + 8,
+               "the engine's icount words are icount and icount_budget, side by side");
+
 /* Turn the global block hook on or off; the caller flushes translated code after, so
- * that blocks are translated with (or without) the hook call. */
+ * that blocks are translated with (or without) the hook call. With pyemu's engine the
+ * hook is gated: a block calls it only while an interrupt is pending or a kick is
+ * raised, the only times on_block has work (otherwise a load and a branch per block). */
 int pyemu_watch(struct pyemu_cpu *p, int on)
 {
     size_t h = 0;
@@ -440,6 +460,8 @@ int pyemu_watch(struct pyemu_cpu *p, int on)
     if (on && !p->watch_hook) {
         err = p->hook_add(p->uc, &h, UC_HOOK_BLOCK, (void *)on_block, p, (uint64_t)1,
                           (uint64_t)0);
+        if (!err && p->hook_gate)
+            err = p->hook_gate(p->uc, h, &p->intr, 2);
         p->watch_hook = (int64_t)h;
     } else if (!on && p->watch_hook) {
         err = p->hook_del(p->uc, (size_t)p->watch_hook);

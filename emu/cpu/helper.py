@@ -39,6 +39,32 @@ EXC_BOOKKEEPING = (-8, 8)  # error_code .. exception_next_eip, relative to the l
 OLD_EXCEPTION = 8 + 8 * 8 + 4 * 8
 
 
+# The patch set of pyemu's own build of unicorn 2.1.4 (emu/cpu/unicorn-patches/, built by
+# `make`), which the engine names in a symbol (0005-engine-marker.patch). PyPI's stock
+# build runs pyemu too, only slower: every guest store takes its slow path.
+ENGINE_PATCHES = "pyemu-2"
+
+
+def engine_patches() -> str | None:
+    """The patch set the loaded engine was built with; None for a stock build."""
+    try:
+        marker = ctypes.c_char.in_dll(UCLIB, "pyemu_engine_patches")
+    except ValueError:
+        return None
+    return ctypes.string_at(ctypes.addressof(marker)).decode(errors="replace")
+
+
+def _check_engine() -> None:
+    found = engine_patches()
+    if found != ENGINE_PATCHES:
+        what = "PyPI's stock build" if found is None else f"built with patches {found}"
+        log.warning("unicorn engine: %s, not pyemu's patched one (%s): guest stores run "
+                    "slowly; run 'make' to build it", what, ENGINE_PATCHES)
+
+
+_check_engine()
+
+
 class HelperError(RuntimeError):
     """The C helper is missing or the engine does not look like the one it was built for."""
 
@@ -66,7 +92,7 @@ class PyemuCpu(ctypes.Structure):
             "off_regs")],
         *[(n, ctypes.c_void_p) for n in (
             "hook_add", "hook_del", "emu_stop", "reg_write", "reg_read", "do_interrupt", "hardirq",
-            "raise_exc_err", "update_hflags", "inta", "py_in")],
+            "raise_exc_err", "update_hflags", "inta", "py_in", "hook_gate", "icount_blocks")],
         ("fast_port", ctypes.c_int64), ("fast_buf", ctypes.c_void_p),
         ("fast_pos", ctypes.c_int64), ("fast_end", ctypes.c_int64),
         *[(n, ctypes.c_int64) for n in (
@@ -201,6 +227,14 @@ def _sym(name: str) -> int:
     return ctypes.cast(getattr(UCLIB, name), ctypes.c_void_p).value or 0
 
 
+def _optional_sym(name: str) -> int | None:
+    """The address of ``name`` in the engine, None if this build has no such symbol."""
+    try:
+        return _sym(name)
+    except AttributeError:
+        return None
+
+
 def _find_exc_next_eip(env_off: int) -> int:
     """Run ``int 0x42`` in a scratch engine and see where its next-EIP is kept."""
     found: list[set[int]] = []
@@ -254,6 +288,8 @@ class Helper:
         p.hardirq = sym("do_interrupt_x86_hardirq_x86_64")
         p.raise_exc_err = sym("raise_exception_err_x86_64")
         p.update_hflags = sym("x86_update_hflags_x86_64")
+        p.hook_gate = _optional_sym("uc_pyemu_hook_gate")  # pyemu's engine only
+        p.icount_blocks = _optional_sym("uc_pyemu_icount")  # 0006 and later only
         self._inta = INTA_FN(inta)  # kept alive: C holds the pointer
         p.inta = ctypes.cast(self._inta, ctypes.c_void_p).value
         self._port_in = port_in  # a ctypes callback: kept alive while C holds it

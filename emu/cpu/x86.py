@@ -60,6 +60,21 @@ HOOK_ADD = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes
 SET_A20 = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int)
 
 UPDATE_HFLAGS = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+# The engine's RAM offset (ram_addr_t) of a host address in a pointer-mapped RAM block,
+# and QEMU's invalidation of the translations made from a range of such offsets.
+RAM_ADDR_FROM_HOST = UCLIB.qemu_ram_addr_from_host_x86_64
+RAM_ADDR_FROM_HOST.restype = ctypes.c_uint64
+RAM_ADDR_FROM_HOST.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+TB_INVALIDATE_RANGE = UCLIB.tb_invalidate_phys_range_x86_64
+TB_INVALIDATE_RANGE.restype = None
+TB_INVALIDATE_RANGE.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]
+RAM_ADDR_INVALID = (1 << 64) - 1
+# pyemu's engine only (patch 0007): the migration dirty log, one byte per RAM page.
+DIRTY_LOG = getattr(UCLIB, "uc_pyemu_dirty_log", None)
+if DIRTY_LOG is not None:
+    DIRTY_LOG.restype = None
+    DIRTY_LOG.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+PAGE = 0x1000
 # Descriptor-cache flags of flat 4 GiB ring-0 segments (granular, 32-bit, present).
 CODE32_FLAGS, DATA32_FLAGS = 0x00CF9A00, 0x00CF9300
 CS_LONG = 1 << 21  # descriptor L bit: 64-bit code, where CS.base is ignored
@@ -327,6 +342,43 @@ class X86Cpu:
             self.uc.ctl_flush_tb()
         else:
             self.uc.ctl_remove_cache(start, end)
+
+    @property
+    def has_dirty_log(self) -> bool:
+        """The engine keeps a migration dirty log (pyemu's build, patch 0007)."""
+        return DIRTY_LOG is not None
+
+    def dirty_log(self, host: int, length: int, byte_map: int | None) -> None:
+        """Start or restart (``byte_map``: the address of a byte per page, which the
+        engine sets at the first store to that page) or stop (None) the engine's log of
+        the RAM at host addresses [host, host+length). Restarting sends every store to
+        the range back through the slow path that marks it: clear the map first.
+        On the machine thread, with the CPU stopped."""
+        uch = ctypes.cast(self.uc._uch, ctypes.c_void_p).value
+        DIRTY_LOG(uch, host, length, byte_map)
+
+    def invalidate_ram(self, host: int, length: int) -> None:
+        """Drop translated code made from the RAM at host addresses [host, host+length)
+        after a write from Python (DMA, loaders), as QEMU does for DMA: only the
+        translations on those pages (tb_invalidate_phys_range on the engine's RAM offsets,
+        which it finds from the host address), not the whole cache as invalidate_code
+        must with paging on. RAM that is not mapped now (a shadow segment showing ROM)
+        has no translations to drop."""
+        if length <= 0:
+            return
+        uch = ctypes.cast(self.uc._uch, ctypes.c_void_p).value
+        first = RAM_ADDR_FROM_HOST(uch, host)
+        if first != RAM_ADDR_INVALID and RAM_ADDR_FROM_HOST(uch, host + length - 1) \
+                == first + length - 1:
+            TB_INVALIDATE_RANGE(uch, first, first + length)
+            return
+        end = host + length
+        while host < end:  # across RAM blocks: page by page
+            step = min(end, (host | (PAGE - 1)) + 1) - host
+            start = RAM_ADDR_FROM_HOST(uch, host)
+            if start != RAM_ADDR_INVALID:
+                TB_INVALIDATE_RANGE(uch, start, start + step)
+            host += step
 
     def run(self, *, host_deadline_ns: int | None = None, budget: int | None = None,
             count: int = 0) -> RunResult:

@@ -55,7 +55,11 @@ class AddressSpace:
     """Maps RAM, ROM and MMIO into the engine and gives Python checked access to RAM."""
 
     def __init__(self, uc: unicorn.Uc, ram_size: int, bios: bytes,
-                 invalidate: Callable[[int, int], None]) -> None:
+                 invalidate: Callable[[int, int], None],
+                 invalidate_ram: Callable[[int, int], None] | None = None) -> None:
+        """``invalidate(start, end)`` drops translated code for guest-physical addresses;
+        ``invalidate_ram(host, length)``, when given, does it for RAM written from Python
+        by its host address (the engine can then drop only what those pages held)."""
         if ram_size < 2 * ONE_MIB or ram_size % PAGE:
             raise ValueError(f"RAM size {ram_size} must be at least 2 MiB and page aligned")
         if len(bios) % 0x10000 or not 0x10000 <= len(bios) <= 0x1000000:
@@ -66,6 +70,11 @@ class AddressSpace:
         self.below_4g = min(ram_size, LOWMEM_MAX)
         self.above_4g = ram_size - self.below_4g
         self._invalidate = invalidate
+        self._invalidate_ram = invalidate_ram
+        self._ram_host = self.ram.ctypes.data
+        # While a migration runs: a byte per RAM page, set when the page is written
+        # (the engine marks the CPU's stores, _written the writes from Python)
+        self.dirty_log: np.ndarray | None = None
         self.regions: list[Region] = []
         self._mmio_keep: list[object] = []
         self.pam: dict[int, int] = {}  # segment base -> PAM mode now mapped
@@ -114,6 +123,7 @@ class AddressSpace:
                 if we:
                     self.ram[base + off:base + off + sz] = np.frombuffer(
                         value.to_bytes(sz, "little"), dtype=np.uint8)
+                    self._log_write(base + off, sz)
 
             self.map_mmio(name, base, size, read, write)
         self.pam[base] = mode
@@ -185,12 +195,24 @@ class AddressSpace:
     def write(self, addr: int, data: bytes) -> None:
         off = self._ram_offset(addr, len(data))
         self.ram[off:off + len(data)] = np.frombuffer(data, dtype=np.uint8)
-        self._invalidate(addr, addr + len(data))
+        self._written(addr, off, len(data))
 
     def fill(self, addr: int, length: int, value: int = 0) -> None:
         off = self._ram_offset(addr, length)
         self.ram[off:off + length] = value
-        self._invalidate(addr, addr + length)
+        self._written(addr, off, length)
+
+    def _log_write(self, off: int, length: int) -> None:
+        """Mark RAM [off, off+length) written in the migration's dirty log, if any."""
+        if self.dirty_log is not None and length > 0:
+            self.dirty_log[off // PAGE:(off + length - 1) // PAGE + 1] = 1
+
+    def _written(self, addr: int, off: int, length: int) -> None:
+        self._log_write(off, length)
+        if self._invalidate_ram is not None:
+            self._invalidate_ram(self._ram_host + off, length)
+        else:
+            self._invalidate(addr, addr + length)
 
     def read_u32(self, addr: int) -> int:
         return int.from_bytes(self.read(addr, 4), "little")

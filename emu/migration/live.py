@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emu.host import tls
-from emu.migration.ram import PAGE, RamTracker, clear
+from emu.migration.ram import PAGE, RamTracker, clear, tracker_for
 from emu.migration.staging import DiskStaging
 from emu.migration.stream import (
     DISK_CHUNK,
@@ -348,8 +348,8 @@ class Outgoing:
         self.disks = copied_drives(self.machine) if block else {}
         for backend in self.disks.values():
             backend.track_writes(True)
+        tracker = tracker_for(self.machine)
         try:
-            tracker = RamTracker(self.machine.mem.ram)
             dirty = tracker.dirty()
             chunks = {name: list(range(b.chunks)) for name, b in self.disks.items()}
             while True:
@@ -358,6 +358,7 @@ class Outgoing:
                     break
             self._switchover(writer, out, tracker, duplex, chunks)
         finally:
+            tracker.close()
             for backend in self.disks.values():
                 backend.track_writes(False)
 

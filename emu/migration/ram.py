@@ -1,15 +1,25 @@
-"""Which guest pages the destination does not have yet: compare against what was sent.
+"""Which guest pages the destination does not have yet.
 
-DESIGN.md, "Threads and time": a migration thread reads RAM while the CPU runs, so
-correctness comes from keeping a copy of every page as it was sent and, at each pass,
-sending the pages that differ from that copy; the last pass runs with the CPU stopped.
-unicorn gives no cheap write tracking (../shared/notes/unicorn-2.1.4.md: a memory write
-hook halves compute speed, write protection breaks), and a scan of 256 MiB takes ~25 ms.
+DESIGN.md, "Threads and time": a migration thread reads RAM while the CPU runs, so each
+pass copies the pages it sends into ``sent`` (the stream checksums what it writes, and
+the copy holds still) and the next pass sends the pages written since. The last pass
+runs with the CPU stopped. Two ways to know what was written:
+- DirtyLog, with pyemu's engine (patch 0007, QEMU's DIRTY_MEMORY_MIGRATION): the engine
+  sets a byte per page at the first store after each sync, and AddressSpace does for
+  writes from Python (DMA, loaders, the gdb stub); a sync reads and clears ~64 KiB.
+- RamTracker, with any other engine: compare RAM against ``sent``, ~15-25 ms per
+  256 MiB at each pass and inside the downtime (stock unicorn has no write tracking:
+  ../shared/notes/unicorn-2.1.4.md, a memory write hook halves compute speed).
 """
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import numpy as np
+
+log = logging.getLogger("emu.migration")
 
 PAGE = 4096
 SCAN_PAGES = 4096  # compare 16 MiB at a time: bounded temporaries
@@ -56,6 +66,76 @@ class RamTracker:
             mask = which[i:j]
             if mask.any():
                 self._sent64[i:j][mask] = self._ram64[i:j][mask]
+
+    def close(self) -> None:
+        """Stop tracking (the compare keeps no state outside this object)."""
+
+
+class DirtyLog(RamTracker):
+    """RamTracker's interface over the engine's dirty log of ``machine`` (its CPU must
+    have one): ``dirty()`` and ``sync()`` run on the machine thread, between slices."""
+
+    def __init__(self, machine: Any) -> None:
+        super().__init__(machine.mem.ram)
+        self.machine = machine
+        self.log = np.zeros(self.pages, dtype=np.uint8)
+        self.unsent = np.zeros(self.pages, dtype=bool)  # written, not taken since
+        self.started = False
+
+    def _restart(self) -> np.ndarray:
+        """On the machine thread: the pages written since the last restart, and a new
+        log (clear, then every TLB entry back to the slow path that marks pages)."""
+        written = self.log.astype(bool)
+        self.log[:] = 0
+        mem = self.machine.mem
+        mem.dirty_log = self.log
+        self.machine.cpu.dirty_log(self.ram.ctypes.data, self.ram.size, self.log.ctypes.data)
+        return written
+
+    def _stop(self) -> None:
+        self.machine.mem.dirty_log = None
+        self.machine.cpu.dirty_log(self.ram.ctypes.data, self.ram.size, None)
+
+    def dirty(self) -> np.ndarray:
+        """The pages written and not taken since; the first call starts the log and
+        answers the pages that are not zero (the destination starts all zero)."""
+        written = self.machine.post(self._restart).result()
+        if not self.started:
+            self.started = True
+            written = self.nonzero()
+        self.unsent |= written
+        return self.unsent.copy()
+
+    def nonzero(self) -> np.ndarray:
+        """One bool per page: it holds something other than zeros."""
+        out = np.empty(self.pages, dtype=bool)
+        for i in range(0, self.pages, SCAN_PAGES):
+            j = min(i + SCAN_PAGES, self.pages)
+            np.any(self._ram64[i:j] != 0, axis=1, out=out[i:j])
+        return out
+
+    def take(self, which: np.ndarray) -> None:
+        super().take(which)
+        self.unsent &= ~which
+
+    def sync(self) -> np.ndarray:
+        """The last pass (the guest stopped): what is left to send, taken."""
+        written = self.dirty()
+        self.take(written)
+        return written
+
+    def close(self) -> None:
+        if self.started:
+            self.machine.post(self._stop).result()
+
+
+def tracker_for(machine: Any) -> RamTracker:
+    """The engine's dirty log where it has one, else the compare (one line says so)."""
+    if machine.cpu.has_dirty_log:
+        return DirtyLog(machine)
+    log.warning("migration: the unicorn engine keeps no dirty log (not pyemu's build: run "
+                "'make'); comparing all of RAM at each pass, the downtime grows with RAM")
+    return RamTracker(machine.mem.ram)
 
 
 def copy_changed(dst: np.ndarray, src: np.ndarray) -> int:

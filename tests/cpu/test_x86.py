@@ -19,7 +19,7 @@ import unicorn.x86_const as x
 
 from emu.cpu.models import DEFAULT_MODEL, MODELS, CpuModel
 from emu.cpu.x86 import RunResult, X86Cpu
-from emu.memory.address_space import AddressSpace
+from emu.memory.address_space import PAM_RE, PAM_WE, AddressSpace
 
 RAM_SIZE = 2 << 20
 IF = 1 << 9
@@ -43,7 +43,9 @@ class Rig:
         self.inta_calls = 0
         self.cpu = X86Cpu(icount=icount, port_in=self._in, port_out=self._out,
                           inta=self._inta, model=model)
-        self.mem = AddressSpace(self.cpu.uc, RAM_SIZE, bios, self.cpu.invalidate_code)
+        # as the PC machine wires it: RAM written from Python drops only its own code
+        self.mem = AddressSpace(self.cpu.uc, RAM_SIZE, bios, self.cpu.invalidate_code,
+                                self.cpu.invalidate_ram)
         self.mem.fill_unassigned()
         self.cpu.reset()
 
@@ -516,6 +518,27 @@ def test_code_patched_from_python_under_paging_is_seen(rig: Rig) -> None:
     assert (rig.reg("rip"), rig.reg("rax")) == (0x1F0006, 0x11111111)
     rig.mem.write(0x50001, b"\x22" * 4)
     rig.set_reg("rip", 0x1F0000)
+    assert rig.run().halted
+    assert rig.reg("rax") == 0x22222222
+
+
+
+def test_code_written_across_two_engine_ram_blocks_is_seen(rig: Rig) -> None:
+    # Two shadow-RAM PAM segments are two RAM blocks of the engine: code written across
+    # their boundary has its translations dropped in both.
+    for base in (0xC0000, 0xC4000):
+        rig.mem.set_pam(base, 0x4000, PAM_RE | PAM_WE)
+
+    def code(value: int) -> bytes:
+        return bytes([0x66, 0xB8, *struct.pack("<I", value), 0xF4])  # mov eax,value; hlt
+
+    rig.mem.write(0xC3FFE, code(0x11111111))
+    rig.set_seg("cs", 0xC3FF)
+    rig.set_reg("rip", 0xE)
+    assert rig.run().halted
+    assert rig.reg("rax") == 0x11111111
+    rig.mem.write(0xC3FFE, code(0x22222222))
+    rig.set_reg("rip", 0xE)
     assert rig.run().halted
     assert rig.reg("rax") == 0x22222222
 

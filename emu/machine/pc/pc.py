@@ -171,7 +171,7 @@ class PcMachine(Machine):
         self.initrd = read_file(cfg.initrd, "-initrd", cfg.ram_size) \
             if image is not None and cfg.initrd else None
         self.mem = AddressSpace(self.cpu.uc, cfg.ram_size, _bios_image(cfg.bios, firmware_boot),
-                                self.cpu.invalidate_code)
+                                self.cpu.invalidate_code, self.cpu.invalidate_ram)
         self._build_pci()
         self._build_ide(cfg, blocks or {})
         self._build_fw_cfg(cfg, image if firmware_boot else None)
