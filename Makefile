@@ -12,7 +12,7 @@ DEMO := emu/guests/demo.elf
 DEMO_IMG := emu/guests/demo.img
 
 .PHONY: all build run test lint guests firmware qemu bios bench clean linux-guest syslinux-guest \
-        grub-guest debian-guests
+        grub-guest debian-guests debian-disk
 
 all: build
 
@@ -87,11 +87,17 @@ grub-guest: linux-guest
 debian-guests: linux-guest
 	PYTHON=$(CURDIR)/$(BIN)/python tests/guests/debian/fetch.sh
 
+# A minimal Debian 12 system (mmdebstrap: GRUB, the cloud kernel, sysvinit) on a raw IDE
+# disk image, booted to a root login: tests/guests/build/debdisk, built when missing or
+# older than its scripts (packages cached in build/debdisk/cache). Needs root.
+debian-disk:
+	PYTHON=$(CURDIR)/$(BIN)/python tests/guests/debdisk/build.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check emu tests bench
 
 # pytest exits 5 when it collected nothing; make fails on any non-zero status.
-test: build guests firmware qemu linux-guest debian-guests syslinux-guest grub-guest lint
+test: build guests firmware qemu linux-guest debian-guests syslinux-guest grub-guest debian-disk lint
 	$(BIN)/pytest -q -p no:cacheprovider
 
 BENCH_GUEST := bench/guests/build/compute.elf

@@ -12,6 +12,9 @@
 #include "bios.h"
 
 #define PIIX3_IDE_ID 0x70108086u
+#define IDETIM_PRIMARY 0x40
+#define IDETIM_SECONDARY 0x42
+#define IDE_DECODE 0x8000
 #define PAM0 0x59
 
 extern char __bss_start[], __bss_end[];
@@ -153,7 +156,9 @@ static void bda_init(void)
     BDA8(BDA_CHAR_HEIGHT) = 16;
 }
 
-/* Find the PIIX3 IDE function on bus 0 and let it decode I/O and master the bus. */
+/* Find the PIIX3 IDE function on bus 0 and let it decode I/O and master the bus, and
+ * turn on both channels' legacy port decode (IDETIM bit 15, as SeaBIOS does): Linux's
+ * ata_piix leaves a channel whose bit is clear alone, as a disabled port. */
 static void pci_init(void)
 {
     for (u32 devfn = 0; devfn < 256; devfn++) {
@@ -166,6 +171,9 @@ static void pci_init(void)
             continue;
         u16 cmd = (u16)pci_read32(0, (u8)devfn, 0x04);
         pci_write16(0, (u8)devfn, 0x04, cmd | 0x05);
+        u32 timing = pci_read32(0, (u8)devfn, IDETIM_PRIMARY);   /* 40h-43h */
+        pci_write16(0, (u8)devfn, IDETIM_PRIMARY, (u16)timing | IDE_DECODE);
+        pci_write16(0, (u8)devfn, IDETIM_SECONDARY, (u16)(timing >> 16) | IDE_DECODE);
         printf("PCI: IDE 8086:7010 at 00:%02x.%u\n", devfn >> 3, devfn & 7);
     }
 }
