@@ -12,6 +12,14 @@ function QEMU's pc machine puts beside them.
   status ports 0xB2/0xB3: ACPI_ENABLE (F1h) and ACPI_DISABLE (F0h) written to 0xB2 set and
   clear SCI_EN, as QEMU's firmware interface expects. SLP_EN with SLP_TYP 0 powers off.
   The SMBus function is inert: its base register is stored, nothing decodes it.
+- QEMU's fixed ACPI ports beside the PIIX4 (hw/acpi/piix4.c, pcihp.c, cpu_hotplug.c),
+  which SeaBIOS's own DSDT reads when no firmware tables come from the machine: the GPE0
+  block at AFE0h (status, enable), PCI hotplug at AE00h (slots up, down, eject,
+  removable) and the CPU-present bitmap at AF00h. This machine has no hotplug and no GPE
+  source, so they read as QEMU's do with nothing plugged: no event, nothing removed or
+  removable, CPU 0 present. (Reading all ones, the DSDT told Linux to eject slot 1.)
+  Writes are taken and dropped, the GPE0 enable bits included: no source can set the
+  status they would enable.
 """
 
 from __future__ import annotations
@@ -32,6 +40,9 @@ PWRBTN_STS = 1 << 8  # PM1 status: the power button was pressed
 SCI_EVENTS = PWRBTN_STS  # the PM1 events this model raises (no timer overflow)
 SCI_IRQ = 9
 ACPI_ENABLE, ACPI_DISABLE = 0xF1, 0xF0
+# QEMU's fixed ports: (base, length) of the GPE0 block, PCI hotplug and CPU hotplug
+GPE0_BLOCK, PCI_HOTPLUG, CPU_HOTPLUG = (0xAFE0, 4), (0xAE00, 0x14), (0xAF00, 32)
+CPU0_PRESENT = 1
 
 
 @register_type("PIIX3")
@@ -115,6 +126,9 @@ class Piix4Pm(PciDevice):
         self._pm_base: int | None = None
         self.sci = board.isa_irq(SCI_IRQ)
         board.io.register(0xB2, 2, self._apm_read, self._apm_write, owner=f"{self.path}/apm")
+        for name, (base, length) in (("gpe0", GPE0_BLOCK), ("pcihp", PCI_HOTPLUG)):
+            board.io.register(base, length, _reads_zero, _drop, owner=f"{self.path}/{name}")
+        board.io.register(*CPU_HOTPLUG, _cpus_present, _drop, owner=f"{self.path}/cpuhp")
 
     def press_power_button(self) -> None:
         """The power button (``system_powerdown``): PWRBTN_STS, and an SCI if the guest
@@ -192,3 +206,14 @@ class Piix4Pm(PciDevice):
             self.pm1_cnt &= ~SCI_EN
         self._update_sci()
 
+
+def _reads_zero(off: int, size: int) -> int:
+    return 0
+
+
+def _cpus_present(off: int, size: int) -> int:
+    return CPU0_PRESENT if off == 0 else 0  # byte 0 bit 0: the one CPU
+
+
+def _drop(off: int, size: int, value: int) -> None:
+    pass

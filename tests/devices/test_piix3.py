@@ -124,3 +124,14 @@ def test_power_button_raises_sci_once_acpi_enables_it(board, piix):
     assert board.inw(0x600) & 0x100 and board.irqs[9].level
     board.outw(0x600, 0x100)              # the guest acknowledges: SCI falls
     assert not board.irqs[9].level
+
+
+def test_qemus_fixed_acpi_ports_read_as_with_nothing_plugged(board, piix):
+    # SeaBIOS's DSDT reads these; all ones made Linux eject slot 1 (PIIX3, IDE, PM)
+    for port in (0xAE00, 0xAE04, 0xAE0C):          # slots up, down, removable
+        assert board.inl(port) == 0
+    board.outw(0xAFE2, 0xFFFF)                     # GPE0 enable: no source to enable
+    assert board.inw(0xAFE0) == 0                  # GPE0 status: no event
+    assert board.inb(0xAF00) == 1 and board.inb(0xAF01) == 0  # CPU 0 present, alone
+    board.outl(0xAE08, 0x2)                        # an eject of slot 1 is dropped
+    assert cfg(board, 8, 0) == 0x70008086

@@ -172,6 +172,11 @@ def test_firmware_boots_the_kernel_through_fw_cfg(bios: str, banner: bytes) -> N
                              linux.out), linux.out
         # ACPI either way (SeaBIOS builds tables of its own) and so a power-off
         assert b"ACPI: PM: (supports S0 S5)" in linux.out
+        # and every PCI function stays: SeaBIOS's DSDT reads QEMU's PCI hotplug ports,
+        # and ports reading all ones had Linux eject slot 1 (PIIX3, IDE, PM)
+        functions = linux.run("ls /sys/bus/pci/devices").split()
+        assert functions == ["0000:00:00.0", "0000:00:01.0", "0000:00:01.1",
+                             "0000:00:01.3"], functions
         powers_off(linux)
 
 
