@@ -477,6 +477,9 @@ def _check_objects(objects: Any) -> None:
                 raise StreamError(f"{where}/{key}: not a printable name")
 
 
+MAX_MODEL_NAME = 32  # a -cpu name; longer is a crafted stream, not a model
+
+
 def compare_descriptions(theirs: dict[str, Any], ours: dict[str, Any]) -> list[str]:
     """One line per difference, by object path."""
     lines = []
@@ -485,9 +488,11 @@ def compare_descriptions(theirs: dict[str, Any], ours: dict[str, Any]) -> list[s
             lines.append(f"/machine: {key} is {theirs.get(key)!r} in the stream, "
                          f"{ours.get(key)!r} here")
     # the guest has seen its CPUID; a stream from before models were described has none
-    if "cpu" in theirs and theirs["cpu"] != ours.get("cpu"):
-        lines.append(f"/machine/cpu: model {theirs['cpu']!r} in the stream, "
-                     f"{ours.get('cpu')!r} here")
+    cpu = theirs.get("cpu", ours.get("cpu"))
+    if not isinstance(cpu, str) or len(cpu) > MAX_MODEL_NAME:
+        lines.append("/machine/cpu: the stream's model is not a model name")
+    elif cpu != ours.get("cpu"):
+        lines.append(f"/machine/cpu: model {cpu!r} in the stream, {ours.get('cpu')!r} here")
     a = {o["path"]: o for o in theirs.get("objects", []) if isinstance(o, dict) and "path" in o}
     b = {o["path"]: o for o in ours["objects"]}
     for path in sorted(set(a) | set(b)):

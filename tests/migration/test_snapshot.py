@@ -11,7 +11,7 @@ import pytest
 from emu.machine.config import MachineConfig
 from emu.machine.pc.pc import PcMachine
 from emu.migration.state import visit_fields
-from emu.migration.stream import StreamError, stateful
+from emu.migration.stream import StreamError, compare_descriptions, describe_machine, stateful
 from emu.qom.visitor import TreeWriter
 
 GUESTS = Path(__file__).resolve().parents[1] / "guests" / "build"
@@ -118,3 +118,11 @@ def test_a_different_cpu_model_is_refused(machines):
             other.load_snapshot(buf.getvalue())
     finally:
         other.cpu.close()
+
+
+@pytest.mark.parametrize("crafted", [["qemu64"], 64, None, "q" * 100_000])
+def test_a_crafted_cpu_model_is_one_short_line(machines, crafted):
+    m = machines("pit")
+    theirs = dict(describe_machine(m), cpu=crafted)
+    assert compare_descriptions(theirs, describe_machine(m)) == [
+        "/machine/cpu: the stream's model is not a model name"]
