@@ -42,6 +42,8 @@ class BenchBoard:
         self.mem = BenchMemory()
         self.a20: dict[str, bool] = {}
         self.window: list | None = None  # [port, data, pos, end], as the CPU keeps it
+        self.constant = (-1, 0, 0)  # (port, value, until_ns), as the CPU keeps it
+        self.constant_reads = 0  # reads the constant answered
 
     def isa_irq(self, n: int) -> IrqLine:
         return self.irqs[n]
@@ -60,6 +62,9 @@ class BenchBoard:
             return None
         pos, self.window = self.window[2], None
         return pos
+
+    def port_constant(self, port: int, value: int, until_ns: int) -> None:
+        self.constant = (port, value, until_ns)
 
     def _in(self, port: int, size: int) -> int:
         """A guest IN, served from a PIO window the way the CPU's C hook serves it."""
@@ -98,6 +103,11 @@ class BenchBoard:
         self.io.write(port, 2, v)
 
     def inb(self, port: int) -> int:
+        """A guest IN, answered by the port constant the way the CPU's C hook does."""
+        const_port, value, until = self.constant
+        if port == const_port and self.clock.now_ns() < until:
+            self.constant_reads += 1
+            return value
         return self.io.read(port, 1)
 
     def inw(self, port: int) -> int:

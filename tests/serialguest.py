@@ -21,6 +21,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# A kernel message on the console: "[    1.743104] tsc: ...", a whole line.
+PRINTK_LINE = re.compile(r"^\[ *\d+\.\d{6}\] .*\n", re.MULTILINE)
 
 
 def pyemu_argv(*args: str) -> list[str]:
@@ -111,9 +113,12 @@ class SerialGuest:
         self.proc.stdin.flush()
         return start
 
-    def run(self, command: str, timeout: float = 30) -> str:
+    def run(self, command: str, timeout: float = 30, *, kernel_lines: bool = False) -> str:
         """The output of shell ``command`` (without the echoed command line). The end
-        mark is computed by the shell, so the echo of the typed line cannot match it."""
+        mark is computed by the shell, so the echo of the typed line cannot match it.
+        Kernel messages the console printed meanwhile (lines starting with a printk
+        timestamp) are left out, unless ``kernel_lines`` (the command prints such lines
+        itself: dmesg)."""
         self.seq += 1
         typed = f"END-$((1000+{self.seq}))"
         start = self.type(f"{command}; echo {typed}")
@@ -121,7 +126,8 @@ class SerialGuest:
         text = self.out[start:m.start() + 1].decode(errors="replace").replace("\r", "")
         # after the (re)drawn line; an echo a kernel message broke up ends at a line end
         _, seen, rest = text.rpartition(typed)
-        return (rest if seen else text).split("\n", 1)[-1]
+        output = (rest if seen else text).split("\n", 1)[-1]
+        return output if kernel_lines else PRINTK_LINE.sub("", output)
 
     def seconds_to(self, match: re.Match) -> float:
         """Seconds from the start of the process to the output ``match`` ends in."""

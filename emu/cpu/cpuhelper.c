@@ -125,6 +125,12 @@ struct pyemu_cpu {
     const uint8_t *fast_buf;
     int64_t fast_pos;
     int64_t fast_end;
+    /* Constant port: byte reads of `const_port` answer `const_value` here while virtual
+     * time is before `const_until` (ns); a device sets it when it knows its register
+     * holds still until then (the PIT's port 61h while Linux polls it) */
+    int64_t const_port;
+    int64_t const_value;
+    int64_t const_until;
     volatile int64_t intr;          /* the INTR line from the PIC */
     volatile int64_t kick;          /* end the running slice as soon as possible */
     /* (intr and kick side by side: the block hook's gate is these two words) */
@@ -373,11 +379,16 @@ static int64_t mono_ns(void)
 
 /* ---- virtual TSC ---------------------------------------------------------------- */
 
+/* The machine's virtual time now, as its clock computes it (emu/clock.py time_base). */
+static int64_t virtual_ns(struct pyemu_cpu *p)
+{
+    return p->clock_shift >= 0 ? (p->icount << p->clock_shift) + p->clock_base
+                               : mono_ns() - p->clock_base;
+}
+
 static uint64_t read_tsc(struct pyemu_cpu *p)
 {
-    int64_t ns = p->clock_shift >= 0 ? (p->icount << p->clock_shift) + p->clock_base
-                                     : mono_ns() - p->clock_base;
-    return (uint64_t)ns + (uint64_t)p->tsc_offset;  /* wraps like the 64-bit counter */
+    return (uint64_t)virtual_ns(p) + (uint64_t)p->tsc_offset;  /* wraps like the 64-bit counter */
 }
 
 /* The engine checks CR4.TSD before calling these hooks; returning 1 skips its own
@@ -411,6 +422,8 @@ static uint32_t on_in(void *uc, uint32_t port, int size, void *ud)
         p->fast_pos += size;
         return value;
     }
+    if ((int64_t)port == p->const_port && size == 1 && virtual_ns(p) < p->const_until)
+        return (uint32_t)p->const_value;
     return p->py_in(uc, port, size, NULL);
 }
 

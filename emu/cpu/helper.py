@@ -96,7 +96,8 @@ class PyemuCpu(ctypes.Structure):
         ("fast_port", ctypes.c_int64), ("fast_buf", ctypes.c_void_p),
         ("fast_pos", ctypes.c_int64), ("fast_end", ctypes.c_int64),
         *[(n, ctypes.c_int64) for n in (
-            "intr", "kick", "stop_reason", "icount", "icount_budget", "irqs_delivered",
+            "const_port", "const_value", "const_until", "intr", "kick", "stop_reason",
+            "icount", "icount_budget", "irqs_delivered",
             "exceptions_delivered", "watch_hook", "deadline_ns", "in_run",
             "thread_running", "off_tsc_aux", "clock_shift", "clock_base", "tsc_offset",
             "int_seq", "int_read", "int_watch")],
@@ -294,7 +295,7 @@ class Helper:
         p.inta = ctypes.cast(self._inta, ctypes.c_void_p).value
         self._port_in = port_in  # a ctypes callback: kept alive while C holds it
         p.py_in = ctypes.cast(port_in, ctypes.c_void_p).value
-        p.fast_port = -1
+        p.fast_port = p.const_port = -1
         self.ref = ctypes.byref(p)
         if self.lib.pyemu_cpu_attach(self.ref, int(icount)) != 0:
             raise HelperError("unicorn refused the helper's hooks")

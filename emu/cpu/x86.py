@@ -228,6 +228,12 @@ class X86Cpu:
         self._window = None
         return p.fast_pos
 
+    def port_constant(self, port: int, value: int, until_ns: int) -> None:
+        """Answer byte reads of ``port`` with ``value`` in C until virtual time
+        ``until_ns``; a port of -1 answers nothing."""
+        p = self.helper.p
+        p.const_port, p.const_value, p.const_until = port, value, until_ns
+
     def set_budget(self, insns: int) -> None:
         """icount: end the running slice after ``insns`` more instructions."""
         self.helper.p.icount_budget = self.helper.p.icount + insns

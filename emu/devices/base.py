@@ -52,6 +52,12 @@ class Board(Protocol):
         open. A device takes it back before anything else touches that transfer."""
         ...
 
+    def port_constant(self, port: int, value: int, until_ns: int) -> None:
+        """Let the CPU answer byte reads of ``port`` with ``value`` itself, without
+        calling the device, until virtual time ``until_ns``. One port at a time; the
+        device sets it again (or to -1) whenever its register may change sooner."""
+        ...
+
     def set_a20(self, source: str, enabled: bool) -> None:
         """One source of the A20 gate (the i8042 output port, port 0x92): the line is
         enabled while any source enables it."""

@@ -433,11 +433,11 @@ class PitChannel(Device):
         assert result is not None
         return result
 
-    def out(self) -> bool:
-        """OUT now; cheap enough to poll (Linux polls channel 2's tens of thousands of times)."""
-        t = self._now()
+    def poll_out(self, t: int) -> tuple[bool, int | None]:
+        """OUT at CLK edge ``t`` (now), and the first edge after it at which OUT may
+        change or the counter's state would (None: never, as things stand)."""
         self._advance(t)
-        return self._out(t)
+        return self._out(t), self._next_change(t)
 
     def describe(self) -> str:
         t = self._now()
@@ -473,6 +473,10 @@ class Pit8254(Device):
         board.io.register(self.port_b, 1, self._port_b_read, self._port_b_write,
                           owner=self.path)
 
+    def rebuild(self) -> None:
+        if self.realized:  # a loaded or reset counter 2 may differ from what the CPU holds
+            self._port_b_changes()
+
     def describe(self) -> str:
         """One line per counter, for the monitor."""
         return "\n".join(ch.describe() for ch in self.channels)
@@ -484,6 +488,7 @@ class Pit8254(Device):
         return self.channels[offset].read_byte()
 
     def _write_byte(self, offset: int, _size: int, value: int) -> None:
+        self._port_b_changes()
         if offset < 3:
             self.channels[offset].write_count(value)
         elif offset == 3:
@@ -509,9 +514,25 @@ class Pit8254(Device):
 
     # -- 61h ------------------------------------------------------------------------
     def _port_b_read(self, offset: int, size: int) -> int:
-        refresh = (ns_to_ticks(self.board.clock.now_ns()) // REFRESH_TICKS) & 1
-        return self.port61 | refresh << 4 | self.channels[2].out() << 5
+        t = ns_to_ticks(self.board.clock.now_ns())
+        out2, change = self.channels[2].poll_out(t)
+        value = self.port61 | ((t // REFRESH_TICKS) & 1) << 4 | out2 << 5
+        # Linux polls this port for OUT2 (pit_calibrate_tsc): ~10^6 reads a boot under
+        # -icount, where PIT time moves only with the poll loop's own instructions. The
+        # value holds until the refresh bit flips or counter 2 changes (an OUT edge or a
+        # pending load: the only state a read touches), so the CPU answers until then
+        # without calling back; any write here or to 40h-43h takes that back.
+        until = (t // REFRESH_TICKS + 1) * REFRESH_TICKS
+        if change is not None:
+            until = min(until, change)
+        self.board.port_constant(self.port_b, value, ticks_to_ns(until))
+        return value
+
+    def _port_b_changes(self) -> None:
+        """Port 61h's value may change now: reads go to the device again."""
+        self.board.port_constant(-1, 0, 0)
 
     def _port_b_write(self, offset: int, size: int, value: int) -> None:
+        self._port_b_changes()
         self.port61 = value & self.PORT61_WRITABLE
         self.channels[2].set_gate(bool(value & 1))

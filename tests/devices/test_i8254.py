@@ -409,6 +409,38 @@ def test_port_b_bits(board, pit):
     assert len(runs) >= 18 and set(runs[1:]) <= {15, 16}
 
 
+@pytest.mark.parametrize("control", [0xB0, 0xB2, 0xB4, 0xB6, 0xB8, 0xBA, 0xB7])
+def test_port_b_answered_by_the_cpu_matches_the_device_at_every_poll(board, pit, control):
+    """Port 61h is answered by the CPU while its value holds (BenchBoard.inb does it as
+    the C hook does): every read gives what the device itself gives, and leaves the
+    counter's state as the device's own reads leave it, through gate changes, new counts
+    and the refresh toggle, in every mode of counter 2."""
+    ref_board = type(board)()
+    ref = make_pit(ref_board)
+    count = 37 if control != 0xB7 else 0x0037  # BCD 37
+
+    def both(action):
+        action(board)
+        action(ref_board)
+
+    both(lambda b: b.outb(PORT_B, 0x01))
+    both(lambda b: program(b, control, CH2, count))
+    step = 97  # ns: co-prime with the CLK, so polls land at every phase
+    for i in range(6_000):
+        if i % 1_500 == 700:
+            both(lambda b: b.outb(PORT_B, 0x00))  # gate low
+        elif i % 1_500 == 900:
+            both(lambda b: b.outb(PORT_B, 0x01))  # gate high: a trigger in modes 1, 5
+        elif i == 3_000:
+            both(lambda b: (b.outb(CH2, 11), b.outb(CH2, 0)))
+        assert board.inb(PORT_B) == ref_board.io.read(PORT_B, 1), f"poll {i}"
+        both(lambda b: b.advance(step))
+    assert board.constant_reads > 3_000  # most polls never reached the device
+    for mine, theirs in zip(pit.walk(), ref.walk(), strict=True):
+        for f in fields_of(type(mine), "state"):
+            assert f.__get__(mine) == f.__get__(theirs), f"{mine.path}.{f.name}"
+
+
 def test_reset_resets_channels_and_describe(board, pit):
     board.outb(PORT_B, 0x03)
     program(board, 0x34, CH0, 1193)

@@ -90,7 +90,7 @@ def test_no_page_table_isolation(linux: Console) -> None:
     # kernel and user (PTI would cost every system call and interrupt a CR3 switch)
     assert linux.run("cat /sys/devices/system/cpu/vulnerabilities/meltdown").strip() == \
         "Not affected"
-    assert linux.run("dmesg | grep -i 'page tables isolation'").strip() == ""
+    assert linux.run("dmesg | grep -i 'page tables isolation'", kernel_lines=True).strip() == ""
 
 
 def test_proc_interrupts_count_timer_and_serial(linux: Console) -> None:
@@ -161,7 +161,7 @@ def test_firmware_boots_the_kernel_through_fw_cfg(bios: str, banner: bytes) -> N
         out = linux.out
         assert out.index(banner) < out.index(b"Booting from ROM") < out.index(b"Linux version")
         assert linux.run("cat /proc/cmdline").strip() == APPEND_ACPI
-        e820 = linux.run("dmesg | grep BIOS-e820")
+        e820 = linux.run("dmesg | grep BIOS-e820", kernel_lines=True)
         assert "[mem 0x0000000000000000-0x000000000009fbff] usable" in e820, e820
         if banner == b"pyemu BIOS":
             # the BIOS's own reservations (E and F segments; the board's ACPI tables,
@@ -200,7 +200,8 @@ def test_ide_disk_reads_and_writes_reach_the_image(tmp_path: Path) -> None:
         # sd_mod attaches the disk asynchronously after insmod.
         found = linux.run("for i in $(seq 100); do [ -b /dev/sda ] && break; sleep 0.1; done; "
                           "cat /sys/block/sda/size")
-        assert found.strip() == str(16 * MIB // SECTOR), found + linux.run("dmesg | tail -20")
+        assert found.strip() == str(16 * MIB // SECTOR), found + linux.run(
+            "dmesg | tail -20", kernel_lines=True)
         assert linux.run("head -c 1048576 /dev/sda | md5sum", timeout=60).split()[0] == md5(first)
         linux.run("printf pyemu-disk-ok | dd of=/dev/sda bs=512 seek=100 conv=notrunc")
         # A large file made in tmpfs, its md5 taken by the guest, then written to the disk.

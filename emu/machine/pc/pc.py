@@ -335,6 +335,9 @@ class PcMachine(Machine):
     def pio_window_take(self, port: int) -> int | None:
         return self.cpu.pio_window_take(port)
 
+    def port_constant(self, port: int, value: int, until_ns: int) -> None:
+        self.cpu.port_constant(port, value, until_ns)
+
     def set_a20(self, source: str, enabled: bool) -> None:
         self._a20[source] = enabled
         self.cpu.set_a20(any(self._a20.values()))
