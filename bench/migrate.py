@@ -8,9 +8,10 @@ otherwise. Both emulators run the same Multiboot guests: pyemu's bundled demo gu
 (idle, HLT between timer ticks) and tests/guests' dirty.elf, which rewrites and checks a
 buffer every round and prints "round N ok". After each migration the destination's
 serial output must go on from where the source's stopped, with no FAIL; anything else
-is reported as a corruption. Downtime is as each emulator defines it: pyemu's runs
-until the destination has loaded the guest and answered, QEMU's until the source has
-sent the last byte.
+is reported as a corruption. Downtime: QEMU's runs from the stop until the source has
+sent the last byte; pyemu prints that figure and then its own, until the destination
+has loaded the guest and answered that it runs ("sent / running"). The ratios compare
+like with like: totals, and downtimes to the last byte.
 
 The Linux rows boot Debian's cloud kernel with the busybox initramfs (tests/guests/linux,
 `make linux-guest`) with the same kernel, initrd and command line on both emulators; the
@@ -129,6 +130,7 @@ class SerialLink:
 class Run:
     total_ms: int = 0
     downtime_ms: int = 0
+    sent_ms: int = 0  # stop to the last byte sent: QEMU's downtime
     mib_sent: float = 0.0
     rewrite_mibs: float = 0.0  # how fast the guest rewrote memory before the migration
     error: str = ""  # "did not converge", "failed: ...": no figures
@@ -321,6 +323,7 @@ class PyemuSide(Side):
             return Run(error=info.split("Migration status: ", 1)[1].splitlines()[0])
         run = Run(int(field(info, r"total time: (\d+) ms")),
                   int(field(info, r"downtime: (\d+) ms")),
+                  int(field(info, r"stream sent: (\d+) ms")),
                   int(field(info, r"transferred ram: (\d+) kbytes")) / 1024, rate)
         running = _pyemu_running(Hmp(self.tmp / "dst.mon", proc=dst))
         self.attach("dst", dst)  # a bare destination opens it with the machine
@@ -386,7 +389,8 @@ class QemuSide(Side):
             time.sleep(0.05)
         if info["status"] != "completed":
             return Run(error=f"{info['status']}: {info.get('error-desc', '')}")
-        run = Run(info["total-time"], info["downtime"], info["ram"]["transferred"] / MIB, rate)
+        run = Run(info["total-time"], info["downtime"], info["downtime"],
+                  info["ram"]["transferred"] / MIB, rate)
         run.corruption = self.check_destination(_qemu_running(dqmp))
         return run
 
@@ -449,8 +453,10 @@ class Cell:
         bad = sum(1 for r in good if r.corruption)
         notes += [f"{bad} bad"] if bad else []
         mark = f" ({', '.join(notes)})" if notes else ""
-        return [f"{self.median('total_ms'):.0f}{mark}", f"{self.median('downtime_ms'):.0f}",
-                f"{self.median('mib_sent'):.2f}"]
+        down = f"{self.median('sent_ms'):.0f}"
+        if self.median("downtime_ms") != self.median("sent_ms"):
+            down += f" / {self.median('downtime_ms'):.0f}"
+        return [f"{self.median('total_ms'):.0f}{mark}", down, f"{self.median('mib_sent'):.2f}"]
 
 
 def _line(cells: list[str], widths: list[int]) -> str:
@@ -470,9 +476,10 @@ def main() -> None:
     cases = [c for c in CASES if c.key in keys]
     qemu = QEMU is not None and not args.no_qemu
     sides: list[type[Side]] = [PyemuSide] + ([QemuSide] if qemu else [])
-    head = ["case", "pyemu total ms", "pyemu downtime ms", "pyemu MiB sent"]
+    head = ["case", "pyemu total ms", "pyemu down sent/run", "pyemu MiB sent"]
     if qemu:
-        head += ["qemu total ms", "qemu downtime ms", "qemu MiB sent", "ratio total"]
+        head += ["qemu total ms", "qemu downtime ms", "qemu MiB sent", "ratio total",
+                 "ratio down"]
     widths = [40] + [max(len(h) + 2, 20) for h in head[1:]]
     print(f"live migration over loopback TCP, median of {args.repeat}, "
           f"{os.cpu_count()} cores; defaults: downtime-limit 300 ms, max-bandwidth 128 MiB/s"
@@ -487,9 +494,10 @@ def main() -> None:
         row = [case.label] + cells["pyemu"].columns()
         if qemu:
             row += cells["qemu"].columns()
-            p, q = cells["pyemu"].median("total_ms"), cells["qemu"].median("total_ms")
             both = cells["pyemu"].complete() and cells["qemu"].complete()
-            row.append(f"{p / q:.1f}" if both and p and q else "-")
+            for key in ("total_ms", "sent_ms"):
+                p, q = cells["pyemu"].median(key), cells["qemu"].median(key)
+                row.append(f"{p / q:.1f}" if both and p and q else "-")
         print(_line(row, widths), flush=True)
         if case.append is not None or case.linux_mib:
             speeds = ", ".join(f"{n} {c.rewrite_rate():.0f} MiB/s" for n, c in cells.items())

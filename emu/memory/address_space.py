@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import unicorn
 
+from emu.memory import hostram
+
 PAGE = 0x1000
 LOW_RAM_END = 0xA0000
 LEGACY_BASE = 0xC0000
@@ -65,7 +67,7 @@ class AddressSpace:
         if len(bios) % 0x10000 or not 0x10000 <= len(bios) <= 0x1000000:
             raise ValueError(f"BIOS image of {len(bios)} bytes: must be a multiple of 64 KiB")
         self.uc = uc
-        self.ram = np.zeros(ram_size, dtype=np.uint8)
+        self.ram = hostram.allocate(ram_size)
         self.rom = np.frombuffer(bytearray(bios), dtype=np.uint8)
         self.below_4g = min(ram_size, LOWMEM_MAX)
         self.above_4g = ram_size - self.below_4g

@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emu.host import tls
-from emu.migration.ram import PAGE, RamTracker, clear, tracker_for
+from emu.memory import hostram
+from emu.migration.ram import PAGE, RamTracker, tracker_for
 from emu.migration.staging import DiskStaging
 from emu.migration.stream import (
     DISK_CHUNK,
@@ -127,7 +128,8 @@ class Stats:
     started: float = 0.0
     setup_ms: int = 0
     total_ms: int = 0
-    downtime_ms: int = 0
+    downtime_ms: int = 0  # stop until the guest runs on the destination
+    sent_ms: int = 0  # stop until the stream's last byte is sent (QEMU's downtime)
     expected_downtime_ms: int = 0
     transferred: int = 0  # ram transferred, bytes
     remaining: int = 0  # ram remaining, bytes
@@ -450,10 +452,12 @@ class Outgoing:
         self.channel.timeout = self.time_left()
         if not duplex:  # file:, exec: and the like: a stream, nobody to hand over to
             self.channel.close()
+            self.stats.sent_ms = int((time.monotonic() - t_down) * 1000)
             self.machine.post(lambda: self.machine.set_runstate("postmigrate"))
             self._completed(t_down)
             return
         self.channel.flush()
+        self.stats.sent_ms = int((time.monotonic() - t_down) * 1000)
         self._expect(READY, "the destination could not load the guest")
         self.machine.post(self._commit).result()
         self._hand_over(t_down)
@@ -645,7 +649,7 @@ class Incoming:
             if answer:
                 send_reply(ch, ACCEPT)
             self.answer = answer
-            clear(machine.mem.ram)  # what booting it wrote
+            hostram.zero(machine.mem.ram)  # what booting it wrote
             return Target(machine.mem.ram, dict(self.staged))
 
         return receive_rest(head, check), machines[0]

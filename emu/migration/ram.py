@@ -19,10 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from emu.memory import hostram
+
 log = logging.getLogger("emu.migration")
 
-PAGE = 4096
-SCAN_PAGES = 4096  # compare 16 MiB at a time: bounded temporaries
+PAGE = hostram.PAGE
+SCAN_PAGES = hostram.SCAN_PAGES
 
 
 class RamTracker:
@@ -102,17 +104,9 @@ class DirtyLog(RamTracker):
         written = self.machine.post(self._restart).result()
         if not self.started:
             self.started = True
-            written = self.nonzero()
+            written = hostram.nonzero(self.ram)
         self.unsent |= written
         return self.unsent.copy()
-
-    def nonzero(self) -> np.ndarray:
-        """One bool per page: it holds something other than zeros."""
-        out = np.empty(self.pages, dtype=bool)
-        for i in range(0, self.pages, SCAN_PAGES):
-            j = min(i + SCAN_PAGES, self.pages)
-            np.any(self._ram64[i:j] != 0, axis=1, out=out[i:j])
-        return out
 
     def take(self, which: np.ndarray) -> None:
         super().take(which)
@@ -152,13 +146,3 @@ def copy_changed(dst: np.ndarray, src: np.ndarray) -> int:
             d[i:j][mask] = s[i:j][mask]
             written += int(mask.sum())
     return written
-
-
-def clear(ram: np.ndarray) -> None:
-    """Zero ``ram``, writing only the pages that are not zero already."""
-    r = ram.view(np.uint64).reshape(-1, PAGE // 8)
-    for i in range(0, len(r), SCAN_PAGES):
-        chunk = r[i:i + SCAN_PAGES]
-        mask = np.any(chunk != 0, axis=1)
-        if mask.any():
-            chunk[mask] = 0

@@ -31,9 +31,10 @@ import numpy as np
 from emu import __version__
 from emu.clock import HORIZON_NS
 from emu.cpu.state import apply_cpu, visit_cpu
+from emu.memory import hostram
 from emu.memory.address_space import MAX_RAM
 from emu.migration.compat import upgrade_section
-from emu.migration.ram import clear, copy_changed
+from emu.migration.ram import copy_changed
 from emu.migration.state import apply_state, visit_fields, visit_state
 from emu.qom import Object, fields_of
 from emu.qom.visitor import BinaryReader, BinaryWriter, DecodeError, TreeReader, Visitor
@@ -559,7 +560,7 @@ def _parse_ram(inp: _Input, ram_size: int, target: Target | None) -> np.ndarray:
         if tag == ZERO_RUN:
             first, count = inp.unpack("<QI", "ram/zero-run")
             _check_run(first, count, pages)
-            clear(ram[first * PAGE:(first + count) * PAGE])  # a page zeroed since sent
+            hostram.zero(ram[first * PAGE:(first + count) * PAGE])  # a page zeroed since sent
         elif tag in (DISK_DATA, DISK_ZERO):
             _disk_record(inp, tag, target.disks if target is not None else {})
         elif tag == DATA_RUN:

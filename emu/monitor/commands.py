@@ -353,6 +353,7 @@ def _info_migrate(machine: Machine, args: list[str]) -> str:
     lines.append(f"total time: {elapsed} ms")
     if job.status == "completed":
         lines.append(f"downtime: {st.downtime_ms} ms")
+        lines.append(f"stream sent: {st.sent_ms} ms after the stop")
     elif running:
         lines.append(f"expected downtime: {st.expected_downtime_ms} ms")
     lines += [f"setup: {st.setup_ms} ms",

@@ -458,6 +458,7 @@ def _query_migrate(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
                             "setup-time": st.setup_ms}
     if job.status == "completed":
         info["downtime"] = st.downtime_ms
+        info["x-stream-sent-time"] = st.sent_ms
     elif running:
         info["expected-downtime"] = st.expected_downtime_ms
     pages = st.normal + st.duplicate

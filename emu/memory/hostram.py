@@ -1,0 +1,104 @@
+"""Guest RAM in host memory: a page-aligned anonymous mapping, and what the host's
+kernel knows about its pages.
+
+- ``allocate``: a private anonymous mapping (mmap(2) MAP_PRIVATE|MAP_ANONYMOUS) as a
+  numpy byte array. It reads as zeros and takes host memory only where touched, as a
+  calloc'ed buffer does, but starts on a page boundary, so each guest page is one host
+  page (a buffer 16 bytes off a boundary spreads every guest page over two).
+- ``untouched``: the pages of such a mapping that certainly hold zeros, from
+  /proc/self/pagemap (the kernel's Documentation/admin-guide/mm/pagemap.rst: one 64-bit
+  entry per page, bit 63 "page present", bit 62 "page swapped"). A private anonymous
+  page that is neither was never written (or was discarded): it reads as the zero page.
+  A page only read is present (it maps the shared zero page), so it counts as touched:
+  the answer errs only towards scanning a page.
+- ``zero``: zero the whole mapping at once with madvise(2) MADV_DONTNEED, after which a
+  private anonymous mapping reads as zero-fill, instead of writing zeros over the pages
+  that hold something (what it does for any other array).
+- ``nonzero``: which pages hold something other than zeros, reading only the pages
+  ``untouched`` leaves in doubt.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+
+import numpy as np
+
+PAGE = 4096  # the guest's page, and the host's: pagemap counts x86-64 host pages
+PAGEMAP = "/proc/self/pagemap"
+PRESENT_OR_SWAPPED = np.uint64(3 << 62)
+SCAN_PAGES = 4096  # compare 16 MiB at a time: bounded temporaries
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+_MADV_DONTNEED = 4  # <sys/mman.h>, Linux
+
+
+def allocate(size: int) -> np.ndarray:
+    """``size`` bytes (a multiple of the page size) of zeros, page aligned."""
+    if size <= 0 or size % PAGE:
+        raise ValueError(f"RAM size {size} is not a positive multiple of {PAGE}")
+    return np.frombuffer(mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE), dtype=np.uint8)
+
+
+def _mapping(ram: np.ndarray) -> mmap.mmap | None:
+    """The mapping ``allocate`` made ``ram`` from, when ``ram`` is all of it."""
+    base = ram.base
+    base = base.obj if isinstance(base, memoryview) else base
+    if isinstance(base, mmap.mmap) and len(base) == ram.nbytes and ram.flags.c_contiguous:
+        return base
+    return None
+
+
+def untouched(ram: np.ndarray) -> np.ndarray | None:
+    """One bool per page of ``ram`` (from ``allocate``): True where the page certainly
+    holds zeros. None when the kernel does not say (no pagemap): scan every page."""
+    if _mapping(ram) is None:
+        return None
+    first = ram.ctypes.data // PAGE
+    pages = ram.nbytes // PAGE
+    try:
+        fd = os.open(PAGEMAP, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        raw = os.pread(fd, pages * 8, first * 8)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if len(raw) != pages * 8:
+        return None
+    return (np.frombuffer(raw, dtype=np.uint64) & PRESENT_OR_SWAPPED) == 0
+
+
+def _scan(ram: np.ndarray, maybe: np.ndarray | None) -> np.ndarray:
+    """One bool per page: not all zeros; pages ``maybe`` leaves False are not read."""
+    r = ram.view(np.uint64).reshape(-1, PAGE // 8)
+    out = np.zeros(len(r), dtype=bool)
+    for i in range(0, len(r), SCAN_PAGES):
+        j = min(i + SCAN_PAGES, len(r))
+        sel = None if maybe is None else maybe[i:j]
+        if sel is None or sel.sum() * 2 > j - i:  # most of the chunk: compare it whole
+            np.any(r[i:j] != 0, axis=1, out=out[i:j])
+        elif sel.any():
+            out[i:j][sel] = np.any(r[i:j][sel] != 0, axis=1)
+    return out
+
+
+def nonzero(ram: np.ndarray) -> np.ndarray:
+    """One bool per page of ``ram``: it holds something other than zeros."""
+    clean = untouched(ram)
+    return _scan(ram, None if clean is None else ~clean)
+
+
+def zero(ram: np.ndarray) -> None:
+    """Make all of ``ram`` zeros: the whole of a mapping from ``allocate`` is given back
+    to the kernel; otherwise only the pages that are not zero are written."""
+    mapping = _mapping(ram)
+    if mapping is not None and _libc.madvise(ram.ctypes.data, ram.nbytes, _MADV_DONTNEED) == 0:
+        return
+    r = ram.view(np.uint64).reshape(-1, PAGE // 8)
+    r[_scan(ram, None)] = 0
