@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from emu.cpu.state import warm_up
 from emu.host.block import BlockBackend
 from emu.host.chardev import Chardev, MuxChardev, SocketChardev, parse_chardev
 from emu.host.files import DATA_DIRS, check_granted
@@ -77,6 +78,7 @@ def launch(cfg: MachineConfig, signal_handlers: Callable[[Callable[[str], None]]
 def _launch(cfg: MachineConfig, signal_handlers: Callable[[Callable[[str], None]], None],
             servers: list[QmpServer]) -> int:
     incoming = None
+    warm_up()  # here, not at the first migration's switchover
     if cfg.incoming not in (None, "defer"):
         try:
             incoming = Incoming(cfg.incoming)

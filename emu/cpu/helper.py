@@ -163,17 +163,45 @@ def _handle(uc: unicorn.Uc) -> int:
     return ctypes.cast(uc._uch, ctypes.c_void_p).value or 0
 
 
+MARKS = tuple(0x5EED0001CAFE0000 + i for i in range(4))
+
+
+@dataclass(frozen=True)
+class _Offsets:
+    """Where the fields are, relative to CPUState: the same in every engine of one
+    library, so found once per process."""
+
+    env: int
+    halted: int
+    exc_index: int
+    msr: dict[int, int]
+    exc_next_eip: int
+
+
+_offsets: _Offsets | None = None
+
+
 def discover_layout(uc: unicorn.Uc) -> Layout:
-    """Locate CPUState, env and the fields the helper touches in this engine."""
+    """Locate CPUState, env and the fields the helper touches in this engine (the
+    offsets found by the first engine of the process, checked against this one)."""
+    global _offsets
     uch = _handle(uc)
-    marks = [0x5EED0001CAFE0000 + i for i in range(4)]
     for reg, v in zip((x.UC_X86_REG_RAX, x.UC_X86_REG_RCX, x.UC_X86_REG_RDX,
-                       x.UC_X86_REG_RBX), marks, strict=True):
+                       x.UC_X86_REG_RBX), MARKS, strict=True):
         uc.reg_write(reg, v)  # the first register access also creates the CPU
     cpu = _u64(uch + UC_CPU_PTR)
+    if _offsets is None or ctypes.string_at(cpu + _offsets.env, 32) != struct.pack(
+            "<4Q", *MARKS):
+        _offsets = _find_offsets(uc, uch, cpu)
+    o = _offsets
+    return Layout(cpu=cpu, env=cpu + o.env, halted=o.halted, exc_index=o.exc_index,
+                  msr=dict(o.msr), exc_next_eip=o.exc_next_eip)
+
+
+def _find_offsets(uc: unicorn.Uc, uch: int, cpu: int) -> _Offsets:
     blob = ctypes.string_at(cpu, 0xA000)
-    hits = _find(blob, marks[0])
-    env = next((cpu + h for h in hits if blob[h + 8:h + 32] == struct.pack("<3Q", *marks[1:])),
+    hits = _find(blob, MARKS[0])
+    env = next((cpu + h for h in hits if blob[h + 8:h + 32] == struct.pack("<3Q", *MARKS[1:])),
                None)
     if env is None:
         raise HelperError("cannot find the CPU registers inside unicorn's CPUState")
@@ -212,8 +240,8 @@ def discover_layout(uc: unicorn.Uc) -> Layout:
     exc_next_eip = _find_exc_next_eip(env - cpu)
     if ctypes.c_int32.from_address(env + exc_next_eip + OLD_EXCEPTION).value != -1:
         raise HelperError("cannot locate old_exception in env")
-    return Layout(cpu=cpu, env=env, halted=off_uc - 16, exc_index=off_uc - 8, msr=msr,
-                  exc_next_eip=exc_next_eip)
+    return _Offsets(env=env - cpu, halted=off_uc - 16, exc_index=off_uc - 8, msr=msr,
+                    exc_next_eip=exc_next_eip)
 
 
 def _find_mapping_slot(uc: unicorn.Uc) -> int:

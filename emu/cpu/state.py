@@ -23,7 +23,7 @@ from typing import Any
 import unicorn
 import unicorn.x86_const as x
 
-from emu.cpu.helper import ENV_HFLAGS, ENV_SEGS, MSR_EFER, UCLIB
+from emu.cpu.helper import ENV_HFLAGS, ENV_SEGS, MSR_EFER, UCLIB, discover_layout
 from emu.cpu.x86 import HF_INHIBIT_IRQ, SEG_NAMES, UPDATE_HFLAGS, Segment, X86Cpu
 from emu.qom.visitor import DecodeError, Visitor
 
@@ -68,6 +68,14 @@ def saved_msrs() -> tuple[tuple[str, int], ...]:
             continue
         kept.append((name, index))
     return tuple(kept)
+
+
+def warm_up() -> None:
+    """Make the discoveries a process's first CPU and first CPU section need (the
+    engine's layout, the MSRs it keeps), ahead of time: a destination does it while it
+    waits for its source, so neither costs the migration."""
+    discover_layout(unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64))
+    saved_msrs()
 
 
 def _reg(name: str) -> int:
@@ -253,4 +261,4 @@ def load_cpu(cpu: X86Cpu, v: Visitor) -> None:
     apply_cpu(cpu, values)
 
 
-__all__ = ["apply_cpu", "load_cpu", "save_cpu", "saved_msrs", "visit_cpu"]
+__all__ = ["apply_cpu", "load_cpu", "save_cpu", "saved_msrs", "visit_cpu", "warm_up"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 KINDS = ("prop", "state", "derived")
@@ -198,9 +199,16 @@ derived = _Kind("derived")
 
 def fields_of(cls: type, kind: str | None = None) -> list[Field]:
     """Declared fields of ``cls`` (base classes first), optionally of one kind."""
+    return list(_declared(cls, kind))
+
+
+@cache
+def _declared(cls: type, kind: str | None) -> tuple[Field, ...]:
+    # Fields are declared in class bodies, so a class's list never changes: found once
+    # (every save and load of every object asks, the switchover's capture included).
     seen: dict[str, Field] = {}
     for klass in reversed(cls.__mro__):
         for name, value in vars(klass).items():
             if isinstance(value, Field):
                 seen[name] = value
-    return [f for f in seen.values() if kind is None or f.kind == kind]
+    return tuple(f for f in seen.values() if kind is None or f.kind == kind)

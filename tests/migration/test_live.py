@@ -99,3 +99,68 @@ def test_disk_records_need_a_drive_that_takes_them():
     with pytest.raises(StreamError, match="disk/data@0: no writable drive of that id"):
         receive_stream(Pipe(out.getvalue()), EOFError,
                        lambda desc: Target(np.zeros(PAGES * PAGE, np.uint8)))
+
+
+class FakeClock:
+    """time.monotonic for live.py, moved only by waits (the pacer's sleeps)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wait(self, seconds: float) -> bool:
+        self.now += seconds
+        return False  # not cancelled
+
+
+class PacedJob:
+    """What _Paced needs of an outgoing migration: a channel, a cancel flag, a deadline."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.cancelled = type("Flag", (), {"is_set": lambda _s: False,
+                                           "wait": lambda _s, t: clock.wait(t)})()
+        self.channel = self
+        self.writes: list[tuple[float, int]] = []
+        self.clock = clock
+
+    def time_left(self) -> None:
+        return None
+
+    def write(self, data: bytes) -> None:
+        self.writes.append((self.clock.now, len(data)))
+
+
+@pytest.fixture
+def paced(monkeypatch):
+    from emu.migration import live
+
+    clock = FakeClock()
+    monkeypatch.setattr(live, "time", clock)
+    job = PacedJob(clock)
+    return live._Paced(job), job, clock
+
+
+def test_max_bandwidth_paces_in_windows_as_qemu_does(paced):
+    out, job, clock = paced
+    start = clock.now
+    out.pace(10 * PAGE * 10)  # 10 pages per 100 ms window
+    for _ in range(35):
+        out.write(b"\0" * PAGE)
+    # the first window's 10 pages go at once; the rest wait for windows of their own
+    assert {t for t, _ in job.writes[:10]} == {start}
+    by_window = np.bincount([int((t - start) / 0.1 + 1e-9) for t, _ in job.writes])
+    assert by_window.tolist() == [10, 10, 10, 5]
+    # the windows go on across passes: pacing again at the same limit is no fresh burst
+    out.pace(10 * PAGE * 10)
+    out.write(b"\0" * PAGE * 5)
+    assert clock.now - start == pytest.approx(0.4)
+
+
+def test_no_bandwidth_limit_never_waits(paced):
+    out, job, clock = paced
+    out.pace(0)
+    for _ in range(100):
+        out.write(b"\0" * PAGE * 256)
+    assert clock.now == 1000.0 and len(job.writes) == 100
