@@ -26,6 +26,7 @@ from emu.machine.config import (
     MachineConfig,
     check_icount_shift,
     check_ram_size,
+    from_stream,
     machine_type,
     parse_size,
 )
@@ -78,6 +79,9 @@ usage: pyemu [options]
   -gdb DEV              gdb stub on DEV: tcp:[HOST]:PORT (no HOST: loopback) or
                         unix:PATH[,server]; a connecting gdb stops the guest
   -s                    shorthand for -gdb tcp::1234
+  -readconfig FILE      build the machine a 'machine-export' FILE describes (no other
+                        machine option; -serial, -monitor, -drive id=ID,file=PATH,
+                        -incoming and the like bind it)
   -loadvm TAG           start from snapshot TAG (saved with savevm in $PYEMU_SNAPSHOT_DIR)
   -incoming URI         wait for a migration from URI (tcp:HOST:PORT, unix:PATH, file:PATH,
                         exec:CMD, fd:N) and run the guest it brings; with no machine
@@ -267,6 +271,8 @@ def parse_args(argv: list[str]) -> Options:
             raise UsageError(f"{opt}: {what}")
         i += 1
     qmp += _bind_chardevs(cfg, chardevs)
+    if cfg.readconfig is not None:
+        cfg = _read_config(cfg)
     _finish(cfg)
     return Options(cfg, log_items, log_file, qmp=qmp, objects=objects, migration=migration,
                    gdb=gdb)
@@ -617,6 +623,7 @@ _VALUED: dict[str, Callable[[MachineConfig, str], str | None]] = {
     "-boot": _shaping(_boot),
     "-rtc": _shaping(_rtc),
     "-loadvm": _set("loadvm"),
+    "-readconfig": _set("readconfig"),
     "-incoming": _set("incoming"),
     "-allow-files": _allow_files,
     "-drive": _drive,
@@ -650,6 +657,43 @@ def _demo_drive() -> DriveSpec:
     return DriveSpec(file=str(image), index=0, readonly=True, option="-hda")
 
 
+def _read_config(local: MachineConfig) -> MachineConfig:
+    """The machine of the -readconfig file, bound by the rest of the command line."""
+    from emu.migration.stream import MAX_DESC, StreamError, load_description
+
+    path = local.readconfig
+    if local.shaped:
+        raise UsageError(f"-readconfig {path}: the machine comes from the file; give only "
+                         "options that bind it (-serial, -monitor, -drive id=ID,file=PATH, "
+                         "-incoming, -S, ...)")
+    try:
+        with open(path, "rb") as f:
+            text = f.read(MAX_DESC + 1)
+    except OSError as e:
+        raise UsageError(f"-readconfig {path}: {e.strerror or e}") from None
+    if len(text) > MAX_DESC:
+        raise UsageError(f"-readconfig {path}: larger than {MAX_DESC >> 20} MiB: not a "
+                         "machine description")
+    try:
+        desc = load_description(text)
+        if not isinstance(desc.get("config"), dict):
+            raise ValueError("description/config: missing (not a machine-export file?)")
+        local.serial = _default_serial(local)
+        cfg = from_stream(desc["config"], local)
+    except (StreamError, ValueError) as e:
+        raise UsageError(f"-readconfig {path}: {e}") from None
+    cfg.readconfig, cfg.described, cfg.shaped = path, desc, True
+    return cfg
+
+
+def _default_serial(cfg: MachineConfig) -> list[str]:
+    """The serial ports given, or QEMU's default: COM1 on stdio (shared with the monitor
+    unless one was given)."""
+    if cfg.serial or cfg.nodefaults:
+        return cfg.serial
+    return ["stdio" if cfg.monitor else "mon:stdio"]
+
+
 def _finish(cfg: MachineConfig) -> None:
     """Defaults that depend on other options, as QEMU applies them."""
     # A destination without machine options gets its machine (drives too) from the stream.
@@ -673,8 +717,7 @@ def _finish(cfg: MachineConfig) -> None:
             raise UsageError(f"-incoming {e}") from None
     if len(cfg.serial) > 4:
         raise UsageError(f"-serial {cfg.serial[4]}: at most 4 serial ports")
-    if not cfg.serial and not cfg.nodefaults:
-        cfg.serial = ["stdio" if cfg.monitor else "mon:stdio"]
+    cfg.serial = _default_serial(cfg)
     stdio_users = [s for s in cfg.serial + cfg.monitor + [cfg.debugcon or ""]
                    if s in ("stdio", "mon:stdio")]
     if len(stdio_users) > 1:

@@ -89,6 +89,8 @@ def _launch(cfg: MachineConfig, signal_handlers: Callable[[Callable[[str], None]
             return _launch_from_stream(cfg, incoming, signal_handlers, servers)
     try:
         built = _build(cfg, lock=cfg.incoming is None)
+        if cfg.described is not None:
+            _check_described(built, cfg.described, f"-readconfig {cfg.readconfig}: ")
     except LaunchError as e:
         if incoming is not None:
             incoming.close()
@@ -117,12 +119,7 @@ def _launch_from_stream(cfg: MachineConfig, incoming: Incoming,
             built = _build(local, lock=False)
         except LaunchError as e:
             raise ValueError(str(e)) from None
-        try:
-            matches(built.machine)(desc)
-        except StreamError:
-            _close(built.opened, built.blocks)
-            built.machine.cpu.close()
-            raise
+        _check_described(built, desc)
         built.machine.migration.incoming_status = "active"
         made.append(built)
         incoming.ready.set()
@@ -202,6 +199,19 @@ def _build(cfg: MachineConfig, *, lock: bool) -> Built:
         _close(opened, blocks)
         raise
     return Built(machine, opened, monitors, blocks, cfg)
+
+
+def _check_described(built: Built, desc: dict[str, Any], prefix: str = "") -> None:
+    """The machine built from ``desc`` is the one it describes, object by object; if
+    not, it is closed and LaunchError (StreamError without ``prefix``) lists how."""
+    try:
+        matches(built.machine)(desc)
+    except StreamError as e:
+        _close(built.opened, built.blocks)
+        built.machine.cpu.close()
+        if prefix:
+            raise LaunchError(prefix + str(e)) from None
+        raise
 
 
 def _loadvm(machine, tag: str) -> None:

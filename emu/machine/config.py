@@ -2,8 +2,10 @@
 
 A migration stream carries the part of it that shapes the machine (``to_stream``), so
 that a destination started with nothing but ``-incoming`` builds the same machine
-(``from_stream``). Host bindings travel too -- image and kernel paths, chardev specs --
-and the destination may re-bind them with its own options.
+(``from_stream``); so does a ``machine-export`` file given to ``-readconfig``. Image
+and kernel paths travel, and the destination may re-bind drives with its own options;
+chardevs travel only as ports that exist ("chardev"), never as specs: which host
+resource backs a port is for the receiving side to say.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ class MachineConfig:
     shaped: bool = False  # an option that shapes the machine was given (not only bindings)
     cpu: str = DEFAULT_MODEL  # -cpu: the CPU model (emu/cpu/models.py)
     devices: list[str] = field(default_factory=list)  # -device specs, as given and checked
+    readconfig: str | None = None  # -readconfig FILE: the machine comes from this file
+    # the description the machine was built from (-readconfig): the built machine must
+    # match it exactly
+    described: dict[str, Any] | None = None
 
 
 # What travels, with the type each must have on arrival (the stream is hostile input).
@@ -58,14 +64,11 @@ _SHAPE: dict[str, tuple[type, ...]] = {
     "icount_shift": (int, type(None)), "no_reboot": (bool,), "snapshot": (bool,),
     "boot_order": (str,), "rtc_base": (str,), "debugcon": (str, type(None)), "cpu": (str,),
 }
-# What a stream from before -cpu and -device describes: the CPU model of that time had
-# every feature of "max" that guests use, and an isa-debug-exit sat at port F4h.
-_BEFORE_CPU_AND_DEVICE: dict[str, Any] = {
-    "cpu": "max", "devices": ["isa-debug-exit,iobase=0xf4,iosize=0x04"]}
 _DRIVE: dict[str, tuple[type, ...]] = {"id": (str,), "file": (str,), "index": (int,),
                                       "media": (str,), "readonly": (bool,),
                                       "snapshot": (bool,)}
 MAX_TEXT = 4096  # bytes of any string a stream's configuration gives
+CHARDEV = "chardev"  # a serial port or debug console that exists, bound by the receiver
 
 MACHINE_TYPES = ("pc", "pc-i440fx")  # -M names of the one board there is
 MIN_RAM, RAM_PAGE = 2 << 20, 4096
@@ -137,7 +140,8 @@ def to_stream(cfg: MachineConfig) -> dict[str, Any]:
     # a bare -bios name that is no file here means pyemu's own firmware of that name
     out["bios"] = cfg.bios and (os.path.abspath(cfg.bios) if os.path.exists(cfg.bios)
                                 else cfg.bios)
-    out["serial"] = list(cfg.serial)
+    out["serial"] = [s if s == "none" else CHARDEV for s in cfg.serial]
+    out["debugcon"] = cfg.debugcon and CHARDEV
     out["devices"] = list(cfg.devices)
     out["drives"] = [{"id": drive_id(d), "file": os.path.abspath(d.file), "index": d.index,
                       "media": d.media, "readonly": d.readonly, "snapshot": d.snapshot}
@@ -204,12 +208,12 @@ def from_stream(desc: Any, local: MachineConfig) -> MachineConfig:
     """The machine a stream's configuration describes, with the host bindings ``local``
     (the destination's own command line) gives: its -serial and -debugcon in order, and
     ``-drive id=ID,file=PATH`` for the drive of that id. ValueError names a bad field."""
-    if isinstance(desc, dict):
-        desc = {**_BEFORE_CPU_AND_DEVICE, **desc}
     shape = _checked("description/config", desc, _SHAPE)
     cfg = MachineConfig(**shape, monitor=local.monitor, nographic=local.nographic,
                         start_paused=local.start_paused, name=local.name,
-                        incoming=local.incoming, no_shutdown=local.no_shutdown)
+                        incoming=local.incoming, no_shutdown=local.no_shutdown,
+                        nodefaults=local.nodefaults, loadvm=local.loadvm,
+                        allow_files=local.allow_files)
     _check_values(cfg)
     serial = desc.get("serial")
     if not isinstance(serial, list) or len(serial) > 4 or \

@@ -33,10 +33,11 @@ from emu.clock import HORIZON_NS
 from emu.cpu.state import apply_cpu, visit_cpu
 from emu.memory import hostram
 from emu.memory.address_space import MAX_RAM
-from emu.migration.compat import upgrade_section
+from emu.migration.compat import CompatError, upgrade_section
+from emu.migration.compat.description import DESCRIPTION_VERSION, upgrade_description
 from emu.migration.ram import copy_changed
 from emu.migration.state import apply_state, visit_fields, visit_state
-from emu.qom import Object, fields_of
+from emu.qom import Object, fields_of, jsontext
 from emu.qom.visitor import BinaryReader, BinaryWriter, DecodeError, TreeReader, Visitor
 
 MAGIC = b"PYEMUSTR"
@@ -82,7 +83,8 @@ def describe_machine(machine: Object) -> dict[str, Any]:
         objects.append({"path": obj.path, "type": obj.TYPE_NAME, "props": props})
     drives = {name: {"size": b.size, "readonly": b.readonly, "snapshot": b.snapshot}
               for name, b in getattr(machine, "drive_backends", dict)().items()}
-    return {"machine": machine.TYPE_NAME, "ram_size": int(machine.mem.ram.size),
+    return {"version": DESCRIPTION_VERSION, "machine": machine.TYPE_NAME,
+            "ram_size": int(machine.mem.ram.size),
             "cpu": machine.cpu.model.name, "objects": objects, "drives": drives}
 
 
@@ -444,20 +446,32 @@ def _read_description(inp: _Input) -> dict[str, Any]:
     (n,) = inp.unpack("<I", "description")
     if n > MAX_DESC:
         raise StreamError(f"description: {n} bytes exceed the cap")
-    try:
-        desc = json.loads(inp.take(n, "description"))
-    except (ValueError, RecursionError) as e:
-        raise StreamError(f"description: not JSON ({str(e).splitlines()[0]})") from None
-    if not isinstance(desc, dict):
-        raise StreamError("description: not a mapping")
-    size = desc.get("ram_size")
-    if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_RAM \
-            or size % PAGE:
-        raise StreamError(f"description/ram_size: {size!r} is not a RAM size")
+    desc = load_description(inp.take(n, "description"))
     clock_ns = desc.get("clock_ns")
     if isinstance(clock_ns, bool) or not isinstance(clock_ns, int) or \
             not 0 <= clock_ns <= HORIZON_NS:
         raise StreamError("description/clock_ns: missing or not a time")
+    return desc
+
+
+def load_description(text: bytes, where: str = "description") -> dict[str, Any]:
+    """A machine description from its JSON text (a stream's, or a machine-export file's
+    given to -readconfig), checked and upgraded to this pyemu's version; StreamError
+    names what is wrong, starting with ``where``."""
+    try:
+        desc = jsontext.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise StreamError(f"{where}: not JSON ({str(e).splitlines()[0]})") from None
+    if not isinstance(desc, dict):
+        raise StreamError(f"{where}: not a mapping")
+    try:
+        upgrade_description(desc, where)
+    except CompatError as e:
+        raise StreamError(str(e)) from None
+    size = desc.get("ram_size")
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_RAM \
+            or size % PAGE:
+        raise StreamError(f"{where}/ram_size: {size!r} is not a RAM size")
     _check_objects(desc.get("objects"))
     return desc
 

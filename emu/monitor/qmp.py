@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import socket
 import sys
@@ -46,7 +45,15 @@ from emu import __version__
 from emu.host import sockaddr
 from emu.monitor import commands
 from emu.monitor.commands import CommandError, Pending
-from emu.monitor.qom_commands import QomError, find_object, qom_get, qom_list, qom_set
+from emu.monitor.qom_commands import (
+    QomError,
+    export_machine,
+    find_object,
+    qom_get,
+    qom_list,
+    qom_set,
+)
+from emu.qom import jsontext
 
 if TYPE_CHECKING:
     from emu.host.chardev import Chardev
@@ -185,33 +192,12 @@ def parse_request(text: bytes) -> dict[str, Any]:
     turn into inf or the last value. So anything parsed, an id included, is valid JSON
     again when echoed."""
     try:
-        msg = json.loads(text, parse_constant=_not_json, parse_float=_finite,
-                         object_pairs_hook=_unique_keys)
+        msg = jsontext.loads(text)
     except (ValueError, RecursionError) as e:
         raise QmpError(f"JSON parse error, {e}") from None
     if not isinstance(msg, dict):
         raise QmpError("QMP input must be a JSON object")
     return msg
-
-
-def _not_json(word: str) -> Any:
-    raise ValueError(f"'{word}' is not a JSON value")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        raise ValueError(f"number '{text}' is out of range")
-    return value
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ValueError(f"duplicate key '{key}'")
-        obj[key] = value
-    return obj
 
 
 def encode(msg: dict[str, Any]) -> bytes:
@@ -562,6 +548,12 @@ def _qom_get(machine: Machine, args: dict[str, Any]) -> Any:
 @qmp_command("qom-set", {"path": "str", "property": "str", "value": "any"})
 def _qom_set(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
     _qom(lambda: qom_set(machine, args["path"], args["property"], args["value"]))
+    return {}
+
+
+@qmp_command("machine-export", {"file": "str"})
+def _machine_export(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
+    _qom(lambda: export_machine(machine, args["file"]))
     return {}
 
 

@@ -223,16 +223,20 @@ def write_atomically(path: Path, text: str) -> None:
         raise
 
 
-@command("machine-export", "file", "write the machine description as JSON to file",
-         max_args=1, min_args=1)
-def _machine_export(machine: Machine, args: list[str]) -> str:
-    path = Path(args[0])
+def export_machine(machine: Machine, file: str) -> None:
+    """Write the machine description as JSON to ``file`` (whole, or not at all)."""
+    path = Path(file)
     if path.is_dir():
-        raise CommandError(f"Error: could not write '{args[0]}': Is a directory")
+        raise QomError(f"could not write '{file}': Is a directory")
     text = json.dumps(machine_description(machine), indent=2, sort_keys=True) + "\n"
     try:
         write_atomically(path, text)
     except OSError as e:
-        raise CommandError(f"Error: could not write '{args[0]}': "
-                           f"{e.strerror or e}") from None
+        raise QomError(f"could not write '{file}': {e.strerror or e}") from None
+
+
+@command("machine-export", "file", "write the machine description as JSON to file",
+         max_args=1, min_args=1)
+def _machine_export(machine: Machine, args: list[str]) -> str:
+    _human(lambda: export_machine(machine, args[0]))
     return ""

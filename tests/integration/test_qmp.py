@@ -22,6 +22,7 @@ COMMANDS = ("query-status", "query-version", "query-commands", "query-name", "st
             "query-migrate", "migrate-set-parameters", "query-migrate-parameters",
             "migrate-set-capabilities", "query-migrate-capabilities", "snapshot-save",
             "snapshot-load", "snapshot-delete", "qom-list", "qom-get", "qom-set",
+            "machine-export",
             "human-monitor-command", "x-query-state", "qmp_capabilities")
 
 
@@ -194,6 +195,16 @@ def test_qom_state_and_the_human_monitor(vm):
         tree = qmp.cmd("x-query-state", path="/machine", recursive=True)
         assert tree["children"]["serial0"]["state"]["scr"] == 0x5A
         assert "cpu" in tree["children"]
+        # the machine description, as HMP's machine-export writes it
+        out = vm.out.with_name("vm.json")
+        assert qmp.cmd("machine-export", file=str(out)) == {}
+        assert qmp.cmd("human-monitor-command", **{"command-line": f"machine-export {out}2"}) \
+            == ""
+        assert out.read_bytes() == out.with_name("vm.json2").read_bytes()
+        assert json.loads(out.read_text())["objects"][0]["path"] == "/machine/pci"
+        cls, desc = error(qmp.cmd_obj({"execute": "machine-export", "arguments": {
+            "file": str(out.parent)}}))
+        assert (cls, desc) == ("GenericError", f"could not write '{out.parent}': Is a directory")
         # the human monitor, errors included, with QEMU's line ends
         assert qmp.cmd("human-monitor-command", **{"command-line": "info status"}) == \
             "VM status: running\r\n"

@@ -12,6 +12,7 @@ import pytest
 from emu import cli
 from emu.machine import config
 from emu.machine.config import MachineConfig, from_stream, to_stream
+from emu.migration.compat.description import DESCRIPTION_VERSION, upgrade_description
 
 KERNEL = str(Path(__file__).resolve().parents[1] / "guests" / "build" / "hello.elf")
 GIB = 1 << 30
@@ -100,8 +101,11 @@ def test_the_cpu_model_and_devices_travel_and_old_streams_keep_their_machine() -
     assert (cfg.cpu, cfg.devices) == ("max", devices)
     # a stream from before -cpu and -device: the CPU of that time (every feature guests
     # used is in "max") and the isa-debug-exit that always sat at F4h
+    # (a description of version 0, which compat brings up to this pyemu's)
     old = {k: v for k, v in description().items() if k not in ("cpu", "devices")}
-    cfg = from_stream(old, MachineConfig())
+    upgraded = upgrade_description({"config": old})
+    assert upgraded["version"] == DESCRIPTION_VERSION
+    cfg = from_stream(upgraded["config"], MachineConfig())
     assert (cfg.cpu, cfg.devices) == ("max", ["isa-debug-exit,iobase=0xf4,iosize=0x04"])
     assert refusal(description(cpu="host")) == \
         "description/config/cpu: unknown CPU model 'host' ('-cpu help' lists them)"

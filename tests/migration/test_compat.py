@@ -14,6 +14,7 @@ from test_tool import tool
 
 from emu.devices.port92 import Port92
 from emu.migration import compat
+from emu.migration.compat.description import DESCRIPTION_VERSION, upgrade_description
 from emu.migration.compat.filters import Add, Call, CompatError, Drop, Rename, Retype, Upgrade
 from emu.migration.schema import compare, schema
 from emu.migration.stream import decode_section, read_stream
@@ -176,3 +177,28 @@ def test_upgrade_tool_writes_current_versions_that_load_the_same(machine, tmp_pa
     again = tmp_path / "again.pyemu"
     assert tool("upgrade", str(out), str(again)).returncode == 0
     assert again.read_bytes() == out.read_bytes()  # nothing left to upgrade, nothing lost
+
+
+# -- the machine description ---------------------------------------------------------
+
+def test_a_description_without_a_version_is_upgraded_from_version_0():
+    old = {"machine": "pc", "config": {"machine": "pc", "kernel": None}}
+    got = upgrade_description(old)
+    assert got["version"] == DESCRIPTION_VERSION
+    assert got["config"]["cpu"] == "max"
+    assert got["config"]["devices"] == ["isa-debug-exit,iobase=0xf4,iosize=0x04"]
+    # what a version-0 description says stays as it is
+    said = upgrade_description({"config": {"cpu": "qemu64", "devices": []}})
+    assert said["config"] == {"cpu": "qemu64", "devices": []}
+
+
+@pytest.mark.parametrize("version, message", [
+    (DESCRIPTION_VERSION + 1, f"is newer than this pyemu's {DESCRIPTION_VERSION}"),
+    (-1, "-1 is not a description version"),
+    ("1", "'1' is not a description version"),
+    (True, "True is not a description version"),
+])
+def test_a_description_version_this_pyemu_cannot_read_is_named(version, message):
+    with pytest.raises(CompatError, match="description/version: ") as e:
+        upgrade_description({"version": version})
+    assert message in str(e.value)
