@@ -142,7 +142,7 @@ def check_grants(cfg: MachineConfig, own: MachineConfig) -> None:
     rebound = {d.id for d in own.drives if d.id}
     read_only = [*own.allow_files, *DATA_DIRS]
     for d in cfg.drives:
-        if d.id not in rebound:
+        if d.file and d.id not in rebound:
             check_granted(d.file, f"description/config/drives/{d.id}",
                           read_only if d.readonly or d.snapshot or cfg.snapshot
                           else own.allow_files)
@@ -170,7 +170,9 @@ def _build(cfg: MachineConfig, *, lock: bool) -> Built:
     try:
         for spec in cfg.drives:
             try:
-                blocks[spec.index] = spec.open(snapshot=cfg.snapshot, lock=lock)
+                backend = spec.open(snapshot=cfg.snapshot, lock=lock)
+                if backend is not None:
+                    blocks[spec.index] = backend
             except OSError as e:
                 raise LaunchError(f"{spec.origin}: {e.strerror or e}") from None
         devices: dict[str, Chardev] = {}

@@ -94,7 +94,7 @@ def default_geometry(sectors: int) -> tuple[int, int, int]:
 class IdeDrive(Device):
     """One ATA disk or ATAPI CD-ROM. ``backend`` is bound by the board before realize."""
 
-    STATE_VERSION = 1
+    STATE_VERSION = 2  # 2: tray_open
 
     media = prop.str(max_len=8, reset="disk", doc="disk or cdrom")
     model = prop.str(max_len=40, reset="", doc="IDENTIFY model string; empty for a default")
@@ -134,6 +134,8 @@ class IdeDrive(Device):
     packet_dma = state.bool(reset=False, doc="the ATAPI packet asked for DMA")
     medium_changed = state.bool(reset=False, doc="unit attention pending (ATAPI)")
     medium_locked = state.bool(reset=False, doc="PREVENT MEDIUM REMOVAL in force (ATAPI)")
+    tray_open = state.bool(reset=False, doc="the tray is open (ATAPI): a medium in it "
+                           "cannot be read")
     sense_key = state.u8(reset=NO_SENSE, doc="ATAPI sense key for REQUEST SENSE")
     asc = state.u8(reset=0, doc="ATAPI additional sense code")
 
@@ -166,11 +168,27 @@ class IdeDrive(Device):
         self._signature()  # power-on registers hold the device signature (9.1)
 
     def change_medium(self, backend: BlockBackend | None) -> None:
-        """The board swapped the CD (None: tray empty); the guest sees a unit attention."""
+        """The board put ``backend`` in the tray (None: took the medium out); the guest
+        sees a unit attention once the tray is closed with a medium in it."""
         if not self.is_cd:
             raise ValueError(f"{self.path}: only a cdrom has removable media")
         self.backend = backend
-        self.medium_changed = True
+        self.medium_changed = backend is not None
+
+    def set_tray(self, open_: bool) -> None:
+        """Open or close the tray from outside (the monitor); the guest's lock is for
+        the caller to respect. Closing it over a medium is a medium change (MMC-2 4.1.6:
+        the unit attention a newly loaded medium gives)."""
+        if not self.is_cd:
+            raise ValueError(f"{self.path}: only a cdrom has a tray")
+        if self.tray_open and not open_ and self.backend is not None:
+            self.medium_changed = True
+        self.tray_open = open_
+
+    @property
+    def has_medium(self) -> bool:
+        """A medium the drive can read: in the tray, and the tray closed."""
+        return self.backend is not None and not self.tray_open
 
     def describe(self) -> str:
         image = self.backend.path if self.backend is not None else "(no medium)"
@@ -633,7 +651,7 @@ class IdeDrive(Device):
                 self._atapi_error(UNIT_ATTENTION, ASC_MEDIUM_CHANGED)
                 return
             self.sense_key, self.asc = NO_SENSE, 0
-            if op in _NEED_MEDIUM and self.backend is None:
+            if op in _NEED_MEDIUM and not self.has_medium:
                 self._atapi_error(NOT_READY, ASC_NO_MEDIUM)
                 return
         handler(self, cdb)
@@ -735,7 +753,7 @@ class IdeDrive(Device):
         else:
             self._atapi_error(ILLEGAL_REQUEST, ASC_INVALID_FIELD)
             return
-        medium = 0x01 if self.backend is not None else 0x70  # data CD, or no disc
+        medium = 0x01 if self.has_medium else 0x70  # data CD, or no disc
         header = struct.pack(">HBB4x", 6 + len(body), medium, 0)
         self._atapi_reply(header + body, cdb[7] << 8 | cdb[8])
 
@@ -750,7 +768,7 @@ class IdeDrive(Device):
         return bytes(page)
 
     def _pk_get_configuration(self, cdb: bytes) -> None:
-        profile = 0x0008 if self.backend is not None else 0
+        profile = 0x0008 if self.has_medium else 0
         feature0 = struct.pack(">HBBHBx", 0x0000, 0x03, 4, 0x0008, 1 if profile else 0)
         header = struct.pack(">IHH", 4 + len(feature0), 0, profile)
         self._atapi_reply(header + feature0, cdb[7] << 8 | cdb[8])
@@ -780,9 +798,15 @@ class IdeDrive(Device):
         return bytes([0, min(frames // (75 * 60), 255), frames // 75 % 60, frames % 75])
 
     def _pk_start_stop(self, cdb: bytes) -> None:
-        if cdb[4] & 0x03 == 0x02 and self.medium_locked:  # eject while locked
+        """START STOP UNIT: LoEj with Start clear ejects (opens the tray), with Start
+        set loads (closes it); an eject while the medium is locked is refused."""
+        loej, start = cdb[4] & 0x02, cdb[4] & 0x01
+        if loej and not start and self.medium_locked and not self.tray_open:
             self._atapi_error(ILLEGAL_REQUEST, ASC_REMOVAL_PREVENTED)
             return
+        if loej:
+            self.set_tray(not start)
+            self.medium_changed = False  # the guest moved the tray itself: no surprise
         self._atapi_done()
 
     def _pk_prevent_allow(self, cdb: bytes) -> None:

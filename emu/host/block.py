@@ -213,7 +213,7 @@ _FALSE = ("off", "no", "false", "n")
 class DriveSpec:
     """One IDE drive as the command line describes it."""
 
-    file: str
+    file: str  # "": a CD drive with no medium
     index: int | None = None  # None: the board gives it the first free index
     media: str = "disk"
     readonly: bool = False
@@ -238,8 +238,11 @@ class DriveSpec:
         assert self.index is not None
         return self.index % 2
 
-    def open(self, *, snapshot: bool = False, lock: bool = True) -> BlockBackend:
-        """Open the image; ``snapshot`` is the global ``-snapshot`` flag."""
+    def open(self, *, snapshot: bool = False, lock: bool = True) -> BlockBackend | None:
+        """Open the image (None: an empty CD drive); ``snapshot`` is the global
+        ``-snapshot`` flag."""
+        if not self.file:
+            return None
         return open_image(self.file, readonly=self.readonly,
                           snapshot=(self.snapshot or snapshot) and not self.readonly, lock=lock)
 
@@ -313,7 +316,9 @@ def parse_drive(text: str) -> DriveSpec:
         else:
             raise ValueError(f"-drive {key}: unknown option {key!r}")
     if "file" not in fields:
-        raise ValueError(f"-drive {text}: file= is missing")
+        if fields.get("media") != "cdrom":
+            raise ValueError(f"-drive {text}: file= is missing")
+        fields["file"] = ""  # a CD drive with an empty tray, as QEMU allows
     fields.pop("format", None)
     fields.pop("interface", None)
     if fields.get("media") == "cdrom":

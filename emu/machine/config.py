@@ -143,9 +143,9 @@ def to_stream(cfg: MachineConfig) -> dict[str, Any]:
     out["serial"] = [s if s == "none" else CHARDEV for s in cfg.serial]
     out["debugcon"] = cfg.debugcon and CHARDEV
     out["devices"] = list(cfg.devices)
-    out["drives"] = [{"id": drive_id(d), "file": os.path.abspath(d.file), "index": d.index,
-                      "media": d.media, "readonly": d.readonly, "snapshot": d.snapshot}
-                     for d in cfg.drives]
+    out["drives"] = [{"id": drive_id(d), "file": d.file and os.path.abspath(d.file),
+                      "index": d.index, "media": d.media, "readonly": d.readonly,
+                      "snapshot": d.snapshot} for d in cfg.drives]
     return out
 
 
@@ -243,6 +243,9 @@ def from_stream(desc: Any, local: MachineConfig) -> MachineConfig:
         d = _checked(f"description/config/drives[{i}]", d, _DRIVE)
         if not 0 <= d["index"] <= MAX_INDEX or d["media"] not in MEDIA:
             raise ValueError(f"description/config/drives[{i}]: index or media out of range")
+        if not d["file"] and d["media"] != "cdrom":
+            raise ValueError(f"description/config/drives[{i}]/file: empty, and only a "
+                             "cdrom drive can be without a medium")
         if not d["id"] or not d["id"].isprintable() or d["id"] in ids:  # in messages
             raise ValueError(f"description/config/drives[{i}]/id: {d['id']!r} is not "
                              "a name of its own")

@@ -149,7 +149,7 @@ def resume(machine: Machine, force: bool = False) -> None:
          "unknown, run this copy: only when the other side certainly does not)",
          max_args=1)
 def _cont(machine: Machine, args: list[str]) -> str:
-    flags, rest = _flags(args, "f")
+    flags, rest = split_flags(args, "f")
     if rest:
         raise CommandError(f"cont: unexpected argument {rest[0]!r} (usage: cont [-f])")
     resume(machine, "f" in flags)
@@ -256,7 +256,7 @@ def _info_snapshots(machine: Machine, args: list[str]) -> str:
 
 # -- migration ---------------------------------------------------------------------------
 
-def _flags(args: list[str], allowed: str) -> tuple[set[str], list[str]]:
+def split_flags(args: list[str], allowed: str) -> tuple[set[str], list[str]]:
     flags = {a[1:] for a in args if a.startswith("-") and len(a) == 2}
     for f in flags:
         if f not in allowed:
@@ -268,7 +268,7 @@ def _flags(args: list[str], allowed: str) -> tuple[set[str], list[str]]:
          "file:PATH, exec:CMD, fd:N); -d: return at once, 'info migrate' follows it; "
          "-b: copy the disks too (no shared storage)", max_args=3, min_args=1)
 def _migrate(machine: Machine, args: list[str]) -> str | Pending:
-    flags, rest = _flags(args, "db")
+    flags, rest = split_flags(args, "db")
     if len(rest) != 1:
         raise CommandError("migrate: missing URI (usage: migrate [-d] [-b] uri)")
     job = start_migration(machine, rest[0], block="b" in flags)

@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING
 
 from emu import __version__
 from emu.host.chardev import Chardev
-from emu.monitor import info, keyboard, memory, qom_commands  # noqa: F401  (register commands)
+from emu.monitor import (  # noqa: F401  (register commands)
+    info,
+    keyboard,
+    media_commands,
+    memory,
+    qom_commands,
+)
 from emu.monitor.commands import CommandError, Pending, execute
 
 if TYPE_CHECKING:

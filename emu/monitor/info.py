@@ -379,7 +379,8 @@ def _block_entry(machine: Machine, drive: IdeDrive) -> list[str]:
     lines.append(f"    Attached to:      {drive.path}")
     if drive.media == "cdrom":
         lock = "locked" if drive.medium_locked else "not locked"
-        lines.append(f"    Removable device: {lock}, tray closed")
+        tray = "open" if drive.tray_open else "closed"
+        lines.append(f"    Removable device: {lock}, tray {tray}")
     lines.append("    Cache mode:       writeback")
     if backend is not None and backend.snapshot:
         lines.append("    Snapshot:         writes kept in a temporary overlay, dropped at exit")

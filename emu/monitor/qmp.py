@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from emu import __version__
+from emu.devices.ide import IdeDrive
 from emu.host import sockaddr
 from emu.monitor import commands
 from emu.monitor.commands import CommandError, Pending
@@ -367,24 +368,27 @@ def _query_block(machine: Machine, args: dict[str, Any]) -> list[dict[str, Any]]
     specs = {(d.channel, d.unit): d for d in getattr(cfg, "drives", [])}
     out = []
     for obj in machine.walk():
-        backend = getattr(obj, "backend", None)
-        if backend is None or obj.parent is None:
+        if not isinstance(obj, IdeDrive):
             continue
+        backend = obj.backend
         spec = specs.get((int(obj.parent.name.removeprefix("ide") or 0),
                           0 if obj.name == "master" else 1))
-        removable = getattr(obj, "media", "disk") == "cdrom"
+        removable = obj.is_cd
         info: dict[str, Any] = {
             "device": drive_id(spec) if spec is not None else obj.name, "qdev": obj.path,
-            "locked": False, "removable": removable, "type": "unknown",
-            "inserted": {"file": backend.path, "ro": backend.readonly, "drv": "raw",
-                         "encrypted": False, "backing_file_depth": 0,
-                         "detect_zeroes": "off", "bps": 0, "bps_rd": 0, "bps_wr": 0,
-                         "iops": 0, "iops_rd": 0, "iops_wr": 0, "write_threshold": 0,
-                         "cache": {"writeback": True, "direct": False, "no-flush": False},
-                         "image": {"filename": backend.path, "format": "raw",
-                                   "virtual-size": backend.size}}}
+            "locked": obj.medium_locked, "removable": removable,
+            "type": "unknown"}
         if removable:
-            info["tray_open"] = False
+            info["tray_open"] = obj.tray_open
+        if backend is not None:
+            info["inserted"] = {
+                "file": backend.path, "ro": backend.readonly, "drv": "raw",
+                "encrypted": False, "backing_file_depth": 0, "detect_zeroes": "off",
+                "bps": 0, "bps_rd": 0, "bps_wr": 0, "iops": 0, "iops_rd": 0, "iops_wr": 0,
+                "write_threshold": 0,
+                "cache": {"writeback": True, "direct": False, "no-flush": False},
+                "image": {"filename": backend.path, "format": "raw",
+                          "virtual-size": backend.size}}
         out.append(info)
     return out
 
@@ -549,6 +553,55 @@ def _qom_get(machine: Machine, args: dict[str, Any]) -> Any:
 def _qom_set(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
     _qom(lambda: qom_set(machine, args["path"], args["property"], args["value"]))
     return {}
+
+
+def _media(args: dict[str, Any], fn: Callable[[str], None]) -> dict[str, Any]:
+    """Run a removable-media operation on the drive ``device`` (or ``id``) names."""
+    from emu.machine.pc.media import MediaError
+
+    names = [args[k] for k in ("device", "id") if k in args]
+    if len(names) != 1:
+        raise QmpError("Need exactly one of 'device' and 'id'")
+    try:
+        fn(names[0])
+    except MediaError as e:
+        raise QmpError(str(e), e.error_class) from None
+    return {}
+
+
+_DRIVE_ARGS: Schema = {"*device": "str", "*id": "str"}
+
+
+@qmp_command("blockdev-change-medium", {**_DRIVE_ARGS, "filename": "str", "*format": "str",
+                                        "*force": "bool", "*read-only-mode": "str"})
+def _blockdev_change_medium(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
+    from emu.machine.pc import media
+
+    if args.get("read-only-mode", "retain") not in ("retain", "read-only"):
+        raise QmpError("read-only-mode: a cdrom is read-only")
+    return _media(args, lambda dev: media.change_medium(
+        machine, dev, args["filename"], args.get("format", "raw"), args.get("force", False)))
+
+
+@qmp_command("eject", {**_DRIVE_ARGS, "*force": "bool"})
+def _eject(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
+    from emu.machine.pc import media
+
+    return _media(args, lambda dev: media.eject(machine, dev, args.get("force", False)))
+
+
+@qmp_command("blockdev-open-tray", {**_DRIVE_ARGS, "*force": "bool"})
+def _blockdev_open_tray(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
+    from emu.machine.pc import media
+
+    return _media(args, lambda dev: media.open_tray(machine, dev, args.get("force", False)))
+
+
+@qmp_command("blockdev-close-tray", _DRIVE_ARGS)
+def _blockdev_close_tray(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
+    from emu.machine.pc import media
+
+    return _media(args, lambda dev: media.close_tray(machine, dev))
 
 
 @qmp_command("machine-export", {"file": "str"})

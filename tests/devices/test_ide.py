@@ -601,6 +601,31 @@ def test_atapi_lock_and_eject(board, cd):
     packet(board, bytes([0x1E, 0, 0, 0, 0]))
     packet(board, bytes([0x1B, 0, 0, 0, 0x02]))
     assert board.inb(STATUS) == 0x50
+    # the eject opened the tray: the disc is there but cannot be read
+    packet(board, bytes([0x00]))
+    assert board.inb(STATUS) == 0x41 and sense(board) == (0x02, 0x3A)
+    packet(board, bytes([0x1B, 0, 0, 0, 0x03]))  # LoEj + Start: load
+    assert board.inb(STATUS) == 0x50
+    packet(board, bytes([0x00]))  # the guest closed it itself: no unit attention
+    assert board.inb(STATUS) == 0x50
+
+
+def test_atapi_tray_moved_from_outside(board, cd):
+    drv = cd.children["master"]
+    drv.set_tray(True)
+    packet(board, bytes([0x25]))  # READ CAPACITY: not ready, no medium
+    assert board.inb(STATUS) == 0x41 and sense(board) == (0x02, 0x3A)
+    packet(board, bytes([0x4A, 1, 0, 0, 0x10, 0, 0, 0, 8]))  # no GESN: the guest falls back
+    assert board.inb(STATUS) & 0x01 and sense(board) == (0x05, 0x20)
+    drv.set_tray(False)  # closed over the disc: the guest hears of a (possibly) new one
+    packet(board, bytes([0x00]))
+    assert board.inb(STATUS) == 0x41 and sense(board) == (0x06, 0x28)
+    packet(board, bytes([0x00]))
+    assert board.inb(STATUS) == 0x50
+    drv.change_medium(None)  # taken out: nothing to hear of until one is put in
+    packet(board, bytes([0x00]))
+    assert sense(board) == (0x02, 0x3A)
+    assert not drv.medium_changed
 
 
 def test_atapi_read_small_byte_count_limit(board, cd):

@@ -22,8 +22,8 @@ COMMANDS = ("query-status", "query-version", "query-commands", "query-name", "st
             "query-migrate", "migrate-set-parameters", "query-migrate-parameters",
             "migrate-set-capabilities", "query-migrate-capabilities", "snapshot-save",
             "snapshot-load", "snapshot-delete", "qom-list", "qom-get", "qom-set",
-            "machine-export",
-            "human-monitor-command", "x-query-state", "qmp_capabilities")
+            "machine-export", "blockdev-change-medium", "eject", "blockdev-open-tray",
+            "blockdev-close-tray", "human-monitor-command", "x-query-state", "qmp_capabilities")
 
 
 class Guest:
@@ -519,3 +519,43 @@ def test_the_splitter_refuses_values_too_big_or_too_deep():
     assert next(texts) == b"[1]"  # what came before is found first
     with pytest.raises(JsonStreamError):
         next(texts)
+
+
+def test_removable_media_over_qmp(tmp_path, pyemu_proc, guest):
+    discs = []
+    for name, sectors in (("one", 3), ("two", 5)):
+        discs.append(tmp_path / f"{name}.iso")
+        discs[-1].write_bytes(name.encode() * (2048 * sectors // len(name) + 1))
+        discs[-1].write_bytes(discs[-1].read_bytes()[:2048 * sectors])
+    g = Guest(tmp_path, pyemu_proc, guest, "-drive", f"if=ide,index=2,media=cdrom,file={discs[0]}",
+              "-drive", "if=ide,index=3,media=cdrom,id=empty")
+    qmp = g.legacy()
+    try:
+        def cd(name: str) -> dict:
+            return next(b for b in qmp.cmd("query-block") if b["device"] == name)
+
+        assert cd("ide1-cd0")["inserted"]["image"]["virtual-size"] == 3 * 2048
+        assert cd("empty")["tray_open"] is False and "inserted" not in cd("empty")
+        assert qmp.cmd("blockdev-open-tray", device="ide1-cd0") == {}
+        assert cd("ide1-cd0")["tray_open"] is True
+        assert qmp.cmd("blockdev-close-tray", id="ide1-cd0") == {}
+        assert qmp.cmd("blockdev-change-medium", device="empty", filename=str(discs[1])) == {}
+        assert cd("empty")["inserted"]["file"] == str(discs[1])
+        assert qmp.cmd("eject", device="ide1-cd0") == {}
+        assert cd("ide1-cd0")["tray_open"] is True and "inserted" not in cd("ide1-cd0")
+        for args, want in (
+                ({"device": "nope"}, ("DeviceNotFound", "Device 'nope' not found")),
+                ({}, ("GenericError", "Need exactly one of 'device' and 'id'")),
+                ({"device": "ide0-hd0"}, ("DeviceNotFound", "Device 'ide0-hd0' not found"))):
+            assert error(qmp.cmd_obj({"execute": "eject", "arguments": args})) == want
+        assert error(qmp.cmd_obj({"execute": "blockdev-change-medium", "arguments": {
+            "device": "empty", "filename": str(discs[0]), "format": "qcow2"}})) == \
+            ("GenericError", "format 'qcow2' is not supported: only raw images")
+        # the description (what a migration carries) holds the drives as they are now
+        out = tmp_path / "vm.json"
+        assert qmp.cmd("machine-export", file=str(out)) == {}
+        drives = {d["id"]: d for d in json.loads(out.read_text())["config"]["drives"]}
+        assert drives["ide1-cd0"]["file"] == "" and drives["empty"]["file"] == str(discs[1])
+    finally:
+        qmp.close()
+    g.running_on()

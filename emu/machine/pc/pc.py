@@ -217,7 +217,7 @@ class PcMachine(Machine):
         for spec in cfg.drives:
             drive = IdeDrive("master" if spec.unit == 0 else "slave", channels[spec.channel],
                              media=spec.media)
-            drive.backend = blocks[spec.index]
+            drive.backend = blocks.get(spec.index)
 
     def stream_config(self) -> dict[str, Any]:
         """The configuration a migration stream carries to build this machine from."""
@@ -299,7 +299,8 @@ class PcMachine(Machine):
 
     def drive_backends(self) -> dict[str, BlockBackend]:
         """Each drive's image by drive id (``-drive id=``, else QEMU's ide0-hd0 names)."""
-        return {drive_id(spec): self.blocks[spec.index] for spec in self.cfg.drives}
+        return {drive_id(spec): self.blocks[spec.index] for spec in self.cfg.drives
+                if spec.index in self.blocks}
 
     def claim_images(self) -> None:
         for name, backend in self.drive_backends().items():
