@@ -9,11 +9,12 @@ kernel knows about its pages.
   /proc/self/pagemap (the kernel's Documentation/admin-guide/mm/pagemap.rst: one 64-bit
   entry per page, bit 63 "page present", bit 62 "page swapped"). A private anonymous
   page that is neither was never written (or was discarded): it reads as the zero page.
-  A page only read is present (it maps the shared zero page), so it counts as touched:
-  the answer errs only towards scanning a page.
-- ``zero``: zero the whole mapping at once with madvise(2) MADV_DONTNEED, after which a
-  private anonymous mapping reads as zero-fill, instead of writing zeros over the pages
-  that hold something (what it does for any other array).
+  A page only read is present (it maps the shared zero page), and so is every page of a
+  transparent huge page once any of it is touched, so they count as touched: the answer
+  errs only towards scanning a page.
+- ``zero``: zero whole pages of such a mapping at once with madvise(2) MADV_DONTNEED,
+  after which private anonymous memory reads as zero-fill, instead of writing zeros
+  over the pages that hold something (what it does for any other array).
 - ``nonzero``: which pages hold something other than zeros, reading only the pages
   ``untouched`` leaves in doubt.
 """
@@ -33,29 +34,39 @@ SCAN_PAGES = 4096  # compare 16 MiB at a time: bounded temporaries
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-_MADV_DONTNEED = 4  # <sys/mman.h>, Linux
+_MADV_DONTNEED, _MADV_HUGEPAGE = 4, 14  # <sys/mman.h>, Linux
+HUGE_PAGE = 2 << 20
 
 
 def allocate(size: int) -> np.ndarray:
-    """``size`` bytes (a multiple of the page size) of zeros, page aligned."""
+    """``size`` bytes (a multiple of the page size) of zeros, aligned to 2 MiB and
+    offered to the kernel for transparent huge pages, as numpy does for its own large
+    arrays (madvise MADV_HUGEPAGE): fewer faults, fewer TLB misses."""
     if size <= 0 or size % PAGE:
         raise ValueError(f"RAM size {size} is not a positive multiple of {PAGE}")
-    return np.frombuffer(mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE), dtype=np.uint8)
+    mapping = mmap.mmap(-1, size + HUGE_PAGE, flags=mmap.MAP_PRIVATE)
+    whole = np.frombuffer(mapping, dtype=np.uint8)
+    offset = -whole.ctypes.data % HUGE_PAGE
+    ram = whole[offset:offset + size]
+    _libc.madvise(ram.ctypes.data, size, _MADV_HUGEPAGE)  # a hint: refused is fine
+    return ram
 
 
-def _mapping(ram: np.ndarray) -> mmap.mmap | None:
-    """The mapping ``allocate`` made ``ram`` from, when ``ram`` is all of it."""
-    base = ram.base
+def _ours(ram: np.ndarray) -> bool:
+    """Whether ``ram`` is whole pages of a mapping ``allocate`` made (the calls below
+    act on its address range, which must be private anonymous memory)."""
+    base: object = ram
+    while isinstance(base, np.ndarray):
+        base = base.base
     base = base.obj if isinstance(base, memoryview) else base
-    if isinstance(base, mmap.mmap) and len(base) == ram.nbytes and ram.flags.c_contiguous:
-        return base
-    return None
+    return (isinstance(base, mmap.mmap) and ram.flags.c_contiguous and ram.nbytes > 0
+            and ram.ctypes.data % PAGE == 0 and ram.nbytes % PAGE == 0)
 
 
 def untouched(ram: np.ndarray) -> np.ndarray | None:
-    """One bool per page of ``ram`` (from ``allocate``): True where the page certainly
-    holds zeros. None when the kernel does not say (no pagemap): scan every page."""
-    if _mapping(ram) is None:
+    """One bool per page of ``ram`` (whole pages from ``allocate``): True where the page
+    certainly holds zeros. None when the kernel does not say (no pagemap): scan every page."""
+    if not _ours(ram):
         return None
     first = ram.ctypes.data // PAGE
     pages = ram.nbytes // PAGE
@@ -95,10 +106,9 @@ def nonzero(ram: np.ndarray) -> np.ndarray:
 
 
 def zero(ram: np.ndarray) -> None:
-    """Make all of ``ram`` zeros: the whole of a mapping from ``allocate`` is given back
-    to the kernel; otherwise only the pages that are not zero are written."""
-    mapping = _mapping(ram)
-    if mapping is not None and _libc.madvise(ram.ctypes.data, ram.nbytes, _MADV_DONTNEED) == 0:
+    """Make all of ``ram`` zeros: whole pages from ``allocate`` are given back to the
+    kernel; otherwise only the pages that are not zero are written."""
+    if _ours(ram) and _libc.madvise(ram.ctypes.data, ram.nbytes, _MADV_DONTNEED) == 0:
         return
     r = ram.view(np.uint64).reshape(-1, PAGE // 8)
     r[_scan(ram, None)] = 0

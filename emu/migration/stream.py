@@ -563,8 +563,8 @@ def _parse_ram(inp: _Input, ram_size: int, target: Target | None) -> np.ndarray:
         ram = target.ram
     else:
         try:
-            ram = np.zeros(ram_size, dtype=np.uint8)
-        except MemoryError:
+            ram = hostram.allocate(ram_size)
+        except (MemoryError, OSError):
             raise StreamError(f"description/ram_size: cannot allocate {ram_size} bytes") \
                 from None
     while True:
