@@ -50,19 +50,6 @@ WRITE_CHANNEL, ARCH_LOCAL = 0x4000, 0x8000
 # x86 arch-local keys.
 ACPI_TABLES, SMBIOS_ENTRIES, IRQ0_OVERRIDE, E820_TABLE, HPET = range(0x8000, 0x8005)
 
-KEY_NAMES = {
-    SIGNATURE: "signature", ID: "id", UUID: "uuid", RAM_SIZE: "ram_size",
-    NOGRAPHIC: "nographic", NB_CPUS: "nb_cpus", MACHINE_ID: "machine_id",
-    KERNEL_ADDR: "kernel_addr", KERNEL_SIZE: "kernel_size", KERNEL_CMDLINE: "kernel_cmdline",
-    INITRD_ADDR: "initrd_addr", INITRD_SIZE: "initrd_size", BOOT_DEVICE: "boot_device",
-    NUMA: "numa", BOOT_MENU: "boot_menu", MAX_CPUS: "max_cpus",
-    KERNEL_ENTRY: "kernel_entry", KERNEL_DATA: "kernel_data", INITRD_DATA: "initrd_data",
-    CMDLINE_ADDR: "cmdline_addr", CMDLINE_SIZE: "cmdline_size", CMDLINE_DATA: "cmdline_data",
-    SETUP_ADDR: "setup_addr", SETUP_SIZE: "setup_size", SETUP_DATA: "setup_data",
-    FILE_DIR: "file_dir", ACPI_TABLES: "acpi_tables", SMBIOS_ENTRIES: "smbios_entries",
-    IRQ0_OVERRIDE: "irq0_override", E820_TABLE: "e820_table", HPET: "hpet",
-}
-
 # FW_CFG_ID feature bits.
 FEATURE_TRADITIONAL, FEATURE_DMA = 0x01, 0x02
 
@@ -260,21 +247,6 @@ class FwCfg(Device):
             self.board.mem.write(desc, control.to_bytes(4, "big"))
         except ValueError:
             pass  # the guest gave a descriptor outside RAM: nowhere to report to
-
-    # -- monitor ------------------------------------------------------------------------
-    def entries(self) -> list[tuple[int, str, int]]:
-        """(key, name, size) of every item, by key."""
-        file_names = {FILE_FIRST + i: n for i, n in enumerate(self._sorted_files())}
-        return [(key, file_names.get(key) or KEY_NAMES.get(key, "?"), len(data))
-                for key, data in sorted(self.items.items())]
-
-    def describe(self) -> str:
-        """``info fw_cfg``: the device, its position, then one line per item."""
-        lines = [f"{self.TYPE_NAME} {self.path}: io {self.iobase:#x}, "
-                 f"dma {'on' if self.dma_enabled else 'off'}, selected {self.selector:#06x} "
-                 f"at offset {self.offset}"]
-        lines += [f"  {key:#06x} {name:<40} {size:>10} bytes" for key, name, size in self.entries()]
-        return "\n".join(lines)
 
 
 def _little(value: int, size: int) -> bytes:

@@ -265,12 +265,6 @@ class Ps2Keyboard(Device):
             return
         self._send(bytes((ACK,)))
 
-    def describe(self) -> str:
-        return (f"{self.name}: set {self.scancode_set}, scanning "
-                f"{'on' if self.scanning else 'off'}, leds={self.leds} "
-                f"typematic={self.typematic:02x} queue=[{self.queue.hex(' ')}]"
-                + (f" awaiting argument of {self.pending_cmd:02x}" if self.pending_cmd else ""))
-
 
 @register_type("i8042")
 class I8042(Device):
@@ -472,15 +466,3 @@ class I8042(Device):
         from_aux = bool(self.obuf_flags & ST_AUX)
         self.irq1_out = self.obf and not from_aux and bool(self.cmd_byte & CB_KBD_INT)
         self.irq12_out = self.obf and from_aux and bool(self.cmd_byte & CB_AUX_INT)
-
-    def describe(self) -> str:
-        """Controller and keyboard registers, for the monitor."""
-        buf = (f"{self.obuf:02x} from {'aux' if self.obuf_flags & ST_AUX else 'kbd'}"
-               if self.obf else "empty")
-        pending = (f" awaiting data for command {self.pending_cmd:02x}"
-                   if self.pending_cmd else "")
-        return (f"i8042 {self.path}: status={self.status():02x} cmd_byte={self.cmd_byte:02x} "
-                f"outport={self._outport_pins():02x} (A20 "
-                f"{'on' if self.outport & OP_A20 else 'off'}) obuf={buf}{pending} "
-                f"irq1={int(self.irq1_out)} "
-                f"irq12={int(self.irq12_out)}\n  {self.kbd.describe()}")

@@ -41,7 +41,6 @@ PIT_HZ = 1_193_182
 # bit 4 toggles with, about 15.09 us.
 REFRESH_TICKS = 18
 
-RW_NAMES = {1: "lsb", 2: "msb", 3: "lsb/msb"}
 # Periods of a mode 2/3 wave that a late timer still emits edge by edge (a slow CPU
 # slice is a few); periods before these are skipped whole.
 CATCHUP_PERIODS = 64
@@ -439,14 +438,6 @@ class PitChannel(Device):
         self._advance(t)
         return self._out(t), self._next_change(t)
 
-    def describe(self) -> str:
-        t = self._now()
-        self._advance(t)
-        return (f"{self.name}: mode {self.op_mode}{' bcd' if self.bcd else ''} "
-                f"rw {RW_NAMES.get(self.rw, self.rw)} count {self._count(t)} "
-                f"reload {self._cr_count()} gate {int(self.gate_high)} "
-                f"out {int(self._out(t))}{' null' if self.null_count else ''}")
-
 
 @register_type("i8254")
 class Pit8254(Device):
@@ -476,10 +467,6 @@ class Pit8254(Device):
     def rebuild(self) -> None:
         if self.realized:  # a loaded or reset counter 2 may differ from what the CPU holds
             self._port_b_changes()
-
-    def describe(self) -> str:
-        """One line per counter, for the monitor."""
-        return "\n".join(ch.describe() for ch in self.channels)
 
     # -- 40h-43h ------------------------------------------------------------------
     def _read_byte(self, offset: int, _size: int) -> int:

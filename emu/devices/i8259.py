@@ -267,13 +267,6 @@ class Pic8259(Device):
             self.int_level = level
             self.on_int(level)
 
-    def describe(self) -> str:
-        """One line of register contents, for the monitor."""
-        return (f"{self.name}: irr={self.irr:02x} imr={self.imr:02x} isr={self.isr:02x} "
-                f"base={self.vector_base:02x} hprio={self.priority_add} elcr={self.elcr:02x} "
-                f"aeoi={int(self.auto_eoi)} smm={int(self.special_mask)} sfnm={int(self.sfnm)} "
-                f"int={int(self.int_level)}")
-
 
 @register_type("isa-pic")
 class IsaPic(Device):
@@ -337,7 +330,3 @@ class IsaPic(Device):
         master.set_input(CASCADE_IR, False)
         master.set_input(CASCADE_IR, slave.int_level)
         return vector
-
-    def describe(self) -> str:
-        """One line per chip, like QEMU's ``info pic``."""
-        return "\n".join(chip.describe() for chip in (self.master, self.slave))

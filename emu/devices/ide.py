@@ -190,13 +190,6 @@ class IdeDrive(Device):
         """A medium the drive can read: in the tray, and the tray closed."""
         return self.backend is not None and not self.tray_open
 
-    def describe(self) -> str:
-        image = self.backend.path if self.backend is not None else "(no medium)"
-        return (f"{self.name}: {self.media} {image} status={self.status:02x} "
-                f"error={self.error:02x} phase={self.phase} cmd={self.command:02x} "
-                f"mult={self.mult_sectors} pio={self.io_pos}/{self.io_end}"
-                f"/{len(self.io_buffer)} left={self.xfer_left}")
-
     # -- geometry ---------------------------------------------------------------------
     @property
     def total_sectors(self) -> int:
@@ -948,13 +941,6 @@ class IdeChannel(Device):
         drives = getattr(self, "drives", None)
         drv = drives[(self.select >> 4) & 1] if drives else None
         self._current: IdeDrive | _AbsentDrive = drv if drv is not None else _ABSENT
-
-    def describe(self) -> str:
-        lines = [f"{self.name}: io {self.iobase:#x}/{self.ctlbase:#x} irq {self.irq} "
-                 f"select={self.select:02x} devctl={self.devctl:02x} intrq={int(self.intrq)} "
-                 f"bm cmd={self.bm_cmd:02x} status={self.bm_status:02x} prd={self.bm_prd:#x}"]
-        lines += ["  " + d.describe() for d in self.drives if d is not None]
-        return "\n".join(lines)
 
     # -- interrupt --------------------------------------------------------------------
     def raise_irq(self) -> None:

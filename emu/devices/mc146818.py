@@ -528,35 +528,6 @@ class Rtc(Device):
         else:
             self._write_register(self.index, value)
 
-    # -- monitor --------------------------------------------------------------------------
-    def guest_time(self) -> datetime | None:
-        """The date and time the guest would read now; None if the bytes are no valid date."""
-        regs = self._time_registers(self._now())
-        seconds, _ = self._format.time_of(regs.__getitem__)
-        days, sod = divmod(seconds, SECONDS_PER_DAY)
-        year, month, day = civil_from_days(days)
-        try:
-            return datetime(year, month, day, sod // 3600, sod // 60 % 60, sod % 60)
-        except ValueError:
-            return None
-
-    def describe(self) -> str:
-        """Time and registers, for the monitor."""
-        now = self._now()
-        when = self.guest_time()
-        mode = ("running" if self._updating else
-                "set (updates halted)" if self._running else "divider stopped")
-        flags = self._peek(REG_C) | self._flags_between(self.synced_ns, now)
-        irqf = C_IRQF if flags & self._peek(REG_B) & C_FLAGS else 0
-        reg_a = self._peek(REG_A) | (A_UIP if self._uip(now) else 0)
-        return (f"{self.TYPE_NAME} {self.path}: io {self.iobase:#x} irq {self.irq}, "
-                f"{when.isoformat(sep=' ') if when else 'invalid date'} ({mode})\n"
-                f"  A={reg_a:02x} B={self._peek(REG_B):02x} C={flags & C_FLAGS | irqf:02x} "
-                f"D={D_VRT:02x} alarm {self._peek(HOUR_ALARM):02x}:{self._peek(MIN_ALARM):02x}:"
-                f"{self._peek(SEC_ALARM):02x} index {self.index:#04x} "
-                f"NMI {'masked' if self.nmi_masked else 'enabled'} "
-                f"irq {'high' if self.irq_out else 'low'}")
-
 
 # -- the PC's CMOS layout --------------------------------------------------------------
 

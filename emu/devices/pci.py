@@ -165,17 +165,3 @@ class PciHost(Device):
         dev = self._target()
         if dev is not None:
             dev.config_write((self.address & 0xFC) + off, size, value)
-
-    def describe(self) -> str:
-        """``info pci``: one entry per function, as QEMU lists them."""
-        lines = []
-        for devfn, dev in sorted(self._by_devfn.items()):
-            cls = dev.class_code >> 8
-            lines.append(f"  Bus  0, device {devfn >> 3:3}, function {devfn & 7}:\n"
-                         f"    class {cls:04x}: PCI device {dev.vendor_id:04x}:"
-                         f"{dev.device_id:04x} ({dev.TYPE_NAME})")
-            for index, size in dev.IO_BARS.items():
-                base = dev.io_bar(index)
-                where = f"I/O at {base:#06x} [{base + size - 1:#06x}]" if base else "disabled"
-                lines.append(f"      BAR{index}: {where}")
-        return "\n".join(lines)

@@ -362,25 +362,3 @@ class Uart16550(Device):
         if want != self.irq_out:
             self.irq_out = want
             self._irq.set(want)
-
-    # -- monitor ------------------------------------------------------------------
-    def _frame(self) -> str:
-        """Character format in the usual shorthand, e.g. 8N1."""
-        parity = "N"
-        if self.lcr & LCR_PARITY:
-            parity = "E" if self.lcr & 0x10 else "O"
-        return f"{5 + (self.lcr & 3)}{parity}{2 if self.lcr & LCR_STOP2 else 1}"
-
-    def describe(self) -> str:
-        """A few lines for the monitor's ``info`` commands."""
-        baud = f"{XTAL_HZ // (16 * self.divisor)}" if self.divisor else "?"
-        fifo = (f"FIFO on (trigger {self._trigger_level()})" if self._fifo_enabled
-                else "FIFO off")
-        backend = self.chardev.spec if self.chardev is not None else "none"
-        return (f"{self.TYPE_NAME} {self.path}: io {self.iobase:#x} irq {self.irq}, "
-                f"chardev {backend}\n"
-                f"  {baud} baud {self._frame()}, {fifo}, rx {len(self.rx_fifo)} bytes"
-                f"{', loopback' if self.mcr & MCR_LOOP else ''}\n"
-                f"  IER={self.ier:02x} IIR={self.iir:02x} LCR={self.lcr:02x} "
-                f"MCR={self.mcr:02x} LSR={self._lsr():02x} MSR={self.msr:02x} "
-                f"SCR={self.scr:02x} DL={self.divisor:04x} irq {'high' if self.irq_out else 'low'}")

@@ -185,6 +185,10 @@ class Machine(Object):
         """Boards lock their disk images again (a migration let go of them);
         RunRefused if another process holds one."""
 
+    def drives(self) -> list[tuple[str, Any, Any]]:
+        """Each drive of the board: its id, its configuration now, its device object."""
+        return []
+
     def system_reset(self, reason: str = "requested") -> None:
         log.info("machine reset: %s", reason)
         # -d cpu_reset: the state before the reset, as QEMU; at power on the engine holds

@@ -356,21 +356,8 @@ def _info_irq(machine: Machine, args: list[str]) -> str:
 
 # -- info block ---------------------------------------------------------------------------
 
-def _drive_id(machine: Machine, drive: IdeDrive) -> str:
-    """The -drive id (or QEMU's default one) of the drive at this place on the board."""
-    from emu.machine.config import drive_id
-
-    cfg = getattr(machine, "cfg", None)
-    for spec in cfg.drives if cfg is not None else []:
-        if (drive.parent is not None and drive.parent.name == f"ide{spec.channel}"
-                and drive.name == ("master", "slave")[spec.unit]):
-            return drive_id(spec)
-    return drive.name
-
-
-def _block_entry(machine: Machine, drive: IdeDrive) -> list[str]:
+def _block_entry(name: str, drive: IdeDrive) -> list[str]:
     backend: BlockBackend | None = drive.backend
-    name = _drive_id(machine, drive)
     if backend is None:
         lines = [f"{name}: [not inserted]"]
     else:
@@ -389,7 +376,7 @@ def _block_entry(machine: Machine, drive: IdeDrive) -> list[str]:
 
 @command("info block", help="show the block devices")
 def _info_block(machine: Machine, args: list[str]) -> str:
-    entries = ["\n".join(_block_entry(machine, d)) for d in _objects(machine, IdeDrive)]
+    entries = ["\n".join(_block_entry(name, d)) for name, _, d in machine.drives()]
     return "\n\n".join(entries)
 
 

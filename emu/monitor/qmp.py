@@ -42,7 +42,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from emu import __version__
-from emu.devices.ide import IdeDrive
 from emu.host import sockaddr
 from emu.monitor import commands
 from emu.monitor.commands import CommandError, Pending
@@ -362,24 +361,14 @@ def _query_cpus_fast(machine: Machine, args: dict[str, Any]) -> list[dict[str, A
 
 @qmp_command("query-block")
 def _query_block(machine: Machine, args: dict[str, Any]) -> list[dict[str, Any]]:
-    from emu.machine.config import drive_id
-
-    cfg = getattr(machine, "cfg", None)
-    specs = {(d.channel, d.unit): d for d in getattr(cfg, "drives", [])}
     out = []
-    for obj in machine.walk():
-        if not isinstance(obj, IdeDrive):
-            continue
-        backend = obj.backend
-        spec = specs.get((int(obj.parent.name.removeprefix("ide") or 0),
-                          0 if obj.name == "master" else 1))
-        removable = obj.is_cd
-        info: dict[str, Any] = {
-            "device": drive_id(spec) if spec is not None else obj.name, "qdev": obj.path,
-            "locked": obj.medium_locked, "removable": removable,
-            "type": "unknown"}
-        if removable:
-            info["tray_open"] = obj.tray_open
+    for name, _, drive in machine.drives():
+        backend = drive.backend
+        info: dict[str, Any] = {"device": name, "qdev": drive.path,
+                                "locked": drive.medium_locked, "removable": drive.is_cd,
+                                "type": "unknown"}
+        if drive.is_cd:
+            info["tray_open"] = drive.tray_open
         if backend is not None:
             info["inserted"] = {
                 "file": backend.path, "ro": backend.readonly, "drv": "raw",

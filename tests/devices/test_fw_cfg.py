@@ -296,7 +296,7 @@ def test_dma_with_64bit_descriptor_address_uses_both_halves(board, fw):
     assert board.mem.read(BUF, 4) == b"QEMU"
 
 
-# -- host helpers and the monitor --------------------------------------------------------
+# -- host helpers ------------------------------------------------------------------------
 def test_e820_table_layout():
     raw = e820_table([(0, 0x9FC00, 1), (0xFFFC0000, 0x40000, 2)])
     assert len(raw) == 40
@@ -306,13 +306,13 @@ def test_e820_table_layout():
     assert e820_table([]) == b""
 
 
-def test_describe_lists_items(fw):
-    text = fw.describe()
-    assert "0x0019 file_dir" in text
-    assert "etc/e820" in text and "40 bytes" in text
-    entries = fw.entries()
-    assert (RAM_SIZE, "ram_size", 8) in entries
-    assert (fw.file_key("bootorder"), "bootorder", len(FILES["bootorder"])) in entries
+def test_items_hold_the_host_values_and_files(board, fw):
+    assert FILE_DIR in fw.items
+    assert read_item(board, RAM_SIZE, 8) == (128 << 20).to_bytes(8, "little")
+    assert find_file(board, "etc/e820") == (fw.file_key("etc/e820"), 40)
+    key, size = find_file(board, "bootorder")
+    assert (key, size) == (fw.file_key("bootorder"), len(FILES["bootorder"]))
+    assert read_item(board, key, size) == FILES["bootorder"]
 
 
 # -- state table completeness ------------------------------------------------------------------

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from emu.devices.i8042 import I8042, KEY_ROOM, KEYMAP
+from emu.devices.i8042 import I8042, KEY_ROOM, KEYMAP, OP_A20
 from emu.qom import fields_of
 
 if TYPE_CHECKING:
@@ -344,11 +344,10 @@ def test_device_reset_empties_everything(board, kbc):
     assert ask(board, 0x20) == b"\x03"
 
 
-def test_describe_names_the_registers(board, kbc):
+def test_registers_while_output_port_data_is_awaited(board, kbc):
     command(board, 0xD1)
-    text = kbc.describe()
-    assert "cmd_byte=03" in text and "awaiting data for command d1" in text
-    assert "set 2" in text and "A20 on" in text
+    assert kbc.cmd_byte == 0x03 and kbc.pending_cmd == 0xD1
+    assert kbc.kbd.scancode_set == 2 and kbc.outport & OP_A20
 
 
 # -- saved state ----------------------------------------------------------------------
@@ -361,8 +360,13 @@ def _copy_state(src: I8042, dst: I8042) -> None:
         obj.rebuild()
 
 
+def _registers(dev: I8042) -> list[object]:
+    """Every state field of the controller and its keyboard, in tree order."""
+    return [f.__get__(obj) for obj in dev.walk() for f in fields_of(type(obj), "state")]
+
+
 def _script(board: BenchBoard, dev: I8042) -> list[object]:
-    seen: list[object] = [dev.irq1_out, dev.irq12_out, board.inb(CMD), dev.describe()]
+    seen: list[object] = [dev.irq1_out, dev.irq12_out, board.inb(CMD), _registers(dev)]
     board.outb(DATA, KBD_INT | XLAT)  # the awaited command byte, or else the LED argument
     for _ in range(6):
         seen.append((board.inb(CMD), board.inb(DATA), board.irqs[1].level,
@@ -372,7 +376,7 @@ def _script(board: BenchBoard, dev: I8042) -> list[object]:
     dev.send_keys("a")  # dropped while scanning is off
     seen += [drain(board), to_kbd(board, 0xF4)]
     dev.send_keys("ctrl-alt-delete")  # in the scan code set carried over
-    seen += [drain(board), board.a20, board.resets, dev.describe()]
+    seen += [drain(board), board.a20, board.resets, _registers(dev)]
     return seen
 
 

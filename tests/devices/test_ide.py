@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import struct
 import time
 
@@ -749,6 +748,7 @@ def test_state_round_trip_mid_atapi_transfer(board, iso_path):
     cd.close()
 
 
-def test_describe(board, disk):
-    text = disk.describe()
-    assert "ide0" in text and "master: disk" in text and os.sep in text
+def test_master_disk_is_backed_by_its_image(disk, disk_path):
+    drv = disk.drives[0]
+    assert disk.name == "ide0" and (drv.name, drv.media) == ("master", "disk")
+    assert drv.backend.path == str(disk_path)

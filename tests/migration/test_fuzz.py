@@ -47,6 +47,7 @@ from hypothesis import strategies as st
 from test_snapshot import GUESTS, MS, state_tree
 from test_visitors import DEVICE_TYPES, decode, encode
 
+import emu.monitor.hmp  # noqa: F401  (registers the info commands)
 from emu.clock import HORIZON_NS
 from emu.cpu.state import visit_cpu
 from emu.host.block import DriveSpec, open_image
@@ -77,6 +78,7 @@ from emu.migration.stream import (
     visit_clock,
     write_stream,
 )
+from emu.monitor.commands import execute
 from emu.qom import TYPES, fields_of
 from emu.qom.fields import FieldType
 from emu.qom.visitor import BinaryReader, BinaryWriter, DecodeError, Visitor
@@ -834,11 +836,16 @@ def assert_one_line(e: Exception) -> None:
     assert not _message_fault(str(e)), f"{type(e).__name__}: {e!r}"
 
 
+# the monitor's views of every device and of the CPU, as a user would look after a load
+MONITOR_VIEWS = ("info qtree", "info pic", "info irq", "info pci", "info block",
+                 "info registers", "info mtree", "info chardev")
+
+
 def live_on(m: PcMachine, run_guest: bool) -> None:
     """What a loaded machine goes through: its due timers fire, virtual time jumps an
     hour (as for a guest idle that long) and they fire again, the guest runs a
     millisecond, every port a device decodes is read once (a guest's IN), the monitor
-    describes every device, the machine saves again."""
+    shows every device, the machine saves again."""
     m.clock.run_expired()
     m.clock.warp_to(m.clock.now_ns() + HOUR_NS)
     m.clock.run_expired()
@@ -847,10 +854,8 @@ def live_on(m: PcMachine, run_guest: bool) -> None:
     for rng in {id(r): r for r in m.io._slots if r is not None}.values():
         for port in range(rng.base, rng.base + rng.count):
             m.io.read(port, 1)
-    for obj in m.walk():
-        describe = getattr(obj, "describe", None)
-        if callable(describe) and obj is not m:
-            describe()
+    for line in MONITOR_VIEWS:
+        execute(m, line)
     m.save_snapshot(io.BytesIO())
 
 

@@ -33,13 +33,8 @@ class MediaError(ValueError):
 def _find(machine: PcMachine, device: str) -> tuple[int, IdeDrive]:
     """The index in ``machine.cfg.drives`` and the drive object of drive id ``device``
     (``ide1-cd0``, or the ``id=`` of its -drive)."""
-    from emu.machine.config import drive_id
-
-    for k, spec in enumerate(machine.cfg.drives):
-        if drive_id(spec) == device:
-            drive = machine.resolve(f"{machine.ide.path}/ide{spec.channel}/"
-                                    f"{'master' if spec.unit == 0 else 'slave'}")
-            assert isinstance(drive, IdeDrive)
+    for k, (name, _, drive) in enumerate(machine.drives()):
+        if name == device:
             if not drive.is_cd:
                 raise MediaError(f"Device '{device}' is not removable")
             return k, drive

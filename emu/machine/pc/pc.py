@@ -32,7 +32,7 @@ from emu.devices.pci import PciHost
 from emu.devices.piix3 import Piix3Ide, Piix3Isa, Piix4Pm
 from emu.devices.port92 import Port92
 from emu.devices.uart16550 import Uart16550
-from emu.host.block import BlockBackend
+from emu.host.block import BlockBackend, DriveSpec
 from emu.host.chardev import Chardev
 from emu.irq import IrqLine
 from emu.machine.config import MachineConfig, drive_id, to_stream
@@ -214,10 +214,18 @@ class PcMachine(Machine):
         """Two legacy channels under the PIIX3 IDE function, a drive per -drive index."""
         channels = [IdeChannel(f"ide{n}", self.ide, iobase=base, ctlbase=ctl, irq=irq)
                     for n, (base, ctl, irq) in enumerate(IDE_CHANNELS)]
+        self._drive_objects: dict[int, IdeDrive] = {}
         for spec in cfg.drives:
             drive = IdeDrive("master" if spec.unit == 0 else "slave", channels[spec.channel],
                              media=spec.media)
             drive.backend = blocks.get(spec.index)
+            self._drive_objects[spec.index] = drive
+
+    def drives(self) -> list[tuple[str, DriveSpec, IdeDrive]]:
+        """Each -drive: its id (``id=``, else QEMU's ide1-cd0 names), its configuration
+        as it is now (a changed CD's new image), and its IdeDrive."""
+        return [(drive_id(spec), spec, self._drive_objects[spec.index])
+                for spec in self.cfg.drives]
 
     def stream_config(self) -> dict[str, Any]:
         """The configuration a migration stream carries to build this machine from."""
@@ -299,8 +307,8 @@ class PcMachine(Machine):
 
     def drive_backends(self) -> dict[str, BlockBackend]:
         """Each drive's image by drive id (``-drive id=``, else QEMU's ide0-hd0 names)."""
-        return {drive_id(spec): self.blocks[spec.index] for spec in self.cfg.drives
-                if spec.index in self.blocks}
+        return {name: drive.backend for name, _, drive in self.drives()
+                if drive.backend is not None}
 
     def claim_images(self) -> None:
         for name, backend in self.drive_backends().items():
