@@ -56,6 +56,7 @@ from qmp import (  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 PYEMU = ROOT / ".venv" / "bin" / "pyemu"
 DEMO = ROOT / "emu" / "guests" / "demo.elf"
+DEMO_IMG = ROOT / "emu" / "guests" / "demo.img"
 DIRTY = ROOT / "tests" / "guests" / "build" / "dirty.elf"
 MIB = 1 << 20
 DEFAULT_BANDWIDTH = 128 * MIB
@@ -298,6 +299,8 @@ class PyemuSide(Side):
                      "-append", LINUX_APPEND]
         elif self.case.append is not None:
             argv += ["-kernel", str(DIRTY), "-append", self.case.append]
+        else:  # the demo guest's disk, as pyemu gives it by default, named for both ends
+            argv += ["-drive", f"file={DEMO_IMG},index=0,readonly=on"]
         return argv
 
     def migrate(self) -> Run:

@@ -38,17 +38,20 @@ _MADV_DONTNEED, _MADV_HUGEPAGE = 4, 14  # <sys/mman.h>, Linux
 HUGE_PAGE = 2 << 20
 
 
-def allocate(size: int) -> np.ndarray:
+def allocate(size: int, *, sparse: bool = False) -> np.ndarray:
     """``size`` bytes (a multiple of the page size) of zeros, aligned to 2 MiB and
     offered to the kernel for transparent huge pages, as numpy does for its own large
-    arrays (madvise MADV_HUGEPAGE): fewer faults, fewer TLB misses."""
+    arrays (madvise MADV_HUGEPAGE): fewer faults, fewer TLB misses. ``sparse``: not
+    offered, for memory written a few scattered pages at a time (a migration's copy of
+    what it sent), where each first touch would zero a whole 2 MiB."""
     if size <= 0 or size % PAGE:
         raise ValueError(f"RAM size {size} is not a positive multiple of {PAGE}")
     mapping = mmap.mmap(-1, size + HUGE_PAGE, flags=mmap.MAP_PRIVATE)
     whole = np.frombuffer(mapping, dtype=np.uint8)
     offset = -whole.ctypes.data % HUGE_PAGE
     ram = whole[offset:offset + size]
-    _libc.madvise(ram.ctypes.data, size, _MADV_HUGEPAGE)  # a hint: refused is fine
+    if not sparse:
+        _libc.madvise(ram.ctypes.data, size, _MADV_HUGEPAGE)  # a hint: refused is fine
     return ram
 
 

@@ -360,16 +360,18 @@ class Outgoing:
         writer = StreamWriter(out)
         writer.head(desc)
         self.channel.flush()
-        if duplex:
-            self._expect(ACCEPT, "the destination refused")
-        self.stats.setup_ms = int((time.monotonic() - self.stats.started) * 1000)
-        self._set_status("active")
+        # What the first pass sends is chosen while the destination checks the
+        # description (a bare one builds the machine meanwhile); a refusal stops it all.
         self.disks = copied_drives(self.machine) if block else {}
         for backend in self.disks.values():
             backend.track_writes(True)
         tracker = tracker_for(self.machine)
         try:
             dirty = tracker.dirty()
+            if duplex:
+                self._expect(ACCEPT, "the destination refused")
+            self.stats.setup_ms = int((time.monotonic() - self.stats.started) * 1000)
+            self._set_status("active")
             chunks = {name: list(range(b.chunks)) for name, b in self.disks.items()}
             while True:
                 dirty, chunks = self._pass(writer, out, tracker, dirty, chunks)

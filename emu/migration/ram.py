@@ -33,7 +33,7 @@ class RamTracker:
 
     def __init__(self, ram: np.ndarray) -> None:
         self.ram = ram
-        self.sent = np.zeros(ram.shape, ram.dtype)  # calloc: untouched pages cost nothing
+        self.sent = hostram.allocate(ram.size, sparse=True)  # untouched pages cost nothing
         self._ram64 = ram.view(np.uint64).reshape(-1, PAGE // 8)
         self._sent64 = self.sent.view(np.uint64).reshape(-1, PAGE // 8)
         self.pages = len(self._ram64)
