@@ -41,6 +41,7 @@ class BenchBoard:
         self.shutdowns: list[tuple[int, str]] = []
         self.mem = BenchMemory()
         self.a20: dict[str, bool] = {}
+        self.trays: list[tuple[str, bool]] = []  # (drive path, tray open) as they moved
         self.window: list | None = None  # [port, data, pos, end], as the CPU keeps it
         self.constant = (-1, 0, 0)  # (port, value, until_ns), as the CPU keeps it
         self.constant_reads = 0  # reads the constant answered
@@ -76,6 +77,9 @@ class BenchBoard:
 
     def set_a20(self, source: str, enabled: bool) -> None:
         self.a20[source] = enabled
+
+    def tray_moved(self, drive, tray_open: bool) -> None:
+        self.trays.append((drive.path, tray_open))
 
     def advance(self, ns: int) -> None:
         """Move virtual time forward by ``ns``, firing timers at their deadlines in order."""

@@ -58,6 +58,11 @@ class Board(Protocol):
         device sets it again (or to -1) whenever its register may change sooner."""
         ...
 
+    def tray_moved(self, drive: Object, tray_open: bool) -> None:
+        """A removable-media drive's tray opened or closed (the guest's doing or the
+        monitor's): the board tells whoever listens (QMP's DEVICE_TRAY_MOVED)."""
+        ...
+
     def set_a20(self, source: str, enabled: bool) -> None:
         """One source of the A20 gate (the i8042 output port, port 0x92): the line is
         enabled while any source enables it."""

@@ -183,7 +183,9 @@ class IdeDrive(Device):
             raise ValueError(f"{self.path}: only a cdrom has a tray")
         if self.tray_open and not open_ and self.backend is not None:
             self.medium_changed = True
-        self.tray_open = open_
+        if self.tray_open != open_:
+            self.tray_open = open_
+            self.board.tray_moved(self, open_)
 
     @property
     def has_medium(self) -> bool:

@@ -621,6 +621,9 @@ def test_atapi_tray_moved_from_outside(board, cd):
     assert board.inb(STATUS) == 0x41 and sense(board) == (0x06, 0x28)
     packet(board, bytes([0x00]))
     assert board.inb(STATUS) == 0x50
+    assert board.trays == [(drv.path, True), (drv.path, False)]  # each move, once
+    drv.set_tray(False)
+    assert len(board.trays) == 2
     drv.change_medium(None)  # taken out: nothing to hear of until one is put in
     packet(board, bytes([0x00]))
     assert sense(board) == (0x02, 0x3A)

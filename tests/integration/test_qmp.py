@@ -538,6 +538,10 @@ def test_removable_media_over_qmp(tmp_path, pyemu_proc, guest):
         assert cd("empty")["tray_open"] is False and "inserted" not in cd("empty")
         assert qmp.cmd("blockdev-open-tray", device="ide1-cd0") == {}
         assert cd("ide1-cd0")["tray_open"] is True
+        moved = qmp.pull_event(wait=5)
+        assert moved["event"] == "DEVICE_TRAY_MOVED"
+        assert moved["data"] == {"device": "ide1-cd0", "id": "/machine/ide/ide1/master",
+                                 "tray-open": True}
         assert qmp.cmd("blockdev-close-tray", id="ide1-cd0") == {}
         assert qmp.cmd("blockdev-change-medium", device="empty", filename=str(discs[1])) == {}
         assert cd("empty")["inserted"]["file"] == str(discs[1])

@@ -347,6 +347,12 @@ class PcMachine(Machine):
     def port_constant(self, port: int, value: int, until_ns: int) -> None:
         self.cpu.port_constant(port, value, until_ns)
 
+    def tray_moved(self, drive: IdeDrive, tray_open: bool) -> None:  # type: ignore[override]
+        for name, _, d in self.drives():
+            if d is drive:
+                self.emit("DEVICE_TRAY_MOVED", {"device": name, "id": drive.path,
+                                                "tray-open": tray_open})
+
     def set_a20(self, source: str, enabled: bool) -> None:
         self._a20[source] = enabled
         self.cpu.set_a20(any(self._a20.values()))
