@@ -26,23 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from emu.cpu.state import apply_cpu, visit_cpu
 from emu.migration.schema import compare, schema
-from emu.migration.state import visit_state
 from emu.migration.stream import (
-    CLOCK_PATH,
-    CLOCK_TYPE,
-    CLOCK_VERSION,
-    CPU_PATH,
-    CPU_TYPE,
-    CPU_VERSION,
     PAGE,
     RawStream,
     StreamError,
     decode_section,
-    encode_state,
     read_stream,
-    visit_clock,
     write_parts,
 )
 from emu.qom import TYPES, fields_of
@@ -64,21 +54,18 @@ def _load(path: str) -> RawStream:
 
 class Sections:
     """A file's sections decoded against this pyemu's types (through the compat filters),
-    and encoded back; the CPU section goes through a scratch engine."""
+    and encoded back; each type visits its own (the CPU's is an imperative visit)."""
 
     def __init__(self, raw: RawStream, path: str) -> None:
         import emu.machine.pc.pc  # noqa: F401  (registers the board's types)
-        from emu.cpu.x86 import X86Cpu
 
         self.raw, self.file = raw, path
         self.types = {o["path"]: TYPES[o["type"]] for o in raw.description.get("objects", [])
                       if isinstance(o, dict) and isinstance(o.get("path"), str)
                       and o.get("type") in TYPES}  # an unknown type's section is refused
-        self.cpu = X86Cpu(icount=False, port_in=lambda p, s: 0,
-                          port_out=lambda p, s, v: None, inta=lambda: -1)
 
     def close(self) -> None:
-        self.cpu.close()
+        """Nothing is held open (kept so callers can use ``with``)."""
 
     def __enter__(self) -> Sections:
         return self
@@ -91,34 +78,23 @@ class Sections:
         out = {}
         for spath, type_name, version, payload in self.raw.sections:
             try:
-                values = decode_section(spath, type_name, version, payload, self.types,
-                                        self.cpu)
+                values = decode_section(spath, type_name, version, payload, self.types)
             except DecodeError as e:
                 raise ToolError(f"{self.file}: {e}") from None
-            cls = self.types.get(spath)
-            out[spath] = values if cls is None else {
-                f.wire: values[f.attr] for f in fields_of(cls, "state")}
+            fields = fields_of(self.types[spath], "state")
+            out[spath] = {f.wire: values[f.attr] for f in fields} if fields else values
         return out
 
     def encode(self, trees: dict[str, dict[str, Any]]) -> list[tuple[str, str, int, bytes]]:
         """Sections at this pyemu's versions from trees; DecodeError names a bad value."""
         out = []
         for spath, tree in trees.items():
+            cls = self.types[spath]
             reader = TreeReader({spath: tree})
             reader.begin_struct(spath)
-            if spath == CPU_PATH:
-                apply_cpu(self.cpu, visit_cpu(reader, self.cpu))
-                w = BinaryWriter()
-                visit_cpu(w, self.cpu)
-                out.append((spath, CPU_TYPE, CPU_VERSION, bytes(w.out)))
-            elif spath == CLOCK_PATH:
-                w = BinaryWriter()
-                visit_clock(w, visit_clock(reader, 0)["ns"])
-                out.append((spath, CLOCK_TYPE, CLOCK_VERSION, bytes(w.out)))
-            else:
-                cls = self.types[spath]
-                out.append((spath, cls.TYPE_NAME, cls.STATE_VERSION,
-                            encode_state(cls, visit_state(reader, cls))))
+            w = BinaryWriter()
+            cls.visit_values(w, cls.visit_values(reader))
+            out.append((spath, cls.TYPE_NAME, cls.STATE_VERSION, bytes(w.out)))
         return out
 
 

@@ -25,6 +25,7 @@ import unicorn.x86_const as x
 
 from emu.cpu.helper import ENV_HFLAGS, ENV_SEGS, MSR_EFER, UCLIB, discover_layout
 from emu.cpu.x86 import HF_INHIBIT_IRQ, SEG_NAMES, UPDATE_HFLAGS, Segment, X86Cpu
+from emu.qom import Object, register_type
 from emu.qom.visitor import DecodeError, Visitor
 
 GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
@@ -53,6 +54,7 @@ ST_BYTES, XMM_BYTES = 10, 16
 # the last x87 instruction and operand pointers and opcode, as FNSTENV/FXSAVE store them
 FPU_POINTERS = (("fip", 64), ("fcs", 16), ("fdp", 64), ("fds", 16), ("fop", 16))
 FSW_TOP_SHIFT = 11
+CPU_PATH = "/machine/cpu"
 
 
 @cache
@@ -97,87 +99,115 @@ def _exact(v: Visitor, name: str, value: bytes, size: int) -> bytes:
     return got
 
 
-# -- the walk -------------------------------------------------------------------------
-def visit_cpu(v: Visitor, cpu: X86Cpu) -> dict[str, Any]:
-    """Every named CPU value through ``v`` (read from the engine when saving, decoded when
-    loading); returns them as a plain dict and changes nothing."""
+# -- reading the engine ----------------------------------------------------------------
+def cpu_values(cpu: X86Cpu) -> dict[str, Any]:
+    """Every named CPU value as it is in the engine now, in ``visit_cpu``'s shape."""
     uc = cpu.uc
-    saving = v.saving
+    out: dict[str, Any] = {name: uc.reg_read(_reg(name)) for name in (*GPRS, "rip", "rflags")}
+    segs = _segments(cpu)
+    out["segments"] = {name: ({"base": segs[i].base, "limit": segs[i].limit} if name in TABLES
+                              else {"selector": segs[i].selector & 0xFFFF,
+                                    "base": segs[i].base, "limit": segs[i].limit,
+                                    "flags": segs[i].flags})
+                       for i, name in enumerate(ALL_SEGS)}
+    out.update({name: uc.reg_read(_reg(name)) for name in CRS})
+    out["efer"] = uc.msr_read(MSR_EFER)
+    out["msrs"] = {name: uc.msr_read(index) for name, index in saved_msrs()}
+    out["tsc"] = cpu.read_tsc()
+    out["fpu"] = _fpu_values(cpu)
+    out["sse"] = {"mxcsr": uc.reg_read(x.UC_X86_REG_MXCSR),
+                  **{f"xmm{i}": uc.reg_read(x.UC_X86_REG_XMM0 + i).to_bytes(XMM_BYTES, "little")
+                     for i in range(16)}}
+    out["halted"] = cpu.halted
+    out["interrupt_shadow"] = bool(cpu.hflags & HF_INHIBIT_IRQ)
+    out["a20"] = cpu.a20
+    out["intr"] = bool(cpu.helper.p.intr)
+    out["icount"] = cpu.helper.p.icount
+    return out
+
+
+def _fpu_values(cpu: X86Cpu) -> dict[str, Any]:
+    """x87 with ST(i) in stack order; the engine's FPn registers are the physical Rn."""
+    uc = cpu.uc
+    out: dict[str, Any] = {name: uc.reg_read(_reg(name)) for name in ("fpcw", "fpsw", "fptag")}
+    out.update({name: uc.reg_read(_reg(name)) for name, _ in FPU_POINTERS})
+    top = (out["fpsw"] >> FSW_TOP_SHIFT) & 7
+    for i in range(8):
+        mant, sexp = uc.reg_read(x.UC_X86_REG_FP0 + (top + i) % 8)
+        out[f"st{i}"] = mant.to_bytes(8, "little") + sexp.to_bytes(2, "little")
+    return out
+
+
+# -- the walk -------------------------------------------------------------------------
+def visit_cpu(v: Visitor, values: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every named CPU value through ``v``: ``values`` (from ``cpu_values``) when saving,
+    decoded when loading; returns them as a plain dict and changes nothing."""
+    def get(*keys: str) -> Any:
+        if values is None:
+            return None
+        node: Any = values
+        for key in keys:
+            node = node[key]
+        return node
+
     out: dict[str, Any] = {}
     for name in (*GPRS, "rip", "rflags"):
-        out[name] = v.uint(name, uc.reg_read(_reg(name)) if saving else 0, 64)
-    out["segments"] = _visit_segments(v, cpu)
+        out[name] = v.uint(name, get(name), 64)
+    out["segments"] = _visit_segments(v, get("segments"))
     for name in CRS:
-        out[name] = v.uint(name, uc.reg_read(_reg(name)) if saving else 0, 64)
-    out["efer"] = v.uint("efer", uc.msr_read(MSR_EFER) if saving else 0, 64)
+        out[name] = v.uint(name, get(name), 64)
+    out["efer"] = v.uint("efer", get("efer"), 64)
     v.begin_struct("msrs")
-    out["msrs"] = {name: v.uint(name, uc.msr_read(index) if saving else 0, 64)
-                   for name, index in saved_msrs()}
+    out["msrs"] = {name: v.uint(name, get("msrs", name), 64) for name, _ in saved_msrs()}
     v.end_struct()
-    out["tsc"] = v.uint("tsc", cpu.read_tsc() if saving else 0, 64)
-    out["fpu"] = _visit_fpu(v, cpu)
-    out["sse"] = _visit_sse(v, cpu)
-    out["halted"] = v.boolean("halted", cpu.halted if saving else False)
-    out["interrupt_shadow"] = v.boolean(
-        "interrupt_shadow", bool(cpu.hflags & HF_INHIBIT_IRQ) if saving else False)
-    out["a20"] = v.boolean("a20", cpu.a20 if saving else True)
-    out["intr"] = v.boolean("intr", bool(cpu.helper.p.intr) if saving else False)
-    out["icount"] = v.uint("icount", cpu.helper.p.icount if saving else 0, 64)
+    out["tsc"] = v.uint("tsc", get("tsc"), 64)
+    out["fpu"] = _visit_fpu(v, get("fpu"))
+    out["sse"] = _visit_sse(v, get("sse"))
+    out["halted"] = v.boolean("halted", get("halted"))
+    out["interrupt_shadow"] = v.boolean("interrupt_shadow", get("interrupt_shadow"))
+    out["a20"] = v.boolean("a20", get("a20"))
+    out["intr"] = v.boolean("intr", get("intr"))
+    out["icount"] = v.uint("icount", get("icount"), 64)
     if out["icount"] >= 1 << 63:  # the helper counts in an int64
-        raise DecodeError(f"/machine/cpu/icount: {out['icount']} is past the horizon of "
+        raise DecodeError(f"{CPU_PATH}/icount: {out['icount']} is past the horizon of "
                           "the instruction counter (2^63-1)")
     return out
 
 
-def _visit_segments(v: Visitor, cpu: X86Cpu) -> dict[str, dict[str, int]]:
-    segs = _segments(cpu)
+def _visit_segments(v: Visitor, segs: dict[str, dict[str, int]] | None) -> dict[str, Any]:
     v.begin_struct("segments")
     out = {}
-    for i, name in enumerate(ALL_SEGS):
-        s = segs[i] if v.saving else Segment()
+    for name in ALL_SEGS:
+        s = segs[name] if segs is not None else {}
         v.begin_struct(name)
-        if name in TABLES:
-            out[name] = {"base": v.uint("base", s.base, 64), "limit": v.uint("limit", s.limit, 32)}
-        else:
-            out[name] = {"selector": v.uint("selector", s.selector & 0xFFFF, 16),
-                         "base": v.uint("base", s.base, 64),
-                         "limit": v.uint("limit", s.limit, 32),
-                         "flags": v.uint("flags", s.flags, 32)}
+        keys = (("base", 64), ("limit", 32)) if name in TABLES else \
+            (("selector", 16), ("base", 64), ("limit", 32), ("flags", 32))
+        out[name] = {key: v.uint(key, s.get(key), bits) for key, bits in keys}
         v.end_struct()
     v.end_struct()
     return out
 
 
-def _visit_fpu(v: Visitor, cpu: X86Cpu) -> dict[str, Any]:
-    """x87 with ST(i) in stack order; the engine's FPn registers are the physical Rn."""
-    uc = cpu.uc
-    saving = v.saving
+def _visit_fpu(v: Visitor, fpu: dict[str, Any] | None) -> dict[str, Any]:
+    f = fpu or {}
     v.begin_struct("fpu")
     out: dict[str, Any] = {}
     for name in ("fpcw", "fpsw", "fptag"):
-        out[name] = v.uint(name, uc.reg_read(_reg(name)) if saving else 0, 16)
+        out[name] = v.uint(name, f.get(name), 16)
     for name, bits in FPU_POINTERS:
-        out[name] = v.uint(name, uc.reg_read(_reg(name)) if saving else 0, bits)
-    top = (out["fpsw"] >> FSW_TOP_SHIFT) & 7
+        out[name] = v.uint(name, f.get(name), bits)
     for i in range(8):
-        raw = b""
-        if saving:
-            mant, sexp = uc.reg_read(x.UC_X86_REG_FP0 + (top + i) % 8)
-            raw = mant.to_bytes(8, "little") + sexp.to_bytes(2, "little")
-        out[f"st{i}"] = _exact(v, f"st{i}", raw, ST_BYTES)
+        out[f"st{i}"] = _exact(v, f"st{i}", f.get(f"st{i}", b""), ST_BYTES)
     v.end_struct()
     return out
 
 
-def _visit_sse(v: Visitor, cpu: X86Cpu) -> dict[str, Any]:
-    uc = cpu.uc
-    saving = v.saving
+def _visit_sse(v: Visitor, sse: dict[str, Any] | None) -> dict[str, Any]:
+    s = sse or {}
     v.begin_struct("sse")
-    out: dict[str, Any] = {"mxcsr": v.uint("mxcsr", uc.reg_read(x.UC_X86_REG_MXCSR)
-                                            if saving else 0, 32)}
+    out: dict[str, Any] = {"mxcsr": v.uint("mxcsr", s.get("mxcsr"), 32)}
     for i in range(16):
-        raw = uc.reg_read(x.UC_X86_REG_XMM0 + i).to_bytes(XMM_BYTES, "little") if saving else b""
-        out[f"xmm{i}"] = _exact(v, f"xmm{i}", raw, XMM_BYTES)
+        out[f"xmm{i}"] = _exact(v, f"xmm{i}", s.get(f"xmm{i}", b""), XMM_BYTES)
     v.end_struct()
     return out
 
@@ -243,11 +273,38 @@ def _apply_fpu(cpu: X86Cpu, fpu: dict[str, Any]) -> None:
         uc.reg_write(_reg(name), fpu[name])
 
 
-# -- entry points ---------------------------------------------------------------------
+# -- the CPU in the object tree -------------------------------------------------------
+@register_type("x86-cpu")
+class CpuState(Object):
+    """The CPU as an object of the machine tree (``/machine/cpu``): saved, loaded,
+    shown and compared like any other object, through an imperative visit of the
+    engine's registers instead of declared fields. The engine is a host binding."""
+
+    STATE_VERSION = 1
+
+    cpu: X86Cpu | None = None  # the engine it shows; never saved
+
+    @classmethod
+    def has_state(cls) -> bool:
+        return True
+
+    @classmethod
+    def visit_values(cls, v: Visitor, values: dict[str, Any] | None = None) -> dict[str, Any]:
+        return visit_cpu(v, values)
+
+    def state_values(self) -> dict[str, Any]:
+        assert self.cpu is not None
+        return cpu_values(self.cpu)
+
+    def install_state(self, values: dict[str, Any]) -> None:
+        assert self.cpu is not None
+        apply_cpu(self.cpu, values)
+
+
 def save_cpu(cpu: X86Cpu, v: Visitor) -> None:
     """The CPU into a saving visitor, as the struct "cpu"."""
     v.begin_struct("cpu")
-    visit_cpu(v, cpu)
+    visit_cpu(v, cpu_values(cpu))
     v.end_struct()
 
 
@@ -256,9 +313,10 @@ def load_cpu(cpu: X86Cpu, v: Visitor) -> None:
     if v.saving:
         raise ValueError("load_cpu needs a loading visitor")
     v.begin_struct("cpu")
-    values = visit_cpu(v, cpu)
+    values = visit_cpu(v)
     v.end_struct()
     apply_cpu(cpu, values)
 
 
-__all__ = ["apply_cpu", "load_cpu", "save_cpu", "saved_msrs", "visit_cpu", "warm_up"]
+__all__ = ["CPU_PATH", "CpuState", "apply_cpu", "cpu_values", "load_cpu", "save_cpu",
+           "saved_msrs", "visit_cpu", "warm_up"]

@@ -17,13 +17,15 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from emu.clock import Clock
+from emu.clock import HORIZON_NS, Clock
 from emu.cpu.dump import dump_state
 from emu.cpu.models import DEFAULT_MODEL, MODELS, CpuModel
+from emu.cpu.state import CpuState
 from emu.cpu.x86 import X86Cpu
+from emu.devices.base import Device
 from emu.memory.ioport import IoBus
 from emu.migration.live import Hold, Migration, RunRefused
-from emu.qom import Object
+from emu.qom import Object, register_type, state
 
 log = logging.getLogger("emu.machine")
 
@@ -34,6 +36,34 @@ RUNSTATES = ("prelaunch", "running", "paused", "shutdown", "internal-error", "in
 # Shutdown causes that -no-shutdown turns into a pause (QEMU's shutdown action "pause"):
 # the guest's own; the host's (quit, signals) always end pyemu.
 GUEST_CAUSES = ("guest-shutdown", "guest-reset", "guest-panic")
+
+
+@register_type("virtual-clock")
+class ClockState(Object):
+    """Virtual time as an object of the machine tree (``/machine/clock``), so streams,
+    the offline tool, the schema and the monitor see it like any other object. The
+    clock itself (emu/clock.py) is a host binding; ``ns`` is read from it before a
+    save and given to it after a load. A machine reset does not turn time back."""
+
+    STATE_VERSION = 1
+
+    ns = state.u64(reset=0, limit=HORIZON_NS,
+                   past="the clock's horizon, about 146 years",
+                   doc="virtual time, ns since the machine started (the C helper's 64-bit "
+                   "host deadlines hold times up to the horizon)")
+
+    clock: Clock | None = None  # None: a detached object (the offline tool's, a test's)
+
+    def sync_state(self) -> None:
+        if self.clock is not None:
+            self.ns = self.clock.now_ns()
+
+    def reset_state(self) -> None:
+        self.sync_state()
+
+    def rebuild(self) -> None:
+        if self.clock is not None:
+            self.clock.set_now(self.ns)
 
 
 class Machine(Object):
@@ -61,6 +91,10 @@ class Machine(Object):
                           clock=self.clock, model=cpu_model)
         self.clock.insn_count = lambda: self.cpu.insn_count
         self.clock.shorten_slice = self._shorten_slice
+        # The CPU and virtual time are the tree's first objects: a load installs them
+        # before the devices, whose timers are re-armed against the loaded clock.
+        CpuState("cpu", self).cpu = self.cpu
+        ClockState("clock", self).clock = self.clock
         self.migration = Migration()
         self.throttle = 0  # percent of CPU time withheld (auto-converge)
         self.hold: Hold | None = None  # never two running copies of one guest
@@ -198,7 +232,8 @@ class Machine(Object):
                       "\n".join(dump_state(self.cpu, fpu=True, ccop=True)))
         self.cpu.reset()  # first: devices then drive its input lines (A20, INTR)
         for dev in self.children.values():
-            dev.reset_all()
+            if isinstance(dev, Device):
+                dev.reset_all()
         self.boot()
 
     # -- the loop -------------------------------------------------------------------------

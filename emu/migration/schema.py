@@ -14,6 +14,7 @@ from typing import Any
 from emu.migration.compat import UPGRADES
 from emu.qom import TYPES, fields_of
 from emu.qom.fields import FieldType
+from emu.qom.visitor import Visitor
 
 
 def _type_desc(t: FieldType) -> dict[str, Any]:
@@ -28,6 +29,8 @@ def _type_desc(t: FieldType) -> dict[str, Any]:
         desc["bounded"] = True
     if t.members:
         desc["members"] = _fields(t.members)
+    if t.limit is not None:
+        desc["limit"] = t.limit
     return desc
 
 
@@ -41,14 +44,72 @@ def _fields(fields: Any) -> list[dict[str, Any]]:
     return out
 
 
+class _Recorder(Visitor):
+    """A loading visitor that decodes nothing: it notes each value a type's visit asks
+    for, in the shape ``_fields`` gives declared fields, so a type whose state is an
+    imperative visit (the CPU's) has a schema too."""
+
+    saving = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields: list[dict[str, Any]] = []
+        self._outer: list[list[dict[str, Any]]] = []
+
+    def begin_struct(self, name: str) -> None:
+        super().begin_struct(name)
+        members: list[dict[str, Any]] = []
+        self.fields.append({"name": name, "doc": "", "type": "struct", "members": members})
+        self._outer.append(self.fields)
+        self.fields = members
+
+    def end_struct(self) -> None:
+        super().end_struct()
+        self.fields = self._outer.pop()
+
+    def _note(self, name: str, **desc: Any) -> None:
+        self.fields.append({"name": name, "doc": "", **desc})
+
+    def uint(self, name: str, value: int, bits: int) -> int:
+        self._note(name, type=f"u{bits}", bits=bits, signed=False)
+        return 0
+
+    def sint(self, name: str, value: int, bits: int) -> int:
+        self._note(name, type=f"i{bits}", bits=bits, signed=True)
+        return 0
+
+    def boolean(self, name: str, value: bool) -> bool:
+        self._note(name, type="bool")
+        return False
+
+    def blob(self, name: str, value: bytes, max_len: int) -> bytes:
+        self._note(name, type="bytes", max_len=max_len)
+        return bytes(max_len)
+
+    def text(self, name: str, value: str, max_len: int) -> str:
+        self._note(name, type="str", max_len=max_len)
+        return ""
+
+    def uints(self, name: str, values: list[int], bits: int, signed: bool,
+              max_len: int) -> list[int]:
+        elem = {"type": f"{'i' if signed else 'u'}{bits}", "bits": bits, "signed": signed}
+        self._note(name, type="array", max_len=max_len, elem=elem)
+        return [0] * max_len
+
+
 def type_schema(cls: type) -> dict[str, Any]:
-    return {"version": cls.STATE_VERSION, "fields": _fields(fields_of(cls, "state"))}
+    declared = fields_of(cls, "state")
+    if declared:
+        return {"version": cls.STATE_VERSION, "fields": _fields(declared)}
+    recorder = _Recorder()
+    cls.visit_values(recorder)
+    return {"version": cls.STATE_VERSION, "fields": recorder.fields}
 
 
 def schema() -> dict[str, Any]:
-    """Every registered type with saved state, by type name."""
-    return {name: type_schema(cls) for name, cls in sorted(TYPES.items())
-            if fields_of(cls, "state")}
+    """Every registered type with saved state, by type name (the CPU and the virtual
+    clock among them)."""
+    return {name: type_schema(cls) for name, cls in sorted(TYPES.items()) if cls.has_state()}
 
 
 def compare(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -30,15 +30,19 @@ import numpy as np
 
 from emu import __version__
 from emu.clock import HORIZON_NS
-from emu.cpu.state import apply_cpu, visit_cpu
+from emu.cpu.state import CPU_PATH
 from emu.memory import hostram
 from emu.memory.address_space import MAX_RAM
 from emu.migration.compat import CompatError, upgrade_section
-from emu.migration.compat.description import DESCRIPTION_VERSION, upgrade_description
+from emu.migration.compat.description import (
+    DESCRIPTION_VERSION,
+    implied_sections,
+    upgrade_description,
+)
 from emu.migration.ram import copy_changed
-from emu.migration.state import apply_state, visit_fields, visit_state
 from emu.qom import Object, fields_of, jsontext
-from emu.qom.visitor import BinaryReader, BinaryWriter, DecodeError, TreeReader, Visitor
+from emu.qom.stateio import visit_fields
+from emu.qom.visitor import BinaryReader, BinaryWriter, DecodeError, TreeReader
 
 MAGIC = b"PYEMUSTR"
 FORMAT_VERSION = 1
@@ -48,10 +52,7 @@ ZERO_RUN, DATA_RUN, RAM_END, SECTION, END = 0x01, 0x02, 0x03, 0x10, 0xFF
 # Block migration: a drive's contents, CHUNK by CHUNK, among the RAM records.
 DISK_DATA, DISK_ZERO = 0x04, 0x05
 DISK_CHUNK = 64 << 10
-CPU_PATH, CPU_TYPE, CPU_VERSION = "/machine/cpu", "x86-cpu", 1
-# Virtual time at the end of the stream. The description's clock_ns is the time it was
-# written, which is the same for a snapshot but earlier for a live migration.
-CLOCK_PATH, CLOCK_TYPE, CLOCK_VERSION = "/machine/clock", "virtual-clock", 1
+CLOCK_PATH = "/machine/clock"
 MAX_DESC = 16 << 20
 MAX_SECTION = 16 << 20
 MAX_NAME = 1024
@@ -64,13 +65,17 @@ class StreamError(DecodeError):
 
 @dataclass
 class Snapshot:
-    """A decoded stream, ready to apply."""
+    """A decoded stream, ready to apply: RAM and each object's state by path."""
 
     description: dict[str, Any]
     ram: np.ndarray
-    clock_ns: int = 0  # virtual time when the stream was written
-    cpu: dict[str, Any] = field(default_factory=dict)
     states: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def clock_ns(self) -> int:
+        """Virtual time at the end of the stream (the description's clock_ns is when it
+        began, the same for a snapshot, earlier for a live migration)."""
+        return self.states[CLOCK_PATH][1]["ns"]
 
 
 def describe_machine(machine: Object) -> dict[str, Any]:
@@ -89,7 +94,9 @@ def describe_machine(machine: Object) -> dict[str, Any]:
 
 
 def stateful(machine: Object) -> list[Object]:
-    return [o for o in machine.walk() if o is not machine and fields_of(type(o), "state")]
+    """The objects every stream has a section of, in the order they are installed (the
+    CPU and the clock first: they are the machine's first children)."""
+    return [o for o in machine.walk() if o is not machine and type(o).has_state()]
 
 
 # -- writing ------------------------------------------------------------------------------
@@ -106,30 +113,15 @@ def write_stream(machine: Object, out: BinaryIO, *, compress: bool = False) -> i
                        compress=compress)
 
 
-def visit_clock(v: Visitor, ns: int) -> dict[str, Any]:
-    return {"ns": v.uint("ns", ns, 64)}
-
-
 def capture_sections(machine: Object) -> list[tuple[str, str, int, bytes]]:
-    """Every section of a stopped machine: the clock, the CPU, each stateful object."""
-    w = BinaryWriter()
-    visit_clock(w, machine.clock.now_ns())
-    sections = [(CLOCK_PATH, CLOCK_TYPE, CLOCK_VERSION, bytes(w.out))]
-    w = BinaryWriter()
-    visit_cpu(w, machine.cpu)
-    sections.append((CPU_PATH, CPU_TYPE, CPU_VERSION, bytes(w.out)))
+    """A section of every stateful object of a stopped machine (the CPU and the clock
+    among them)."""
+    sections = []
     for obj in stateful(machine):
         w = BinaryWriter()
         visit_fields(w, obj)
         sections.append((obj.path, obj.TYPE_NAME, obj.STATE_VERSION, bytes(w.out)))
     return sections
-
-
-def encode_state(cls: type, values: dict[str, Any]) -> bytes:
-    """A section payload of type ``cls`` from its values (attribute -> value)."""
-    w = BinaryWriter()
-    visit_state(w, cls, values)
-    return bytes(w.out)
 
 
 def write_parts(out: BinaryIO, description: dict[str, Any], ram: np.ndarray,
@@ -411,18 +403,13 @@ def matches(machine: Object) -> Callable[[dict[str, Any]], None]:
 
 def decode_stream(raw: RawStream, machine: Object) -> Snapshot:
     """Every section of a checked stream decoded against ``machine`` (unchanged)."""
-    snap = Snapshot(raw.description, raw.ram, raw.description["clock_ns"])
+    snap = Snapshot(raw.description, raw.ram)
     types = {o.path: type(o) for o in stateful(machine)}
     for path, type_name, version, payload in raw.sections:
-        values = decode_section(path, type_name, version, payload, types, machine.cpu)
-        if path == CPU_PATH:
-            snap.cpu = values
-        elif path == CLOCK_PATH:
-            snap.clock_ns = values["ns"]
-        else:
-            snap.states[path] = (type_name, values)
-    if not snap.cpu:
-        raise StreamError(f"{CPU_PATH}: no CPU section in the stream")
+        values = decode_section(path, type_name, version, payload, types)
+        snap.states[path] = (type_name, values)
+    for path, implied in implied_sections(raw.description).items():
+        snap.states.setdefault(path, implied)
     missing = sorted(set(types) - set(snap.states))
     if missing:
         raise StreamError(f"{missing[0]}: no state section in the stream")
@@ -431,15 +418,13 @@ def decode_stream(raw: RawStream, machine: Object) -> Snapshot:
 
 
 def _check_time(snap: Snapshot, icount_shift: int | None) -> None:
-    """Virtual time, and the instruction count icount mode derives it from, within the
-    clock's horizon (emu/clock.py): the host times computed from them must fit the C
-    helper's 64 bits. Any time before it loads, and costs nothing to catch up with."""
-    if snap.clock_ns > HORIZON_NS:
-        raise StreamError(f"{CLOCK_PATH}/ns: {snap.clock_ns} is past the clock's horizon "
-                          f"({HORIZON_NS} ns, about 146 years)")
-    if snap.cpu["icount"] << (icount_shift or 0) > HORIZON_NS:
-        raise StreamError(f"{CPU_PATH}/icount: {snap.cpu['icount']} instructions take the "
-                          "clock past its horizon")
+    """The instruction count icount mode derives time from, within the clock's horizon
+    (emu/clock.py) at this machine's shift: the host times computed from it must fit
+    the C helper's 64 bits (the clock's own time is checked as it is decoded)."""
+    icount = snap.states[CPU_PATH][1]["icount"]
+    if icount << (icount_shift or 0) > HORIZON_NS:
+        raise StreamError(f"{CPU_PATH}/icount: {icount} instructions take the clock past "
+                          "its horizon")
 
 
 def _read_description(inp: _Input) -> dict[str, Any]:
@@ -643,18 +628,9 @@ def _read_section(inp: _Input) -> tuple[str, str, int, bytes]:
 
 
 def decode_section(path: str, type_name: str, version: int, payload: bytes,
-                   types: dict[str, type], cpu: Any) -> dict[str, Any]:
-    """A section's values, decoded against the type of that path here (or the CPU); a
-    section of an older STATE_VERSION goes through the compat filters first."""
-    if path in (CPU_PATH, CLOCK_PATH):
-        cpu_section = path == CPU_PATH
-        _check_type(path, type_name, CPU_TYPE if cpu_section else CLOCK_TYPE)
-        _check_version(path, type_name, version, CPU_VERSION if cpu_section else CLOCK_VERSION)
-        reader = BinaryReader(payload)
-        reader.begin_struct(path)
-        values = visit_cpu(reader, cpu) if cpu_section else visit_clock(reader, 0)
-        reader.finish()
-        return values
+                   types: dict[str, type]) -> dict[str, Any]:
+    """A section's values, decoded against the type of that path here; a section of an
+    older STATE_VERSION goes through the compat filters first."""
     cls = types.get(path)
     if cls is None:
         raise StreamError(f"{path}: no such object here")
@@ -662,14 +638,14 @@ def decode_section(path: str, type_name: str, version: int, payload: bytes,
     if version == cls.STATE_VERSION:
         reader = BinaryReader(payload)
         reader.begin_struct(path)
-        values = visit_state(reader, cls)
+        values = cls.visit_values(reader)
         reader.finish()
         return values
     wires = [f.wire for f in fields_of(cls, "state")]
     tree = upgrade_section(path, type_name, version, cls.STATE_VERSION, payload, wires)
     reader = TreeReader({path: tree})
     reader.begin_struct(path)
-    return visit_state(reader, cls)
+    return cls.visit_values(reader)
 
 
 def _check_type(path: str, type_name: str, want: str) -> None:
@@ -688,8 +664,8 @@ def apply_snapshot(machine: Object, snap: Snapshot) -> None:
     rebuild() re-arms their timers at the same guest instants, then every object."""
     if snap.ram is not machine.mem.ram:
         copy_changed(machine.mem.ram, snap.ram)
-    apply_cpu(machine.cpu, snap.cpu)  # first: icount mode's clock counts its instructions
-    machine.clock.set_now(snap.clock_ns)
+    # in tree order: the CPU first (icount mode's clock counts its instructions), then
+    # the clock, then the devices
     for obj in stateful(machine):
         _, values = snap.states[obj.path]
-        apply_state(obj, values)
+        obj.install_state(values)

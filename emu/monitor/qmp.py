@@ -599,8 +599,8 @@ def _machine_export(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def _state_tree(machine: Machine, obj: Object, recursive: bool) -> dict[str, Any]:
-    from emu.migration.state import visit_fields
+def _state_tree(obj: Object, recursive: bool) -> dict[str, Any]:
+    from emu.qom.stateio import visit_fields
     from emu.qom.visitor import JsonWriter
 
     w = JsonWriter()
@@ -608,31 +608,17 @@ def _state_tree(machine: Machine, obj: Object, recursive: bool) -> dict[str, Any
     node: dict[str, Any] = {"path": obj.path, "type": obj.TYPE_NAME,
                             "version": obj.STATE_VERSION, "state": w.root}
     if recursive:
-        children = {name: _state_tree(machine, child, True)
-                    for name, child in obj.children.items()}
-        if obj is machine:
-            children["cpu"] = _cpu_state(machine)
-        node["children"] = children
+        node["children"] = {name: _state_tree(child, True)
+                            for name, child in obj.children.items()}
     return node
-
-
-def _cpu_state(machine: Machine) -> dict[str, Any]:
-    from emu.cpu.state import visit_cpu
-    from emu.qom.visitor import JsonWriter
-
-    w = JsonWriter()
-    visit_cpu(w, machine.cpu)
-    return {"path": f"{machine.path}/cpu", "type": "x86-cpu", "state": w.root}
 
 
 @qmp_command("x-query-state", {"path": "str", "*recursive": "bool"})
 def _x_query_state(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
-    """The state fields of an object as its migration sees them (bytes as hex), with
-    its children's if ``recursive``; ``/machine/cpu`` is the CPU."""
-    if args["path"].rstrip("/") == f"{machine.path}/cpu":
-        return _cpu_state(machine)
+    """The state of an object as its migration sees it (bytes as hex), with its
+    children's if ``recursive``."""
     obj = _qom(lambda: find_object(machine, args["path"]))
-    return _state_tree(machine, obj, args.get("recursive", False))
+    return _state_tree(obj, args.get("recursive", False))
 
 
 @qmp_command("human-monitor-command", {"command-line": "str", "*cpu-index": "int"})

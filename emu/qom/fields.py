@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
@@ -28,6 +28,15 @@ class FieldType:
     elem: FieldType | None = None  # for arrays
     bounded: bool = False  # an array of up to max_len elements (else exactly max_len)
     members: tuple[Field, ...] = ()  # for structs: the member fields, by wire name
+    # for integers: the largest value allowed, where it is below the width's (virtual
+    # time's horizon in a 64-bit field), with what lies past it named in messages
+    limit: int | None = None
+    past: str = ""
+
+    def check_limit(self, value: int) -> None:
+        """ValueError if ``value`` is past this integer type's declared limit."""
+        if self.limit is not None and value > self.limit:
+            raise ValueError(f"{value} is past {self.past or 'the limit'} ({self.limit})")
 
     def check(self, value: Any) -> Any:
         """Return ``value`` coerced to this type, or raise ValueError naming the fault."""
@@ -42,6 +51,7 @@ class FieldType:
             hi = (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
             if not lo <= value <= hi:
                 raise ValueError(f"{value} out of range for {self.name}")
+            self.check_limit(value)
             return value
         if self.name == "bytes":
             if not isinstance(value, (bytes, bytearray)):
@@ -163,7 +173,11 @@ class _Kind:
         self._kind = kind
 
     def _make(self, ftype: FieldType) -> Callable[..., Field]:
-        return lambda **kw: Field(self._kind, ftype, **kw)
+        def make(*, limit: int | None = None, past: str = "", **kw: Any) -> Field:
+            """``limit``: the largest value allowed (``past`` names what lies beyond)."""
+            t = ftype if limit is None else replace(ftype, limit=limit, past=past)
+            return Field(self._kind, t, **kw)
+        return make
 
     def __getattr__(self, tname: str) -> Callable[..., Field]:
         if tname not in SCALARS:

@@ -8,9 +8,12 @@ value and then calls ``rebuild()`` to recompute the ``derived`` ones.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emu.qom.fields import Field, fields_of
+
+if TYPE_CHECKING:
+    from emu.qom.visitor import Visitor
 
 TYPES: dict[str, type[Object]] = {}
 
@@ -100,6 +103,35 @@ class Object:
 
     def props(self) -> dict[str, Any]:
         return {f.wire: f.__get__(self) for f in fields_of(type(self), "prop")}
+
+    # -- saved state (DESIGN.md, "Declaration and visitors") ----------------
+    # Declared state fields drive all three; a type whose state no table expresses
+    # (the CPU's registers) overrides them with an imperative visit, and everything
+    # that saves, loads, shows or compares state goes through these alone.
+    @classmethod
+    def has_state(cls) -> bool:
+        """Whether objects of this type are saved (a section in every stream)."""
+        return bool(fields_of(cls, "state"))
+
+    @classmethod
+    def visit_values(cls, v: Visitor, values: dict[str, Any] | None = None) -> dict[str, Any]:
+        """This type's state through ``v``: ``values`` (from ``state_values``) when
+        saving, decoded when loading (``values`` None); returns the values visited."""
+        from emu.qom.stateio import visit_state
+
+        return visit_state(v, cls, values)
+
+    def state_values(self) -> dict[str, Any]:
+        """The state as it is now, for ``visit_values`` to save."""
+        self.sync_state()
+        return {f.attr: f.__get__(self) for f in fields_of(type(self), "state")}
+
+    def install_state(self, values: dict[str, Any]) -> None:
+        """Take decoded values (all checked already) and recompute what derives from
+        them."""
+        for attr, value in values.items():
+            setattr(self, attr, value)
+        self.rebuild()
 
     # -- life cycle ---------------------------------------------------------
     def realize(self) -> None:

@@ -16,7 +16,7 @@ import pytest
 import unicorn.x86_const as x
 
 from emu.cpu.helper import ENV_SEGS
-from emu.cpu.state import apply_cpu, load_cpu, save_cpu, visit_cpu
+from emu.cpu.state import apply_cpu, cpu_values, load_cpu, save_cpu, visit_cpu
 from emu.cpu.x86 import X86Cpu
 from emu.memory.address_space import AddressSpace
 from emu.qom.visitor import (
@@ -100,7 +100,7 @@ class Rig:
 
     def named(self) -> dict:
         w = TreeWriter()
-        visit_cpu(w, self.cpu)
+        visit_cpu(w, cpu_values(self.cpu))
         return w.root
 
 
@@ -264,7 +264,7 @@ def test_apply_takes_exactly_what_visit_decoded(rigs: list[Rig]) -> None:
     r = TreeReader(w.root)
     r.begin_struct("cpu")
     before = b.named()
-    values = visit_cpu(r, b.cpu)
+    values = visit_cpu(r)
     assert b.named() == before
     apply_cpu(b.cpu, values)
     assert b.named() == w.root["cpu"]

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from test_migration import DIRTY, Pair, free_port, info, rounds, wait_for
 
+from emu.migration.compat.description import DESCRIPTION_VERSION
+
 
 @pytest.fixture
 def pair(tmp_path, start_with_monitor, connect_monitor, pyemu_proc):
@@ -24,7 +26,7 @@ def test_an_exported_machine_is_built_again_from_its_file(pair, guest, start_wit
     smon = pair.source(guest("dirty"), *DIRTY, "-m", "64", "-cpu", "max", "-device",
                        "isa-debug-exit,iobase=0xf4,iosize=0x04")
     original = export(smon, pair.tmp / "vm.json")
-    assert json.loads(original)["version"] == 1
+    assert json.loads(original)["version"] == DESCRIPTION_VERSION
     out = pair.tmp / "copy.txt"
     _, cmon = start_with_monitor("-readconfig", str(pair.tmp / "vm.json"),
                                  "-serial", f"file:{out}")
@@ -57,7 +59,7 @@ def edited(pair: Pair, guest, change) -> Path:
 
 
 def newer(text: str) -> str:
-    return text.replace('"version": 1', '"version": 7')
+    return text.replace(f'"version": {DESCRIPTION_VERSION}', '"version": 7')
 
 
 def other_uart(text: str) -> str:
@@ -74,7 +76,7 @@ def other_uart(text: str) -> str:
      "description: not JSON (duplicate key 'machine')"),
     (lambda t: t.replace('"ram_size": 134217728', '"ram_size": NaN'),
      "description: not JSON ('NaN' is not a JSON value)"),
-    (newer, "description/version: 7 is newer than this pyemu's 1"),
+    (newer, f"description/version: 7 is newer than this pyemu's {DESCRIPTION_VERSION}"),
     (lambda t: json.dumps({k: v for k, v in json.loads(t).items() if k != "config"}),
      "description/config: missing (not a machine-export file?)"),
     (other_uart, "/machine/serial0: properties differ"),

@@ -91,7 +91,7 @@ def port92_v3(monkeypatch):
 
 def decode(version: int, payload: bytes) -> dict:
     return decode_section("/machine/port92", "port92", version, payload,
-                          {"/machine/port92": Port92}, cpu=None)
+                          {"/machine/port92": Port92})
 
 
 def test_versions_chain_to_the_current_one(port92_v3):

@@ -49,16 +49,14 @@ from test_visitors import DEVICE_TYPES, decode, encode
 
 import emu.monitor.hmp  # noqa: F401  (registers the info commands)
 from emu.clock import HORIZON_NS
-from emu.cpu.state import visit_cpu
+from emu.cpu.state import CPU_PATH
 from emu.host.block import DriveSpec, open_image
 from emu.host.chardev import NullChardev
 from emu.machine.config import MachineConfig, from_stream, to_stream
 from emu.machine.pc.pc import PcMachine
 from emu.migration.compat import UPGRADES
-from emu.migration.state import visit_field, visit_state
 from emu.migration.stream import (
     CLOCK_PATH,
-    CPU_PATH,
     DATA_RUN,
     END,
     MAGIC,
@@ -75,12 +73,12 @@ from emu.migration.stream import (
     matches,
     parse_stream,
     read_stream,
-    visit_clock,
     write_stream,
 )
 from emu.monitor.commands import execute
 from emu.qom import TYPES, fields_of
 from emu.qom.fields import FieldType
+from emu.qom.stateio import visit_field
 from emu.qom.visitor import BinaryReader, BinaryWriter, DecodeError, Visitor
 
 
@@ -308,7 +306,8 @@ def test_the_unmutated_streams_parse(subject):
     for stream in subject.streams.values():
         assert join(split(stream)) == stream[:-4]
         snap = parse_or_refuse(subject, stream)
-        assert snap is not None and snap.cpu and snap.ram.tobytes() == subject.ram
+        assert snap is not None and CPU_PATH in snap.states
+        assert snap.ram.tobytes() == subject.ram
 
 
 def is_section(part: tuple[str, bytes]) -> bool:
@@ -522,7 +521,8 @@ def int_bounds(bits: int, signed: bool) -> tuple[int, int]:
 
 
 def bounds(t: FieldType) -> tuple[int, int]:
-    return int_bounds(t.bits, t.signed)
+    lo, hi = int_bounds(t.bits, t.signed)
+    return lo, hi if t.limit is None else min(hi, t.limit)
 
 
 def valid(t: FieldType) -> st.SearchStrategy:
@@ -739,12 +739,7 @@ def rewrite(record: bytes, machine: PcMachine,
     path, type_name, version, payload = unpack_section(record)
     v = Rewriter(payload, edits)
     v.begin_struct(path)
-    if path == CPU_PATH:
-        visit_cpu(v, machine.cpu)
-    elif path == CLOCK_PATH:
-        visit_clock(v, 0)
-    else:
-        visit_state(v, TYPES[type_name])
+    TYPES[type_name].visit_values(v)
     return section(path, type_name, version, bytes(v.dst.out)), v.leaves
 
 

@@ -8,9 +8,9 @@ import random
 import pytest
 
 import emu.machine.pc.pc  # noqa: F401  (registers every device type of the pc board)
-from emu.migration.state import visit_fields, visit_state
 from emu.qom import TYPES, Object, fields_of
 from emu.qom.fields import FieldType, state
+from emu.qom.stateio import visit_fields, visit_state
 from emu.qom.visitor import (
     BinaryReader,
     BinaryWriter,
@@ -30,6 +30,7 @@ def random_value(t: FieldType, rng: random.Random):
     if t.bits:
         lo, hi = ((-(1 << (t.bits - 1)), (1 << (t.bits - 1)) - 1) if t.signed
                   else (0, (1 << t.bits) - 1))
+        hi = hi if t.limit is None else min(hi, t.limit)
         return rng.choice([lo, hi, rng.randint(lo, hi)])
     if t.name == "bytes":
         return rng.randbytes(rng.choice([0, t.max_len, rng.randint(0, t.max_len)]))

@@ -20,6 +20,7 @@ from typing import Any
 
 from emu.cpu.models import find_model
 from emu.devices import fw_cfg, piix3
+from emu.devices.base import Device
 from emu.devices.fw_cfg import FwCfg, e820_table
 from emu.devices.i440fx import I440fx
 from emu.devices.i8042 import I8042
@@ -196,7 +197,8 @@ class PcMachine(Machine):
         self._a20: dict[str, bool] = {}
         Port92("port92", self)
         for dev in self.children.values():
-            dev.realize_all(self)
+            if isinstance(dev, Device):
+                dev.realize_all(self)
         self.mem.fill_unassigned()
         self.system_reset("power on")
 

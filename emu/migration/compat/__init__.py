@@ -14,7 +14,7 @@ from typing import Any
 
 from emu.migration.compat import i8042, ide
 from emu.migration.compat.filters import CompatError, Upgrade
-from emu.migration.state import visit_field
+from emu.qom.stateio import visit_field
 from emu.qom.visitor import BinaryReader
 
 UPGRADES: dict[tuple[str, int], Upgrade] = {

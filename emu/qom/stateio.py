@@ -3,9 +3,10 @@
 ``visit_state(v, cls, values)`` visits every ``state`` field of type ``cls`` under its
 wire name and returns the values (``values`` when saving, decoded when ``v`` loads);
 ``visit_fields(v, obj)`` does it for a live object without assigning anything; a loader
-decodes everything first and only then calls ``apply_state``, which assigns and calls
-``rebuild()``: a failed load leaves every object as it was. The CPU, whose state no
-table expresses, has its own visit in emu/cpu/state.py.
+decodes everything first and only then calls each object's ``install_state``, which
+assigns and calls ``rebuild()``: a failed load leaves every object as it was. These
+are the defaults of Object's ``visit_values`` / ``state_values`` / ``install_state``;
+the CPU, whose state no table expresses, overrides them (emu/cpu/state.py).
 """
 
 from __future__ import annotations
@@ -30,7 +31,13 @@ def _visit_value(v: Visitor, name: str, t: FieldType, value: Any) -> Any:
     if t.name == "bool":
         return v.boolean(name, value)
     if t.bits:
-        return (v.sint if t.signed else v.uint)(name, value, t.bits)
+        got = (v.sint if t.signed else v.uint)(name, value, t.bits)
+        if not v.saving:
+            try:
+                t.check_limit(got)
+            except ValueError as e:
+                raise v.fail(name, str(e)) from None
+        return got
     if t.name == "bytes":
         return v.blob(name, value, t.max_len)
     if t.name == "str":
@@ -56,17 +63,9 @@ def visit_state(v: Visitor, cls: type, values: dict[str, Any] | None = None) -> 
 
 
 def visit_fields(v: Visitor, obj: Object) -> dict[str, Any]:
-    """Every state field of ``obj`` (attribute -> value as visited), without assigning."""
-    obj.sync_state()
-    return visit_state(v, type(obj), {f.attr: f.__get__(obj) for f in fields_of(type(obj),
-                                                                              "state")})
+    """The state of ``obj`` through saving visitor ``v`` (attribute -> value), without
+    assigning: its type's ``visit_values`` of its ``state_values``."""
+    return type(obj).visit_values(v, obj.state_values())
 
 
-def apply_state(obj: Object, values: dict[str, Any]) -> None:
-    """Assign decoded state and recompute derived fields."""
-    for attr, value in values.items():
-        setattr(obj, attr, value)
-    obj.rebuild()
-
-
-__all__ = ["DecodeError", "apply_state", "visit_field", "visit_fields", "visit_state"]
+__all__ = ["DecodeError", "visit_field", "visit_fields", "visit_state"]
