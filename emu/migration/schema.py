@@ -4,7 +4,8 @@ The same job as QEMU's vmstate-static-checker: dump what each type saves (wire n
 types, widths, caps, STATE_VERSION) from the field declarations, and, given an older
 dump, name each change that would stop an old stream from loading: a change the compat
 filters cover (emu/migration/compat/, whose declared layout of the old version must be
-the old dump's) is not one.
+the old dump's) is not one; and each version change the filters cannot undo, which
+keeps this pyemu from sending to a destination of the old release.
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ def schema() -> dict[str, Any]:
 
 
 def compare(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """One line per change that makes ``old`` streams unloadable as they are."""
+    """One line per change that makes ``old`` streams unloadable as they are, or that
+    keeps this pyemu from writing what the old release reads."""
     lines = []
     for name in sorted(old):
         if name not in new:
@@ -123,6 +125,9 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         if b["version"] < a["version"]:
             lines.append(f"{name}: STATE_VERSION went back from {a['version']} to "
                          f"{b['version']}")
+        lines += [f"{name}: v{n} -> v{n + 1} cannot go back to v{n}: {why}"
+                  for n in range(a["version"], b["version"])
+                  if (up := UPGRADES.get((name, n))) is not None and (why := up.one_way)]
         changes = _field_changes(name, a["fields"], b["fields"])
         if changes and b["version"] == a["version"]:
             lines += [f"{c} (STATE_VERSION {a['version']} unchanged)" for c in changes]

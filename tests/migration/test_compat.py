@@ -202,3 +202,63 @@ def test_a_description_version_this_pyemu_cannot_read_is_named(version, message)
     with pytest.raises(CompatError, match="description/version: ") as e:
         upgrade_description({"version": version})
     assert message in str(e.value)
+
+
+# -- the other way: sections for a destination of an earlier release --------------------
+
+def test_every_registered_filter_reverts_what_it_upgrades():
+    """Each real compat filter, run backwards and forwards again over the reset state of
+    its type, gives back the same tree; the reverted payload decodes with the old layout."""
+    import emu.machine.pc.pc  # noqa: F401  (registers the board's types)
+    from emu.qom import TYPES, fields_of
+
+    for (type_name, version), up in sorted(compat.UPGRADES.items()):
+        assert not up.one_way, f"{up}: {up.one_way}"
+        cls = TYPES[type_name]
+        tree = {f.wire: f.fresh() for f in fields_of(cls, "state")}
+        payload = compat.downgrade_section("/x", type_name, version + 1, version, tree)
+        again = compat.upgrade_section("/x", type_name, version, version + 1, payload,
+                                       [f.wire for f in fields_of(cls, "state")])
+        assert again == tree, up
+
+
+def test_a_value_the_older_version_cannot_hold_is_named():
+    from emu.devices.ide import IdeDrive
+    from emu.qom import fields_of
+
+    tree = {f.wire: f.fresh() for f in fields_of(IdeDrive, "state")}
+    tree["tray_open"] = True  # ide-drive v1 had no tray: it would read as closed
+    with pytest.raises(CompatError, match=r"ide-drive v2 -> v1: tray_open is True, which "
+                                          r"the older version cannot express"):
+        compat.downgrade_section("/machine/ide/ide1/master", "ide-drive", 2, 1, tree)
+
+
+def test_a_chain_reverts_through_every_step(port92_v3):
+    # v3 {value} -> v2 {latch} -> v1 {latch: u16, fast_a20}: the drop comes back only
+    # with a declared value
+    with pytest.raises(CompatError, match="port92 v2 -> v1: one-way: fast_a20 was dropped"):
+        compat.downgrade_section("/machine/port92", "port92", 3, 1, {"value": 2})
+    compat.UPGRADES[("port92", 1)] = Upgrade(
+        "port92", 1, layout="latch:u16 fast_a20:bool",
+        steps=(Retype("latch", "u8"), Drop("fast_a20", back=True)))
+    payload = compat.downgrade_section("/machine/port92", "port92", 3, 1, {"value": 2})
+    assert payload == struct.pack("<HB", 2, 1)
+    assert decode(1, payload) == {"value": 2}
+    assert compat.downgrade_section("/machine/port92", "port92", 3, 2, {"value": 7}) == b"\x07"
+    with pytest.raises(CompatError, match="no compat filter takes port92 from v3 back to v0"):
+        compat.downgrade_section("/machine/port92", "port92", 3, 0, {"value": 2})
+
+
+def test_schema_compare_names_a_change_that_cannot_go_back(monkeypatch):
+    old = {"port92": {"version": 1, "fields": [{"name": "value", "type": "u8", "bits": 8,
+                                                "signed": False, "doc": ""},
+                                               {"name": "junk", "type": "bool", "doc": ""}]}}
+    new = {"port92": {"version": 2, "fields": [{"name": "value", "type": "u8", "bits": 8,
+                                                "signed": False, "doc": ""}]}}
+    monkeypatch.setitem(compat.UPGRADES, ("port92", 1), Upgrade(
+        "port92", 1, layout="value:u8 junk:bool", steps=(Drop("junk"),)))
+    assert compare(old, new) == ["port92: v1 -> v2 cannot go back to v1: junk is dropped "
+                                 "with no value to give it back"]
+    monkeypatch.setitem(compat.UPGRADES, ("port92", 1), Upgrade(
+        "port92", 1, layout="value:u8 junk:bool", steps=(Drop("junk", back=False),)))
+    assert compare(old, new) == []
