@@ -35,7 +35,7 @@ from emu.migration.stream import (
     read_stream,
     write_parts,
 )
-from emu.qom import TYPES, fields_of
+from emu.qom import TYPES, fields_of, implied_objects
 from emu.qom.visitor import BinaryWriter, DecodeError, TreeReader
 
 
@@ -60,9 +60,10 @@ class Sections:
         import emu.machine.pc.pc  # noqa: F401  (registers the board's types)
 
         self.raw, self.file = raw, path
-        self.types = {o["path"]: TYPES[o["type"]] for o in raw.description.get("objects", [])
-                      if isinstance(o, dict) and isinstance(o.get("path"), str)
-                      and o.get("type") in TYPES}  # an unknown type's section is refused
+        self.types = {**implied_objects(), **{
+            o["path"]: TYPES[o["type"]] for o in raw.description.get("objects", [])
+            if isinstance(o, dict) and isinstance(o.get("path"), str)
+            and o.get("type") in TYPES}}  # an unknown type's section is refused
 
     def close(self) -> None:
         """Nothing is held open (kept so callers can use ``with``)."""

@@ -281,6 +281,7 @@ class CpuState(Object):
     engine's registers instead of declared fields. The engine is a host binding."""
 
     STATE_VERSION = 1
+    IMPLIED = "cpu"
 
     cpu: X86Cpu | None = None  # the engine it shows; never saved
 

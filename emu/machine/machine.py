@@ -46,6 +46,7 @@ class ClockState(Object):
     save and given to it after a load. A machine reset does not turn time back."""
 
     STATE_VERSION = 1
+    IMPLIED = "clock"
 
     ns = state.u64(reset=0, limit=HORIZON_NS,
                    past="the clock's horizon, about 146 years",

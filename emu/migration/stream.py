@@ -82,7 +82,7 @@ def describe_machine(machine: Object) -> dict[str, Any]:
     """The machine description: what must match (or be built) on the receiving side."""
     objects = []
     for obj in machine.walk():
-        if obj is machine:
+        if obj is machine or type(obj).IMPLIED:
             continue
         props = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in obj.props().items()}
         objects.append({"path": obj.path, "type": obj.TYPE_NAME, "props": props})

@@ -18,6 +18,11 @@ if TYPE_CHECKING:
 TYPES: dict[str, type[Object]] = {}
 
 
+def implied_objects(root: str = "machine") -> dict[str, type]:
+    """The types every machine has (``IMPLIED``), by their path under ``root``."""
+    return {f"/{root}/{cls.IMPLIED}": cls for cls in TYPES.values() if cls.IMPLIED}
+
+
 def register_type(name: str):
     """Class decorator: make ``cls`` creatable by its type name."""
 
@@ -36,6 +41,10 @@ class Object:
 
     TYPE_NAME = "object"
     STATE_VERSION = 1
+    # The name of an object every machine has under its root whatever its options (the
+    # CPU, the clock): the machine description does not list it, so it says the same to
+    # every release, and a reader adds it back (``implied_objects``). "" for the rest.
+    IMPLIED = ""
 
     def __init__(self, name: str, parent: Object | None = None, **props: Any) -> None:
         self.name = name

@@ -7,9 +7,9 @@ The version is the description's "version" key; descriptions written before it e
 - 0 -> 1: "version" appears. A configuration without "cpu" and "devices" comes from
   before -cpu and -device: its CPU model had every feature of "max" that guests use,
   and an isa-debug-exit sat at port F4h.
-- 1 -> 2: the CPU and the virtual clock are objects of the tree (/machine/cpu, type
-  x86-cpu; /machine/clock, type virtual-clock; no props), listed first; their state
-  sections were always in the streams, under the same paths and types.
+
+The CPU and the virtual clock, objects of every machine's tree (``IMPLIED``), are not
+listed: a description says the same of them to every release.
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ from typing import Any
 
 from emu.migration.compat.filters import CompatError
 
-DESCRIPTION_VERSION = 2
-TREE_FIRST = ({"path": "/machine/cpu", "type": "x86-cpu", "props": {}},
-              {"path": "/machine/clock", "type": "virtual-clock", "props": {}})
+DESCRIPTION_VERSION = 1
 
 
 def _v0_to_v1(desc: dict[str, Any]) -> None:
@@ -31,14 +29,7 @@ def _v0_to_v1(desc: dict[str, Any]) -> None:
         config.setdefault("devices", ["isa-debug-exit,iobase=0xf4,iosize=0x04"])
 
 
-def _v1_to_v2(desc: dict[str, Any]) -> None:
-    objects = desc.get("objects")
-    if isinstance(objects, list):
-        paths = {o.get("path") for o in objects if isinstance(o, dict)}
-        desc["objects"] = [dict(o) for o in TREE_FIRST if o["path"] not in paths] + objects
-
-
-STEPS: dict[int, Callable[[dict[str, Any]], None]] = {0: _v0_to_v1, 1: _v1_to_v2}
+STEPS: dict[int, Callable[[dict[str, Any]], None]] = {0: _v0_to_v1}
 
 
 def implied_sections(desc: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
