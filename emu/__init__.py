@@ -6,4 +6,4 @@ import os
 # at import, would only spin beside the machine thread on the host's few cores.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

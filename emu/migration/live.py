@@ -36,6 +36,8 @@ from typing import Any
 
 from emu.host import tls
 from emu.memory import hostram
+from emu.migration.compat import CompatError
+from emu.migration.compat.releases import announcement, destination_versions
 from emu.migration.ram import PAGE, RamTracker, tracker_for
 from emu.migration.staging import DiskStaging
 from emu.migration.stream import (
@@ -47,11 +49,13 @@ from emu.migration.stream import (
     Target,
     apply_snapshot,
     capture_sections,
+    check_sendable,
     decode_stream,
     describe_machine,
     matches,
     receive_head,
     receive_rest,
+    stateful,
 )
 from emu.migration.transport import (
     Channel,
@@ -293,6 +297,9 @@ class Outgoing:
         self._stopped: bool | None = None  # was running when stopped for the switchover
         self._deadline: float | None = None  # of the switchover, once the guest stopped
         self._committed = False  # GO may have been sent: never run the guest here again
+        # the destination's state versions (its ACCEPT); None: a one-way stream (file:,
+        # exec:), written at this pyemu's
+        self._versions: dict[str, int] | None = None
         self.disks: dict[str, Any] = {}  # block migration: drive id -> image to copy
         self._thread = threading.Thread(target=self._run, name="migration", daemon=True)
 
@@ -369,7 +376,7 @@ class Outgoing:
         try:
             dirty = tracker.dirty()
             if duplex:
-                self._expect(ACCEPT, "the destination refused")
+                self._versions = self._accepted(self._expect(ACCEPT, "the destination refused"))
             self.stats.setup_ms = int((time.monotonic() - self.stats.started) * 1000)
             self._set_status("active")
             chunks = {name: list(range(b.chunks)) for name, b in self.disks.items()}
@@ -465,7 +472,11 @@ class Outgoing:
         dirty = tracker.sync()
         self._count(writer.pages(tracker.sent, dirty, self.caps["compress"]))
         self.stats.dirty_sync_count += 1
-        sections = self.machine.post(lambda: capture_sections(self.machine)).result()
+        try:
+            sections = self.machine.post(
+                lambda: capture_sections(self.machine, self._versions)).result()
+        except CompatError as e:  # a value the destination's version cannot hold
+            raise MigrationError(f"the destination cannot take this machine: {e}") from None
         self.machine.post(self._release_disks).result()
         writer.finish(sections)
         self.channel.timeout = self.time_left()
@@ -495,7 +506,20 @@ class Outgoing:
         return (f"the switchover did not finish within {switchover_ms(self.params)} ms "
                 "(downtime-limit plus x-switchover-grace): the destination stalled")
 
-    def _expect(self, code: int, failure: str) -> None:
+    def _accepted(self, said: str) -> dict[str, int]:
+        """The destination's state versions, from its ACCEPT; MigrationError, before the
+        guest stops, if some object of this machine cannot be written at them."""
+        try:
+            versions = destination_versions(said)
+            self.machine.post(lambda: [check_sendable(o, versions)
+                                       for o in stateful(self.machine)]).result()
+        except CompatError as e:
+            raise MigrationError(f"the destination cannot take this machine: {e}") from None
+        return versions
+
+    def _expect(self, code: int, failure: str) -> str:
+        """Wait for reply ``code`` and return its text; MigrationError(``failure``) on
+        another reply."""
         timeout = PREFLIGHT_TIMEOUT if self._deadline is None else self.time_left()
         try:
             got, text = read_reply(self.channel, timeout)
@@ -505,6 +529,7 @@ class Outgoing:
             raise
         if got != code:
             raise MigrationError(f"{failure}: {text}" if text else failure)
+        return text
 
     def _commit(self) -> None:
         """On the machine thread, the point of no return: from here on this process
@@ -666,7 +691,7 @@ class Incoming:
                     send_reply(ch, REFUSE, text)
                 raise StreamError(text) from None
             if answer:
-                send_reply(ch, ACCEPT)
+                send_reply(ch, ACCEPT, announcement())  # a source writes at our versions
             self.answer = answer
             hostram.zero(machine.mem.ram)  # what booting it wrote
             return Target(machine.mem.ram, dict(self.staged))

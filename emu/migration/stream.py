@@ -33,7 +33,7 @@ from emu.clock import HORIZON_NS
 from emu.cpu.state import CPU_PATH
 from emu.memory import hostram
 from emu.memory.address_space import MAX_RAM
-from emu.migration.compat import CompatError, upgrade_section
+from emu.migration.compat import UPGRADES, CompatError, downgrade_section, upgrade_section
 from emu.migration.compat.description import (
     DESCRIPTION_VERSION,
     implied_sections,
@@ -42,7 +42,7 @@ from emu.migration.compat.description import (
 from emu.migration.ram import copy_changed
 from emu.qom import Object, fields_of, jsontext
 from emu.qom.stateio import visit_fields
-from emu.qom.visitor import BinaryReader, BinaryWriter, DecodeError, TreeReader
+from emu.qom.visitor import BinaryReader, BinaryWriter, DecodeError, TreeReader, TreeWriter
 
 MAGIC = b"PYEMUSTR"
 FORMAT_VERSION = 1
@@ -113,15 +113,42 @@ def write_stream(machine: Object, out: BinaryIO, *, compress: bool = False) -> i
                        compress=compress)
 
 
-def capture_sections(machine: Object) -> list[tuple[str, str, int, bytes]]:
+def capture_sections(machine: Object, versions: dict[str, int] | None = None,
+                     ) -> list[tuple[str, str, int, bytes]]:
     """A section of every stateful object of a stopped machine (the CPU and the clock
-    among them)."""
+    among them); with ``versions`` (a destination's), each at that version, older ones
+    through the compat filters run backwards. CompatError names what cannot be sent."""
     sections = []
     for obj in stateful(machine):
-        w = BinaryWriter()
-        visit_fields(w, obj)
-        sections.append((obj.path, obj.TYPE_NAME, obj.STATE_VERSION, bytes(w.out)))
+        version = obj.STATE_VERSION
+        if versions is not None:
+            check_sendable(obj, versions)
+            version = min(version, versions[obj.TYPE_NAME])
+        if version == obj.STATE_VERSION:
+            w = BinaryWriter()
+            visit_fields(w, obj)
+            payload = bytes(w.out)
+        else:
+            tree = TreeWriter()
+            visit_fields(tree, obj)
+            payload = downgrade_section(obj.path, obj.TYPE_NAME, obj.STATE_VERSION, version,
+                                        tree.root)
+        sections.append((obj.path, obj.TYPE_NAME, version, payload))
     return sections
+
+
+def check_sendable(obj: Object, versions: dict[str, int]) -> None:
+    """CompatError unless a destination of ``versions`` can take ``obj``'s state: it
+    knows the type, and the filters lead back to its version (values aside)."""
+    theirs = versions.get(obj.TYPE_NAME)
+    if theirs is None:
+        raise CompatError(f"{obj.path}: the destination has no {obj.TYPE_NAME}")
+    for n in range(theirs, obj.STATE_VERSION):
+        up = UPGRADES.get((obj.TYPE_NAME, n))
+        if up is None or up.one_way:
+            why = up.one_way if up is not None else "no compat filter"
+            raise CompatError(f"{obj.path}: {obj.TYPE_NAME} v{obj.STATE_VERSION} cannot go "
+                              f"back to the destination's v{n}: {why}")
 
 
 def write_parts(out: BinaryIO, description: dict[str, Any], ram: np.ndarray,
