@@ -262,3 +262,23 @@ def test_schema_compare_names_a_change_that_cannot_go_back(monkeypatch):
     monkeypatch.setitem(compat.UPGRADES, ("port92", 1), Upgrade(
         "port92", 1, layout="value:u8 junk:bool", steps=(Drop("junk", back=False),)))
     assert compare(old, new) == []
+
+
+def test_a_destinations_announcement_is_checked_like_any_input():
+    import emu.machine.pc.pc  # noqa: F401  (registers the board's types)
+    from emu.migration.compat.releases import (
+        RELEASE_0_1_0,
+        announcement,
+        destination_versions,
+        state_versions,
+    )
+
+    assert destination_versions("") == RELEASE_0_1_0  # 0.1.0 says nothing
+    assert destination_versions(announcement()) == state_versions()
+    assert state_versions()["ide-drive"] == 2 and state_versions()["x86-cpu"] == 1
+    for bad in ("{", "[]", '{"versions": 3}', '{"versions": {"a": "1"}}',
+                '{"versions": {"a": 0}}', '{"versions": {"a": true}}',
+                json.dumps({"versions": {"x" * 65: 1}}),
+                json.dumps({"versions": {str(i): 1 for i in range(1025)}})):
+        with pytest.raises(CompatError, match="does not announce its state versions"):
+            destination_versions(bad)
