@@ -25,7 +25,7 @@ import unicorn.x86_const as x
 
 from emu.cpu.helper import ENV_HFLAGS, ENV_SEGS, MSR_EFER, UCLIB, discover_layout
 from emu.cpu.x86 import HF_INHIBIT_IRQ, SEG_NAMES, UPDATE_HFLAGS, Segment, X86Cpu
-from emu.qom import Object, register_type
+from emu.qom import Object, link, register_type
 from emu.qom.visitor import DecodeError, Visitor
 
 GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
@@ -283,7 +283,7 @@ class CpuState(Object):
     STATE_VERSION = 1
     IMPLIED = "cpu"
 
-    cpu: X86Cpu | None = None  # the engine it shows; never saved
+    cpu = link("engine", doc="the CPU engine whose registers this object shows")
 
     @classmethod
     def has_state(cls) -> bool:

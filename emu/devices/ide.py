@@ -39,7 +39,7 @@ import struct
 
 from emu.devices.base import Board, Device
 from emu.host.block import BlockBackend
-from emu.qom import Object, derived, prop, register_type, state
+from emu.qom import Object, derived, link, prop, register_type, state
 
 SECTOR = 512
 CD_SECTOR = 2048
@@ -139,7 +139,7 @@ class IdeDrive(Device):
     sense_key = state.u8(reset=NO_SENSE, doc="ATAPI sense key for REQUEST SENSE")
     asc = state.u8(reset=0, doc="ATAPI additional sense code")
 
-    backend: BlockBackend | None = None  # host binding; never saved
+    backend = link("block", doc="the image in the drive; None: no medium")
 
     def __init__(self, name: str, parent: Object | None = None, **props: object) -> None:
         super().__init__(name, parent, **props)

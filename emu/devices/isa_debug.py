@@ -12,8 +12,7 @@
 from __future__ import annotations
 
 from emu.devices.base import Board, Device
-from emu.host.chardev import Chardev
-from emu.qom import prop, register_type, state
+from emu.qom import link, prop, register_type, state
 
 
 @register_type("isa-debugcon")
@@ -21,7 +20,7 @@ class DebugCon(Device):
     """Bochs/QEMU debug console: an output-only byte port."""
 
     iobase = prop.u16(reset=0xE9, doc="I/O port")
-    chardev: Chardev | None = None  # host binding, set by the board
+    chardev = link("chardev", doc="the host backend the bytes go to (set by the board)")
 
     def realize(self, board: Board) -> None:
         super().realize(board)

@@ -24,8 +24,7 @@ Modelling choices:
 from __future__ import annotations
 
 from emu.devices.base import Board, Device
-from emu.host.chardev import Chardev
-from emu.qom import derived, prop, register_type, state
+from emu.qom import derived, link, prop, register_type, state
 
 FIFO_SIZE = 16
 XTAL_HZ = 1_843_200  # the PC's UART clock: divisor 1 = 115200 baud
@@ -85,7 +84,7 @@ class Uart16550(Device):
     iir = derived.u8(reset=IIR_NONE, doc="interrupt identification, from latches and FCR")
     irq_out = derived.bool(reset=False, doc="level this UART drives onto its IRQ line")
 
-    chardev: Chardev | None = None  # host binding set by the board; never saved
+    chardev = link("chardev", doc="the host backend of the port (set by the board)")
 
     # -- life cycle ---------------------------------------------------------------
     def realize(self, board: Board) -> None:  # type: ignore[override]

@@ -25,7 +25,7 @@ from emu.cpu.x86 import X86Cpu
 from emu.devices.base import Device
 from emu.memory.ioport import IoBus
 from emu.migration.live import Hold, Migration, RunRefused
-from emu.qom import Object, register_type, state
+from emu.qom import Object, link, register_type, state
 
 log = logging.getLogger("emu.machine")
 
@@ -53,7 +53,8 @@ class ClockState(Object):
                    doc="virtual time, ns since the machine started (the C helper's 64-bit "
                    "host deadlines hold times up to the horizon)")
 
-    clock: Clock | None = None  # None: a detached object (the offline tool's, a test's)
+    # unbound: a detached object (the offline tool's, a test's)
+    clock = link("clock", doc="the machine's virtual clock")
 
     def sync_state(self) -> None:
         if self.clock is not None:

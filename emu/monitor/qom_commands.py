@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from emu.monitor.commands import CommandError, command
-from emu.qom import Object, fields_of
+from emu.qom import Object, fields_of, links_of
 from emu.qom.fields import Field, FieldType
 
 if TYPE_CHECKING:
@@ -69,7 +69,19 @@ def qom_list(machine: Machine, path: str) -> list[dict[str, str]]:
             for name, child in obj.children.items()]
     out += [{"name": f.wire, "type": qom_type(f.type), "description": f"{f.kind}: {f.doc}"}
             for f in fields_of(type(obj))]
+    out += [{"name": b.attr, "type": f"link<{b.kind}>", "description": f"binding: {b.doc}"}
+            for b in links_of(type(obj))]
     return out
+
+
+def bound_to(value: Any) -> str | None:
+    """What a host binding is bound to, by name: an image's path, a chardev's spec."""
+    if value is None:
+        return None
+    for attr in ("path", "spec"):
+        if isinstance(getattr(value, attr, None), str):
+            return getattr(value, attr)
+    return type(value).__name__
 
 
 def json_value(value: Any) -> Any:
@@ -84,6 +96,9 @@ def qom_get(machine: Machine, path: str, name: str) -> Any:
         return obj.TYPE_NAME
     if name == "realized":
         return obj.realized
+    binding = next((b for b in links_of(type(obj)) if b.attr == name), None)
+    if binding is not None:
+        return bound_to(binding.__get__(obj))
     f = _field(obj, name)
     if f.kind == "state":
         obj.sync_state()  # state cached elsewhere for speed comes home first
@@ -98,6 +113,9 @@ def qom_set(machine: Machine, path: str, name: str, value: Any) -> None:
     obj = find_object(machine, path)
     if name in PSEUDO:
         raise QomError(f"Property '{name}' is read-only")
+    if any(b.attr == name for b in links_of(type(obj))):
+        raise QomError(f"Property '{name}' is a host binding: the command line (or "
+                       "change, for a CD) binds it")
     f = _field(obj, name)
     if f.kind == "derived":
         raise QomError(f"Property '{name}' is derived from state by {obj.path}'s rebuild "
@@ -186,7 +204,8 @@ def _qom_set(machine: Machine, args: list[str]) -> str:
 
     def typed_set() -> None:
         obj = find_object(machine, path)
-        ftype = _field(obj, name).type if name not in PSEUDO else None
+        untyped = name in PSEUDO or any(b.attr == name for b in links_of(type(obj)))
+        ftype = None if untyped else _field(obj, name).type  # qom_set refuses the untyped
         try:
             value = text if ftype is None else parse_value(ftype, text)
         except ValueError as e:

@@ -211,6 +211,39 @@ state = _Kind("state")
 derived = _Kind("derived")
 
 
+class link:  # noqa: N801  (a declaration, written like prop.u8 and state.bytes)
+    """A host binding declared on a type, as QEMU's ``link<>`` properties: the host
+    resource the board gives an object from outside (a chardev, an image, the CPU
+    engine). Never state: not saved, not reset, not in the schema; ``qom-list`` shows it
+    as ``link<KIND>`` and ``qom-get`` names what it is bound to. None until bound."""
+
+    def __init__(self, kind: str, *, doc: str) -> None:
+        self.kind, self.doc = kind, doc
+        self.attr = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attr = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return obj.__dict__.get(self.attr)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.attr] = value
+
+
+@cache
+def links_of(cls: type) -> tuple[link, ...]:
+    """The host bindings ``cls`` declares (base classes first)."""
+    seen: dict[str, link] = {}
+    for klass in reversed(cls.__mro__):
+        for name, value in vars(klass).items():
+            if isinstance(value, link):
+                seen[name] = value
+    return tuple(seen.values())
+
+
 def fields_of(cls: type, kind: str | None = None) -> list[Field]:
     """Declared fields of ``cls`` (base classes first), optionally of one kind."""
     return list(_declared(cls, kind))

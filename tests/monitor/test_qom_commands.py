@@ -133,3 +133,39 @@ def test_qmp_and_hmp_qom_set_are_one_command(machine, run):
                                          "value": 0xEF})
     assert machine.pic.master.int_level and machine.cpu.helper.p.intr
     assert run(machine, "qom-get /machine/pic/master imr") == "239"
+
+
+def test_host_bindings_are_declared_links(make_machine, run, error, tmp_path):
+    """A drive's image, a port's chardev, the CPU's engine and the clock are links: listed
+    as link<KIND>, named by qom-get, never set by qom-set and never saved as state."""
+    from emu.host.block import DriveSpec, open_image
+    from emu.host.chardev import parse_chardev
+
+    iso = tmp_path / "cd.iso"
+    iso.write_bytes(bytes(2048))
+    machine = make_machine(chardevs={"serial0": parse_chardev("null")},
+                           blocks={2: open_image(str(iso), readonly=True)},
+                           drives=[DriveSpec(file=str(iso), index=2, media="cdrom",
+                                             readonly=True)])
+    assert run(machine, "qom-get /machine/serial0 chardev") == '"null"'
+    assert run(machine, "qom-get /machine/ide/ide1/master backend") == json.dumps(str(iso))
+    cpu = run(machine, "qom-list /machine/cpu").splitlines()
+    assert "cpu (link<engine>)" in cpu
+    assert "clock (link<clock>)" in run(machine, "qom-list /machine/clock").splitlines()
+    assert run(machine, "qom-get /machine/cpu cpu") == '"X86Cpu"'
+    for obj in machine.walk():
+        for name in ("chardev", "backend"):
+            if name in run(machine, f"qom-list {obj.path}"):
+                listed = run(machine, f"qom-list {obj.path}").splitlines()
+                assert any(line.startswith(f"{name} (link<") for line in listed), obj.path
+                bound = getattr(obj, name)
+                want = "null" if bound is None else json.dumps(bound.path if name == "backend"
+                                                               else bound.spec)
+                assert run(machine, f"qom-get {obj.path} {name}") == want
+                assert error(machine, f"qom-set {obj.path} {name} x") == (
+                    f"Error: Property '{name}' is a host binding: the command line (or "
+                    "change, for a CD) binds it")
+    from emu.migration.schema import schema
+
+    saved = json.dumps(schema())
+    assert '"chardev"' not in saved and '"backend"' not in saved
