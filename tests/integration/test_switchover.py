@@ -6,6 +6,9 @@ its serial port every few milliseconds wherever it runs."""
 
 from __future__ import annotations
 
+import socket
+import struct
+import threading
 import time
 
 import pytest
@@ -18,6 +21,8 @@ from test_migration import (
     rounds,
     wait_for,
 )
+
+from emu.migration.live import ACCEPT
 
 GRACE_MS = 3000  # x-switchover-grace: the deadline of every stalled case
 # How each fault ends: does the source run the guest, does the destination?
@@ -155,3 +160,53 @@ def test_cont_never_runs_the_source_while_the_destination_holds_its_disk(
             assert growing(pair.src_out) and not growing(pair.dst_out)
     finally:
         proxy.close()
+
+
+class FakeDestination:
+    """A destination that reads the source's head and answers ACCEPT with a crafted
+    announcement of its state versions, then waits for the source to hang up."""
+
+    def __init__(self, announcement: str) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.reply = struct.pack("<BI", ACCEPT, len(announcement.encode())) + \
+            announcement.encode()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.settimeout(10)
+            conn.recv(65536)  # the head (magic, description)
+            conn.sendall(self.reply)
+            try:
+                while conn.recv(65536):
+                    pass
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(15)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("announcement, message", [
+    ("not json", "the destination's ACCEPT does not announce its state versions"),
+    ('{"versions": {"x86-cpu": "1"}}', "does not announce its state versions"),
+    ('{"versions": {}}', "/machine/cpu: the destination has no x86-cpu"),
+], ids=["garbage", "bad-version", "no-types"])
+def test_a_destination_whose_announcement_cannot_be_met_is_refused_before_the_stop(
+        pair, guest, announcement, message):  # noqa: F811
+    smon = pair.source(guest("dirty"), *DIRTY)
+    fake = FakeDestination(announcement)
+    try:
+        reply = smon.cmd(f"migrate tcp:127.0.0.1:{fake.port}")
+        assert reply.startswith("Error: migration failed: the destination cannot take "
+                                "this machine: ") and message in reply, reply
+        assert len(reply.splitlines()) == 1
+        assert smon.cmd("info status") == "VM status: running"
+        assert growing(pair.src_out)
+    finally:
+        fake.close()
