@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from emu.devices.ide import IdeDrive
-from emu.host.block import open_image
+from emu.host.block import BlockBackend, open_image
 
 if TYPE_CHECKING:
     from emu.machine.pc.pc import PcMachine
@@ -68,37 +68,42 @@ def remove_medium(machine: PcMachine, device: str) -> None:
         backend.close()
 
 
-def insert_medium(machine: PcMachine, device: str, filename: str) -> None:
-    """Put image ``filename`` (raw, read-only) in the open, empty tray."""
+def _open(filename: str) -> BlockBackend:
+    try:
+        return open_image(filename, readonly=True)
+    except OSError as e:
+        raise MediaError(f"Could not open '{filename}': {e.strerror or e}") from None
+
+
+def _insert(machine: PcMachine, device: str, backend: BlockBackend) -> None:
+    """Put the opened image in the open, empty tray."""
     k, drive = _find(machine, device)
     if not drive.tray_open:
         raise MediaError(f"Tray of device '{device}' is not open")
     if drive.backend is not None:
         raise MediaError(f"Device '{device}' already has a medium inserted")
-    try:
-        backend = open_image(filename, readonly=True)
-    except OSError as e:
-        raise MediaError(f"Could not open '{filename}': {e.strerror or e}") from None
     spec = machine.cfg.drives[k]
     machine.blocks[spec.index] = backend
-    machine.cfg.drives[k] = replace(spec, file=filename)
+    machine.cfg.drives[k] = replace(spec, file=backend.path)
     drive.change_medium(backend)
 
 
 def change_medium(machine: PcMachine, device: str, filename: str, fmt: str = "raw",
                   force: bool = False) -> None:
-    """QEMU's change: open the tray, swap the medium for ``filename``, close the tray;
-    the guest sees a unit attention for the new disc. Nothing changes on an error."""
+    """QEMU's change: open the tray, swap the medium for ``filename`` (raw, read-only),
+    close the tray; the guest sees a unit attention for the new disc. Nothing changes
+    on an error: the image is opened before the tray moves."""
     if fmt != "raw":
         raise MediaError(f"format '{fmt}' is not supported: only raw images")
     _find(machine, device)
+    backend = _open(filename)
     try:
-        open_image(filename, readonly=True).close()  # refused before the tray moves
-    except OSError as e:
-        raise MediaError(f"Could not open '{filename}': {e.strerror or e}") from None
-    open_tray(machine, device, force)
+        open_tray(machine, device, force)
+    except MediaError:
+        backend.close()
+        raise
     remove_medium(machine, device)
-    insert_medium(machine, device, filename)
+    _insert(machine, device, backend)
     close_tray(machine, device)
 
 
