@@ -52,7 +52,6 @@ ZERO_RUN, DATA_RUN, RAM_END, SECTION, END = 0x01, 0x02, 0x03, 0x10, 0xFF
 # Block migration: a drive's contents, CHUNK by CHUNK, among the RAM records.
 DISK_DATA, DISK_ZERO = 0x04, 0x05
 DISK_CHUNK = 64 << 10
-CLOCK_PATH = "/machine/clock"
 MAX_DESC = 16 << 20
 MAX_SECTION = 16 << 20
 MAX_NAME = 1024
@@ -70,12 +69,6 @@ class Snapshot:
     description: dict[str, Any]
     ram: np.ndarray
     states: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
-
-    @property
-    def clock_ns(self) -> int:
-        """Virtual time at the end of the stream (the description's clock_ns is when it
-        began, the same for a snapshot, earlier for a live migration)."""
-        return self.states[CLOCK_PATH][1]["ns"]
 
 
 def describe_machine(machine: Object) -> dict[str, Any]:

@@ -56,7 +56,6 @@ from emu.machine.config import MachineConfig, from_stream, to_stream
 from emu.machine.pc.pc import PcMachine
 from emu.migration.compat import UPGRADES
 from emu.migration.stream import (
-    CLOCK_PATH,
     DATA_RUN,
     END,
     MAGIC,
@@ -90,6 +89,8 @@ def fuzz(examples: int) -> settings:
 
 
 # Values at the edges of every width the format uses, and the format's own caps.
+CLOCK_PATH = "/machine/clock"  # the virtual clock, an object of every machine
+
 EDGES = sorted({0, 1, 2, 0x7F, 0x80, 0xFF, 0x100, 0x3FF, 0x400, 0x401, 0x7FFF, 0x8000,
                 0xFFFF, 0x10000, PAGE - 1, PAGE, PAGE + 1, MAX_SECTION, MAX_SECTION + 1,
                 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF, 1 << 32, MAX_RAM // PAGE, (1 << 63) - 1,
