@@ -20,6 +20,7 @@ from emu import __version__
 from emu.cpu.models import KVM_ONLY, find_model, models_help
 from emu.devices.mc146818 import boot_order_nibbles, parse_rtc_base
 from emu.host.block import DriveSpec, assign_indexes, drive_for_option, parse_drive
+from emu.host.chardev import chardev_option
 from emu.host.tls import PARAMETERS as TLS_PARAMETERS
 from emu.host.tls import Credentials, parse_object
 from emu.machine.config import (
@@ -254,7 +255,7 @@ def parse_args(argv: list[str]) -> Options:
         elif name == "-chardev":
             value = arg()
             try:
-                chardev_id, spec, mux = _chardev(value)
+                chardev_id, spec, mux = chardev_option(value)
             except ValueError as e:
                 raise UsageError(f"-chardev {value}: {e}") from None
             if chardev_id in chardevs.specs:
@@ -336,38 +337,6 @@ def _on(value: str, key: str) -> bool:
     return value == "on"
 
 
-def _chardev(value: str) -> tuple[str, str, bool]:
-    """``-chardev BACKEND,id=ID,...`` as (ID, the spec the chardev layer opens, mux)."""
-    backend, *parts = value.split(",")
-    opts = _keyvals(parts)
-    chardev_id = opts.pop("id", "")
-    if not chardev_id:
-        raise ValueError("needs id=ID")
-    mux = _on(opts.pop("mux", "off"), "mux")
-    if backend == "null" and not opts:
-        return chardev_id, "null", mux
-    if backend == "stdio" and set(opts) <= {"signal"}:
-        signal_off = "signal" in opts and not _on(opts["signal"], "signal")
-        return chardev_id, "stdio,signal=off" if signal_off else "stdio", mux
-    if backend == "file" and set(opts) == {"path"}:
-        return chardev_id, f"file:{opts['path']}", mux
-    if backend == "socket":
-        flags = "".join(f",{k}={opts.pop(k)}" for k in ("server", "wait", "nodelay")
-                        if k in opts)
-        if opts.pop("telnet", "off") != "off":
-            raise Unsupported("pyemu's sockets speak no telnet")
-        if set(opts) == {"path"}:
-            return chardev_id, f"unix:{opts['path']}{flags}", mux
-        if "port" in opts and set(opts) <= {"host", "port"}:
-            return chardev_id, f"tcp:{opts.get('host', '')}:{opts['port']}{flags}", mux
-    if backend not in ("null", "stdio", "file", "socket"):
-        raise Unsupported(f"no chardev backend '{backend}' here: pyemu has null, stdio, "
-                          "file and socket")
-    raise ValueError(f"a {backend} chardev takes id, mux" + {
-        "stdio": ", signal", "file": " and path", "null": "",
-        "socket": ", path or host and port, server, wait, nodelay"}[backend])
-
-
 def _mon(value: str) -> tuple[str, str]:
     """``-mon chardev=ID[,mode=readline|control][,pretty=on|off]`` as (ID, mode)."""
     opts = _keyvals(value.split(","))
@@ -420,6 +389,13 @@ def _bind_chardevs(cfg: MachineConfig, chardevs: _Chardevs) -> list[str]:
             cfg.serial[serial_of[chardev_id]] = f"mon:{spec}"  # the mux's monitor side
         else:
             cfg.monitor.append(spec)
+    for spec in cfg.devices:
+        wanted = parse_device(spec).chardev
+        if wanted is not None:
+            spec_of(wanted, f"-device {spec}")
+    cfg.chardevs = {cid: spec for cid, (spec, _) in chardevs.specs.items()
+                    if not any(user.startswith("-serial") or user.startswith("-mon")
+                               or user.startswith("-debugcon") for user in users.get(cid, []))}
     for chardev_id, options in users.items():
         shared = chardevs.specs[chardev_id][1] and len(options) == 2 and \
             chardev_id in serial_of and options[1].startswith("-mon ")

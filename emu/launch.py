@@ -22,6 +22,7 @@ from emu.host.files import DATA_DIRS, check_granted
 from emu.machine.config import MachineConfig, from_stream
 from emu.machine.pc.multiboot import BootError, module_list
 from emu.machine.pc.pc import firmware_path
+from emu.machine.pc.plug import parse_device
 from emu.migration.live import Incoming, run_incoming, start_incoming
 from emu.migration.stream import StreamError, matches
 from emu.migration.transport import TransportError
@@ -190,8 +191,9 @@ def _build(cfg: MachineConfig, *, lock: bool) -> Built:
                 # a plain stdio backend is a mux without a monitor: the monitor is its
                 # only user, so it takes the focused frontend
                 monitors.append(cd.frontend(0) if isinstance(cd, MuxChardev) else cd)
+        named = _named_chardevs(cfg, opened)
         try:
-            machine = PcMachine(cfg, devices, blocks)
+            machine = PcMachine(cfg, devices, blocks, named)
         except (BootError, ValueError, OSError) as e:
             raise LaunchError(str(e)) from None
         attach_tracer(machine)  # -d in_asm, exec, cpu: a block hook only when asked
@@ -201,6 +203,18 @@ def _build(cfg: MachineConfig, *, lock: bool) -> Built:
         _close(opened, blocks)
         raise
     return Built(machine, opened, monitors, blocks, cfg)
+
+
+def _named_chardevs(cfg: MachineConfig, opened: list[Chardev]) -> dict[str, Chardev]:
+    """The -chardev backends devices name by id (chardev=ID). A device whose chardev
+    this command line does not define -- one a stream's description brings -- gets a
+    null backend, as a serial port does."""
+    named = {cid: _open(spec, f"-chardev id={cid}", opened) for cid, spec in cfg.chardevs.items()}
+    for spec in cfg.devices:
+        wanted = parse_device(spec).chardev
+        if wanted is not None and wanted not in named:
+            named[wanted] = _open("null", f"-device {spec}", opened)
+    return named
 
 
 def _check_described(built: Built, desc: dict[str, Any], prefix: str = "") -> None:
@@ -280,6 +294,7 @@ def _serve(machine, cfg: MachineConfig, opened: list[Chardev], monitors: list[Ch
     finally:
         for server in servers:  # the last replies and events (SHUTDOWN) go out first
             server.close()
-        _close(opened, {})
+        added = [cd for cd in getattr(machine, "chardevs", {}).values() if cd not in opened]
+        _close([*opened, *added], {})  # chardev-add's too
     log.info("exit: %s", machine.exit_reason)
     return status[0] if status else 1

@@ -12,6 +12,8 @@
 #include "bios.h"
 
 #define PIIX3_IDE_ID 0x70108086u
+#define PIIX3_ISA_ID 0x70008086u
+#define PIRQ_ROUTE 0x60     /* PIRQA-D route control, 82371SB 2.2.11 */
 #define IDETIM_PRIMARY 0x40
 #define IDETIM_SECONDARY 0x42
 #define IDE_DECODE 0x8000
@@ -156,9 +158,20 @@ static void bda_init(void)
     BDA8(BDA_CHAR_HEIGHT) = 16;
 }
 
+/* PCI INTx: PIRQA-D to ISA IRQs 10, 10, 11, 11, as SeaBIOS routes them; the board's
+ * DSDT (_PRT) tells the OS the same. */
+static const u8 pirq_irqs[4] = { 10, 10, 11, 11 };
+
+static void pirq_init(u8 devfn)
+{
+    for (u8 i = 0; i < 4; i++)
+        pci_write8(0, devfn, PIRQ_ROUTE + i, pirq_irqs[i]);
+}
+
 /* Find the PIIX3 IDE function on bus 0 and let it decode I/O and master the bus, and
  * turn on both channels' legacy port decode (IDETIM bit 15, as SeaBIOS does): Linux's
- * ata_piix leaves a channel whose bit is clear alone, as a disabled port. */
+ * ata_piix leaves a channel whose bit is clear alone, as a disabled port. Route the PCI
+ * interrupts through the ISA bridge function. */
 static void pci_init(void)
 {
     for (u32 devfn = 0; devfn < 256; devfn++) {
@@ -167,6 +180,8 @@ static void pci_init(void)
             devfn += 7;     /* no device: skip its functions */
             continue;
         }
+        if (id == PIIX3_ISA_ID)
+            pirq_init((u8)devfn);
         if (id != PIIX3_IDE_ID)
             continue;
         u16 cmd = (u16)pci_read32(0, (u8)devfn, 0x04);

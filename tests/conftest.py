@@ -45,6 +45,9 @@ class BenchBoard:
         self.window: list | None = None  # [port, data, pos, end], as the CPU keeps it
         self.constant = (-1, 0, 0)  # (port, value, until_ns), as the CPU keeps it
         self.constant_reads = 0  # reads the constant answered
+        self.pci: list = []  # the PCI functions on bus 0, as the board lists them
+        self.router = None  # the PIIX3 function routing their INTx, once a test has one
+        self.ejected: list[int] = []  # PCI slots the guest ejected (ACPI B0EJ)
 
     def isa_irq(self, n: int) -> IrqLine:
         return self.irqs[n]
@@ -77,6 +80,16 @@ class BenchBoard:
 
     def set_a20(self, source: str, enabled: bool) -> None:
         self.a20[source] = enabled
+
+    def pci_functions(self) -> list:
+        return self.pci
+
+    def pci_intx_changed(self) -> None:
+        if self.router is not None:
+            self.router.route_intx()
+
+    def pci_eject(self, slot: int) -> None:
+        self.ejected.append(slot)
 
     def tray_moved(self, drive, tray_open: bool) -> None:
         self.trays.append((drive.path, tray_open))

@@ -63,6 +63,18 @@ class Board(Protocol):
         monitor's): the board tells whoever listens (QMP's DEVICE_TRAY_MOVED)."""
         ...
 
+    def pci_functions(self) -> list:
+        """The PCI functions on bus 0 now (hot-plugged ones included)."""
+        ...
+
+    def pci_intx_changed(self) -> None:
+        """A PCI function's interrupt pin may have changed level: route them again."""
+        ...
+
+    def pci_eject(self, slot: int) -> None:
+        """The guest ejected the card in PCI ``slot`` (ACPI hotplug): take it away."""
+        ...
+
     def set_a20(self, source: str, enabled: bool) -> None:
         """One source of the A20 gate (the i8042 output port, port 0x92): the line is
         enabled while any source enables it."""

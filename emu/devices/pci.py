@@ -5,6 +5,14 @@ any offset). Functions that are absent read all ones, cheaply: Linux scans every
 A ``PciDevice`` keeps its 256-byte configuration space as one state field; which bits
 the guest may write is declared per device (``WRITABLE``), and I/O BARs (section 6.2.5)
 are decoded on the I/O bus while the command register's I/O enable bit is set.
+
+A function with an interrupt pin (``INTX_PIN``, config 3Dh: 1 = INTA#) drives it
+through the board, which routes it (PIIX3 PIRQ routing); the command register's
+Interrupt Disable bit (PCI 2.3, 6.2.2) masks it, and the status register's Interrupt
+Status bit (6.2.3) shows it.
+
+The host bridge's bus is hot-pluggable: ``plug``/``unplug`` add and take away a
+function at run time (the board's ACPI hotplug controller decides when).
 """
 
 from __future__ import annotations
@@ -17,8 +25,10 @@ from emu.memory.ioport import PortRead, PortWrite
 from emu.qom import prop, register_type, state
 
 CONFIG_SIZE = 256
-COMMAND, STATUS, BAR0, INTERRUPT_LINE = 0x04, 0x06, 0x10, 0x3C
-CMD_IO = 0x0001
+COMMAND, STATUS, BAR0, INTERRUPT_LINE, INTERRUPT_PIN = 0x04, 0x06, 0x10, 0x3C, 0x3D
+SUBSYSTEM_VENDOR_ID = 0x2C
+CMD_IO, CMD_INTX_DISABLE = 0x0001, 0x0400
+STATUS_INTERRUPT = 0x0008
 ENABLE = 1 << 31
 
 
@@ -35,14 +45,24 @@ class PciDevice(Device):
     config = state.bytes(max_len=CONFIG_SIZE, doc="the 256-byte configuration space")
 
     # (offset, mask) ranges the guest can change; everything else is read-only
-    WRITABLE: tuple[tuple[int, bytes], ...] = ((COMMAND, b"\x07\x01"),
+    # (I/O, memory, bus master and Interrupt Disable in the command register, PCI 2.3)
+    WRITABLE: tuple[tuple[int, bytes], ...] = ((COMMAND, b"\x07\x05"),
                                                (INTERRUPT_LINE, b"\xff"))
     # I/O BARs: index -> size in bytes (a power of two, at least 4)
     IO_BARS: dict[int, int] = {}
+    INTX_PIN = 0  # config 3Dh: 0 none, 1-4 INTA#-INTD#
 
     def realize(self, board: Board) -> None:  # type: ignore[override]
-        super().realize(board)
         self._mapped: dict[int, int | None] = {}  # BAR index -> port base now decoded
+        self._intx = False  # what the function asserts, before Interrupt Disable
+        super().realize(board)
+
+    def unrealize(self) -> None:
+        for index, base in self._mapped.items():
+            if base is not None:
+                self.board.io.unregister(base, self.IO_BARS[index])
+        self._mapped.clear()
+        super().unrealize()
 
     def reset_state(self) -> None:
         super().reset_state()
@@ -53,13 +73,34 @@ class PciDevice(Device):
         struct.pack_into("<HH", cfg, 0, self.vendor_id, self.device_id)
         struct.pack_into("<I", cfg, 8, (self.class_code << 8) | self.revision)
         cfg[0x0E] = self.header_type
+        cfg[INTERRUPT_PIN] = self.INTX_PIN
         for index in self.IO_BARS:
             struct.pack_into("<I", cfg, BAR0 + 4 * index, 1)  # I/O space indicator
         return bytes(cfg)
 
     def rebuild(self) -> None:
+        super().rebuild()
         if self.realized:
             self._decode_bars()
+
+    # -- INTx ---------------------------------------------------------------------------
+    def set_intx(self, level: bool) -> None:
+        """The function's interrupt output (a device model's own level)."""
+        self._intx = level
+        self._show_intx()
+        self.board.pci_intx_changed()
+
+    def intx_level(self) -> bool:
+        """The level on the pin: asserted and not masked by Interrupt Disable."""
+        return self._intx and not self.config_read(COMMAND, 2) & CMD_INTX_DISABLE
+
+    def _show_intx(self) -> None:
+        status = self.config_read(STATUS, 2)
+        want = status | STATUS_INTERRUPT if self._intx else status & ~STATUS_INTERRUPT
+        if want != status:
+            cfg = bytearray(self.config.ljust(CONFIG_SIZE, b"\0"))
+            struct.pack_into("<H", cfg, STATUS, want)
+            self.config = bytes(cfg)
 
     # -- configuration space --------------------------------------------------------
     # A loaded ``config`` may be shorter than 256 bytes (the field caps its length only):
@@ -89,6 +130,8 @@ class PciDevice(Device):
         """After a guest write: re-decode BARs if the command register or a BAR changed."""
         if offset < BAR0 + 24 and offset + size > COMMAND:
             self._decode_bars()
+        if self.INTX_PIN and offset <= COMMAND + 1 < offset + size:
+            self.board.pci_intx_changed()  # Interrupt Disable may have changed
 
     def io_bar(self, index: int) -> int | None:
         """Port base of I/O BAR ``index`` while decoding is enabled, else None."""
@@ -134,6 +177,19 @@ class PciHost(Device):
     def attach(self, devices: list[PciDevice]) -> None:
         """Plug the functions of bus 0 (the board calls this once, before realize)."""
         self._by_devfn = {d.devfn: d for d in devices}
+
+    def functions(self) -> list[PciDevice]:
+        return list(self._by_devfn.values())
+
+    def plug(self, dev: PciDevice) -> None:
+        """Put a (realized) function on the bus; ValueError if its devfn is taken."""
+        if dev.devfn in self._by_devfn:
+            raise ValueError(f"PCI slot {dev.devfn >> 3:#x} function {dev.devfn & 7} is "
+                             f"taken by {self._by_devfn[dev.devfn].path}")
+        self._by_devfn[dev.devfn] = dev
+
+    def unplug(self, dev: PciDevice) -> None:
+        del self._by_devfn[dev.devfn]
 
     def _addr_read(self, off: int, size: int) -> int:
         if size == 1 and off == 1 and self.reset_control is not None:

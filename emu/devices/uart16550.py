@@ -1,4 +1,5 @@
-"""NS16550A UART as wired on the PC (COM1 at 0x3F8, IRQ 4).
+"""NS16550A UART: the chip (``Ns16550``) and its ISA wiring on the PC (``isa-serial``:
+COM1 at 0x3F8, IRQ 4). pci_serial.py puts the same chip behind a PCI function.
 
 Ref: National Semiconductor PC16550D datasheet — "Registers" (Table II, summary of
 registers and DLAB), "Programmable Baud Generator", "Line Control Register",
@@ -24,6 +25,7 @@ Modelling choices:
 from __future__ import annotations
 
 from emu.devices.base import Board, Device
+from emu.irq import IrqLine
 from emu.qom import derived, link, prop, register_type, state
 
 FIFO_SIZE = 16
@@ -59,14 +61,12 @@ HOST_LINES = MSR_CTS | MSR_DSR | MSR_DCD
 LOOP_WIRING = ((MCR_DTR, MSR_DSR), (MCR_RTS, MSR_CTS), (MCR_OUT1, MSR_RI), (MCR_OUT2, MSR_DCD))
 
 
-@register_type("isa-serial")
-class Uart16550(Device):
-    """NS16550A UART with 16-byte FIFOs; ``chardev`` is bound by the board before realize."""
+class Ns16550(Device):
+    """NS16550A UART with 16-byte FIFOs; ``chardev`` is bound by the board before realize.
+    A subclass wires it: its eight registers on a bus (``read_reg``/``write_reg`` at
+    offsets 0-7) and its interrupt output (``wire``)."""
 
     STATE_VERSION = 1
-
-    iobase = prop.u16(reset=0x3F8, doc="I/O port base")
-    irq = prop.u8(reset=4, doc="ISA IRQ line")
 
     divisor = state.u16(reset=0x000C, doc="DLL/DLM baud divisor")
     ier = state.u8(reset=0, doc="interrupt enable (bits 0-3)")
@@ -89,17 +89,20 @@ class Uart16550(Device):
     # -- life cycle ---------------------------------------------------------------
     def realize(self, board: Board) -> None:  # type: ignore[override]
         super().realize(board)
-        board.io.register(self.iobase, 8, self._io_read, self._io_write, owner=self.path)
-        self._irq = board.isa_irq(self.irq)
+        self._irq = self.wire(board)
         self._timer = board.clock.timer(self._char_timeout, f"{self.path}/char-timeout")
         if self.chardev is not None:
             self.chardev.attach(self)
 
     def unrealize(self) -> None:
-        self.board.io.unregister(self.iobase, 8)
         self._timer.cancel()
         if self.chardev is not None:
             self.chardev.attach(None)
+        super().unrealize()
+
+    def wire(self, board: Board) -> IrqLine:
+        """Connect the registers to a bus; returns the line the interrupt drives."""
+        raise NotImplementedError
 
     def reset(self) -> None:
         super().reset()
@@ -107,6 +110,7 @@ class Uart16550(Device):
             self._irq.lower()  # our output pin; the line may have been high before reset
 
     def rebuild(self) -> None:
+        super().rebuild()
         self.iir = self._compute_iir()
         self.irq_out = self._irq_wanted()
         timer = getattr(self, "_timer", None)
@@ -134,14 +138,14 @@ class Uart16550(Device):
         self._update()
 
     # -- port dispatch ------------------------------------------------------------
-    def _io_read(self, offset: int, size: int) -> int:
+    def io_read(self, offset: int, size: int) -> int:
         value = 0
         for i in range(size):  # the ISA bus splits wide accesses into byte cycles
             byte = self._read_reg(offset + i) if offset + i < 8 else 0xFF
             value |= byte << (8 * i)
         return value
 
-    def _io_write(self, offset: int, size: int, value: int) -> None:
+    def io_write(self, offset: int, size: int, value: int) -> None:
         for i in range(size):
             if offset + i < 8:
                 self._write_reg(offset + i, (value >> (8 * i)) & 0xFF)
@@ -361,3 +365,19 @@ class Uart16550(Device):
         if want != self.irq_out:
             self.irq_out = want
             self._irq.set(want)
+
+
+@register_type("isa-serial")
+class Uart16550(Ns16550):
+    """The PC's COM ports: the chip on ISA ports at ``iobase`` and ISA IRQ ``irq``."""
+
+    iobase = prop.u16(reset=0x3F8, doc="I/O port base")
+    irq = prop.u8(reset=4, doc="ISA IRQ line")
+
+    def wire(self, board: Board) -> IrqLine:
+        board.io.register(self.iobase, 8, self.io_read, self.io_write, owner=self.path)
+        return board.isa_irq(self.irq)
+
+    def unrealize(self) -> None:
+        self.board.io.unregister(self.iobase, 8)
+        super().unrealize()

@@ -722,3 +722,47 @@ def _options(opts: list[str], whole: str, known: set[str]) -> dict[str, bool]:
             raise ValueError(f"chardev {whole!r}: option {opt!r} wants on or off")
         flags[name] = value == "on"
     return flags
+
+
+def chardev_option(value: str) -> tuple[str, str, bool]:
+    """QEMU's ``-chardev BACKEND,id=ID,...`` (and HMP's ``chardev-add``) as (ID, the spec
+    ``parse_chardev`` opens, mux); ValueError names the part at fault."""
+    backend, *parts = value.split(",")
+    opts: dict[str, str] = {}
+    for part in parts:
+        key, eq, text = part.partition("=")
+        if not eq:
+            raise ValueError(f"'{part}': expected KEY=VALUE")
+        opts[key] = text
+    chardev_id = opts.pop("id", "")
+    if not chardev_id:
+        raise ValueError("needs id=ID")
+    mux = _switch(opts.pop("mux", "off"), "mux")
+    if backend == "null" and not opts:
+        return chardev_id, "null", mux
+    if backend == "stdio" and set(opts) <= {"signal"}:
+        signal_off = "signal" in opts and not _switch(opts["signal"], "signal")
+        return chardev_id, "stdio,signal=off" if signal_off else "stdio", mux
+    if backend == "file" and set(opts) == {"path"}:
+        return chardev_id, f"file:{opts['path']}", mux
+    if backend == "socket":
+        flags = "".join(f",{k}={opts.pop(k)}" for k in ("server", "wait", "nodelay")
+                        if k in opts)
+        if opts.pop("telnet", "off") != "off":
+            raise ValueError("pyemu's sockets speak no telnet")
+        if set(opts) == {"path"}:
+            return chardev_id, f"unix:{opts['path']}{flags}", mux
+        if "port" in opts and set(opts) <= {"host", "port"}:
+            return chardev_id, f"tcp:{opts.get('host', '')}:{opts['port']}{flags}", mux
+    if backend not in ("null", "stdio", "file", "socket"):
+        raise ValueError(f"no chardev backend '{backend}' here: pyemu has null, stdio, "
+                         "file and socket")
+    raise ValueError(f"a {backend} chardev takes id, mux" + {
+        "stdio": ", signal", "file": " and path", "null": "",
+        "socket": ", path or host and port, server, wait, nodelay"}[backend])
+
+
+def _switch(value: str, key: str) -> bool:
+    if value not in ("on", "off"):
+        raise ValueError(f"{key}={value}: expected on or off")
+    return value == "on"

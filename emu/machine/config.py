@@ -51,6 +51,9 @@ class MachineConfig:
     shaped: bool = False  # an option that shapes the machine was given (not only bindings)
     cpu: str = DEFAULT_MODEL  # -cpu: the CPU model (emu/cpu/models.py)
     devices: list[str] = field(default_factory=list)  # -device specs, as given and checked
+    # -chardev ID -> spec, for the devices that name one (chardev=ID): host bindings,
+    # never in a description (a destination binds its own by the same id, else null)
+    chardevs: dict[str, str] = field(default_factory=dict)
     readconfig: str | None = None  # -readconfig FILE: the machine comes from this file
     # the description the machine was built from (-readconfig): the built machine must
     # match it exactly
@@ -213,7 +216,7 @@ def from_stream(desc: Any, local: MachineConfig) -> MachineConfig:
                         start_paused=local.start_paused, name=local.name,
                         incoming=local.incoming, no_shutdown=local.no_shutdown,
                         nodefaults=local.nodefaults, loadvm=local.loadvm,
-                        allow_files=local.allow_files)
+                        allow_files=local.allow_files, chardevs=local.chardevs)
     _check_values(cfg)
     serial = desc.get("serial")
     if not isinstance(serial, list) or len(serial) > 4 or \

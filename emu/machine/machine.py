@@ -160,6 +160,9 @@ class Machine(Object):
         self._input_sources.append(source)
         source.set_notify(self.wake)
 
+    def remove_input_source(self, source: Any) -> None:
+        self._input_sources.remove(source)
+
     # -- snapshots ------------------------------------------------------------------------
     def save_snapshot(self, out) -> int:
         """Write the whole machine (on the machine thread, between slices)."""

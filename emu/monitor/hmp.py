@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from emu import __version__
 from emu.host.chardev import Chardev
 from emu.monitor import (  # noqa: F401  (register commands)
+    hotplug_commands,
     info,
     keyboard,
     media_commands,

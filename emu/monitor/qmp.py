@@ -241,6 +241,8 @@ def check_args(schema: Schema, args: dict[str, Any], prefix: str = "") -> None:
         elif not key.startswith("*"):
             raise QmpError(f"Parameter '{prefix}{name}' is missing")
     known = {key.lstrip("*") for key in schema}
+    if "" in known:  # "**": the command takes further arguments and checks them itself
+        return
     for name in args:
         if name not in known:
             raise QmpError(f"Parameter '{prefix}{name}' is unexpected")
@@ -383,8 +385,9 @@ def _query_block(machine: Machine, args: dict[str, Any]) -> list[dict[str, Any]]
 
 
 def _chardevs(machine: Machine) -> dict[str, Chardev]:
-    """The devices' host backends by label: serial0.., debugcon (bound to two ports)."""
-    found: dict[str, Chardev] = {}
+    """The host backends by label: -chardev and chardev-add ones by id, then the
+    devices' own: serial0.., debugcon (bound to two ports)."""
+    found: dict[str, Chardev] = dict(getattr(machine, "chardevs", {}))
     for obj in machine.walk():
         cd = getattr(obj, "chardev", None)
         if cd is not None and all(cd is not seen for seen in found.values()):
@@ -591,6 +594,87 @@ def _blockdev_close_tray(machine: Machine, args: dict[str, Any]) -> dict[str, An
     from emu.machine.pc import media
 
     return _media(args, lambda dev: media.close_tray(machine, dev))
+
+
+# -- hotplug (machine/pc/hotplug.py, as HMP's commands) -----------------------------------
+
+def _hotplug(fn: Callable[[], Any]) -> dict[str, Any]:
+    from emu.machine.pc.hotplug import HotplugError
+
+    try:
+        fn()
+    except HotplugError as e:
+        raise QmpError(str(e), e.error_class) from None
+    return {}
+
+
+def _option_text(name: str, value: Any) -> str:
+    """A device_add argument in -device spelling; commas would split it."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, int) or (isinstance(value, str) and "," not in value):
+        return str(value)
+    raise QmpError(f"Parameter '{name}' expects a string, number or boolean without ','")
+
+
+@qmp_command("device_add", {"driver": "str", "*id": "str", "**": "any"})
+def _device_add(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
+    from emu.machine.pc import hotplug
+
+    spec = ",".join([_option_text("driver", args["driver"])] +
+                    [f"{k}={_option_text(k, v)}" for k, v in args.items() if k != "driver"])
+    return _hotplug(lambda: hotplug.device_add(machine, spec))  # type: ignore[arg-type]
+
+
+@qmp_command("device_del", {"id": "str"})
+def _device_del(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
+    from emu.machine.pc import hotplug
+
+    return _hotplug(lambda: hotplug.device_del(machine, args["id"]))  # type: ignore[arg-type]
+
+
+def _backend_text(chardev_id: str, backend: dict[str, Any]) -> str:
+    """qapi/char.json's ChardevBackend as -chardev text: null, file (out), socket (a
+    unix path or an inet host and port, server, wait, nodelay)."""
+    kind, data = backend["type"], backend.get("data", {})
+    if not isinstance(data, dict):
+        raise QmpError("Invalid parameter type for 'backend.data', expected: object")
+    head = f"{kind},id={_option_text('id', chardev_id)}"
+    if kind == "null":
+        return head
+    if kind == "file" and isinstance(data.get("out"), str):
+        return f"{head},path={_option_text('backend.data.out', data['out'])}"
+    addr = data.get("addr")
+    if kind != "socket" or not isinstance(addr, dict) or not isinstance(addr.get("data"), dict):
+        raise QmpError(f"chardev-add: backend '{kind}' with these arguments is not "
+                       "supported (null, file with out, socket with addr)")
+    where = addr["data"]
+    if addr.get("type") == "unix" and "path" in where:
+        text = f"{head},path={_option_text('path', where['path'])}"
+    elif addr.get("type") == "inet" and "port" in where:
+        text = (f"{head},host={_option_text('host', where.get('host', ''))}"
+                f",port={_option_text('port', where['port'])}")
+    else:
+        raise QmpError("chardev-add: a socket's addr is unix (path) or inet (host, port)")
+    for key in ("server", "wait", "nodelay"):
+        if key in data:
+            text += f",{key}={_option_text(key, data[key])}"
+    return text
+
+
+@qmp_command("chardev-add", {"id": "str", "backend": {"type": "str", "*data": "any"}})
+def _chardev_add(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
+    from emu.machine.pc import hotplug
+
+    text = _backend_text(args["id"], args["backend"])
+    return _hotplug(lambda: hotplug.chardev_add(machine, text))  # type: ignore[arg-type]
+
+
+@qmp_command("chardev-remove", {"id": "str"})
+def _chardev_remove(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
+    from emu.machine.pc import hotplug
+
+    return _hotplug(lambda: hotplug.chardev_remove(machine, args["id"]))  # type: ignore[arg-type]
 
 
 @qmp_command("machine-export", {"file": "str"})

@@ -126,12 +126,103 @@ def test_power_button_raises_sci_once_acpi_enables_it(board, piix):
     assert not board.irqs[9].level
 
 
-def test_qemus_fixed_acpi_ports_read_as_with_nothing_plugged(board, piix):
-    # SeaBIOS's DSDT reads these; all ones made Linux eject slot 1 (PIIX3, IDE, PM)
-    for port in (0xAE00, 0xAE04, 0xAE0C):          # slots up, down, removable
-        assert board.inl(port) == 0
-    board.outw(0xAFE2, 0xFFFF)                     # GPE0 enable: no source to enable
+def test_qemus_fixed_acpi_ports_with_nothing_plugged(board, piix):
+    # SeaBIOS's DSDT reads these too; all ones made Linux eject slot 1 (PIIX3, IDE, PM)
+    assert board.inl(0xAE00) == 0 and board.inl(0xAE04) == 0  # no slot up, none down
+    assert board.inl(0xAE0C) == 0xFFFFFFFC         # removable: every slot but 0 and 1
     assert board.inw(0xAFE0) == 0                  # GPE0 status: no event
     assert board.inb(0xAF00) == 1 and board.inb(0xAF01) == 0  # CPU 0 present, alone
-    board.outl(0xAE08, 0x2)                        # an eject of slot 1 is dropped
-    assert cfg(board, 8, 0) == 0x70008086
+    board.outl(0xAE08, 0x2)                        # an eject of slot 1 is refused
+    assert board.ejected == [] and cfg(board, 8, 0) == 0x70008086
+
+
+def acpi_on(board):
+    cfg(board, 11, 0x40, 4, 0x601)
+    cfg(board, 11, 0x80, 1, 0x01)
+    board.outb(0xB2, 0xF1)                         # ACPI_ENABLE: SCI_EN
+
+
+def test_a_plugged_card_is_announced_by_gpe_and_pciu(board, piix):
+    _, _, pm = piix
+    acpi_on(board)
+    pm.request_plug(3)
+    assert board.inb(0xAFE0) == 0x02 and not board.irqs[9].level  # GPE 1 not enabled yet
+    board.outb(0xAFE2, 0x02)                       # the OS enables GPE 1: SCI
+    assert board.irqs[9].level
+    assert board.inl(0xAE00) == 1 << 3             # _E01 reads PCIU ...
+    assert board.inl(0xAE00) == 0                  # ... once: reading clears it
+    board.outb(0xAFE0, 0x02)                       # the OS acknowledges the GPE
+    assert board.inb(0xAFE0) == 0 and not board.irqs[9].level
+    assert board.inb(0xAFE2) == 0x02               # the enable stays
+
+
+def test_an_unplug_request_waits_for_the_guests_eject(board, piix):
+    _, _, pm = piix
+    acpi_on(board)
+    board.outb(0xAFE2, 0x02)
+    pm.request_unplug(5)
+    assert board.irqs[9].level
+    assert board.inl(0xAE04) == 1 << 5 and board.inl(0xAE04) == 1 << 5  # PCID stays
+    assert board.ejected == []
+    board.outl(0xAE10, 1)                          # SEL: another bus, which is not there
+    board.outl(0xAE08, 1 << 5)
+    assert board.ejected == [] and board.inl(0xAE10) == 1
+    board.outl(0xAE10, 0)
+    board.outl(0xAE08, 1 << 5)                     # _EJ0 of slot 5
+    assert board.ejected == [5] and board.inl(0xAE04) == 0
+
+
+def test_sci_needs_acpi_mode_for_gpe_events_too(board, piix):
+    _, _, pm = piix
+    board.outb(0xAFE2, 0x02)
+    pm.request_plug(2)
+    assert not board.irqs[9].level                 # SCI_EN clear: no SCI
+    acpi_on(board)
+    assert board.irqs[9].level
+
+
+class IntxSource:
+    """A PCI function that only drives its INTA# (config through the real class)."""
+
+    def __init__(self, board, devfn):
+        from emu.devices.pci import PciDevice
+
+        class Card(PciDevice):
+            INTX_PIN = 1
+        self.dev = Card("card", None, devfn=devfn)
+        self.dev.realize(board)
+        self.dev.reset()
+
+
+def test_pirq_routing_steers_intx_to_the_programmed_isa_irq(board, piix):
+    isa, _, _ = piix
+    board.router = isa
+    card = IntxSource(board, devfn=3 << 3).dev     # slot 3 INTA# -> PIRQC (60h + 2)
+    board.pci = [isa, card]
+    card.set_intx(True)
+    assert not any(line.level for line in board.irqs)   # routes disabled at reset
+    cfg(board, 8, 0x62, 1, 11)
+    assert board.irqs[11].level
+    assert card.config_read(0x06, 2) & 0x08        # status: interrupt pending
+    cfg(board, 8, 0x62, 1, 10)                     # re-routed: 11 falls, 10 rises
+    assert board.irqs[10].level and not board.irqs[11].level
+    card.config_write(0x04, 2, 0x0400)             # the driver sets Interrupt Disable
+    assert not board.irqs[10].level
+    card.config_write(0x04, 2, 0)
+    assert board.irqs[10].level
+    card.set_intx(False)
+    assert not board.irqs[10].level and not card.config_read(0x06, 2) & 0x08
+    cfg(board, 8, 0x62, 1, 0x80 | 10)              # disabled again
+    card.set_intx(True)
+    assert not board.irqs[10].level
+
+
+def test_pirq_routes_to_reserved_irqs_are_ignored(board, piix):
+    isa, _, _ = piix
+    board.router = isa
+    card = IntxSource(board, devfn=2 << 3).dev     # slot 2 INTA# -> PIRQB (61h)
+    board.pci = [isa, card]
+    card.set_intx(True)
+    for irq in (0, 2, 8, 13):
+        cfg(board, 8, 0x61, 1, irq)
+        assert not any(line.level for line in board.irqs)

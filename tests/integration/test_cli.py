@@ -42,7 +42,7 @@ from debugexit import DEBUG_EXIT_ARGS
     (["-net", "nic"], "pyemu: -net nic: pyemu has no network devices (-net none)"),
     (["-M", "pc,usb=on"], "pyemu: -M pc,usb=on: pyemu's pc has no usb"),
     (["-device", "e1000"], "pyemu: -device e1000: unknown device 'e1000': pyemu's -device adds "
-                           "isa-debug-exit ('-device help')"),
+                           "isa-debug-exit, pci-serial ('-device help')"),
     (["-device", "isa-debug-exit,iobase=0x10000"],
      "pyemu: -device isa-debug-exit,iobase=0x10000: iobase=0x10000: 65536 out of range for u16"),
     (["-device", "isa-debug-exit,size=4"],

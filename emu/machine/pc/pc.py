@@ -38,9 +38,9 @@ from emu.host.chardev import Chardev
 from emu.irq import IrqLine
 from emu.machine.config import MachineConfig, drive_id, to_stream
 from emu.machine.machine import Machine
-from emu.machine.pc import acpi, linux, multiboot
+from emu.machine.pc import acpi, hotplug, linux, multiboot
 from emu.machine.pc.multiboot import BootError, load_multiboot, read_file
-from emu.machine.pc.plug import plug_devices
+from emu.machine.pc.plug import DeviceOption, is_pci, parse_device, place
 from emu.memory.address_space import AddressSpace
 from emu.migration.live import RunRefused
 
@@ -145,13 +145,17 @@ class PcMachine(Machine):
     TYPE_NAME = "pc"
 
     def __init__(self, cfg: MachineConfig, chardevs: dict[str, Chardev],
-                 blocks: dict[int, BlockBackend] | None = None) -> None:
+                 blocks: dict[int, BlockBackend] | None = None,
+                 named: dict[str, Chardev] | None = None) -> None:
         """Host bindings: ``chardevs`` for "serial0".."serial3" and "debugcon", ``blocks``
-        the opened image of each IDE index in ``cfg.drives``."""
+        the opened image of each IDE index in ``cfg.drives``, ``named`` the chardevs by
+        id that devices name (chardev=ID; a registry chardev-add adds to)."""
         super().__init__(icount_shift=cfg.icount_shift, no_reboot=cfg.no_reboot,
                          no_shutdown=cfg.no_shutdown, cpu_model=find_model(cfg.cpu))
         self.cfg = cfg
         self.blocks = dict(blocks or {})
+        self.chardevs: dict[str, Chardev] = named if named is not None else {}
+        self.plugged: dict[str, DeviceOption] = {}  # object name -> its -device
         # A bzImage (by content) takes Linux's boot protocol, anything else Multiboot.
         # Read and checked once here, so a bad file is a launch error, and loaded again
         # from these bytes on every reset.
@@ -192,7 +196,7 @@ class PcMachine(Machine):
             for port in (0x402, 0xE9):
                 con = DebugCon(f"debugcon-{port:x}", self, iobase=port)
                 con.chardev = chardevs["debugcon"]
-        plug_devices(self, cfg.devices)
+        self._plug_configured()
         PostPort("post", self)
         self._a20: dict[str, bool] = {}
         Port92("port92", self)
@@ -211,6 +215,34 @@ class PcMachine(Machine):
         self.pm = Piix4Pm("pm", self, devfn=11)
         self.pci.attach([self.i440fx, self.piix3, self.ide, self.pm])
         self.pci.reset_control = (self.piix3.rcr_read, self.piix3.rcr_write)
+
+    def _plug_configured(self) -> None:
+        """The -device devices (and those a description carries), each PCI one on bus 0
+        at its slot; the configuration keeps their canonical specs."""
+        specs, self.cfg.devices = list(self.cfg.devices), []
+        taken = {f.devfn for f in self.pci.functions()}
+        for spec in specs:
+            option = place(parse_device(spec), taken)
+            dev = hotplug.plug(self, option, self.chardevs.get(option.chardev or ""))
+            if is_pci(dev):
+                self.pci.plug(dev)  # type: ignore[arg-type]
+                taken.add(option.devfn)  # type: ignore[arg-type]
+
+    def pci_functions(self) -> list:
+        return self.pci.functions()
+
+    def pci_intx_changed(self) -> None:
+        if self.piix3.realized:
+            self.piix3.route_intx()
+
+    def pci_eject(self, slot: int) -> None:
+        hotplug.eject_slot(self, slot)
+
+    def route_pirqs(self) -> None:
+        """The firmware's PCI interrupt duty for a direct boot: PIRQA-D to the ISA IRQs
+        the DSDT's _PRT names (piix3.PIRQ_IRQS), as SeaBIOS programs them."""
+        for pirq, irq in enumerate(piix3.PIRQ_IRQS):
+            self.piix3.config_write(piix3.PIRQ_ROUTE + pirq, 1, irq)
 
     def _build_ide(self, cfg: MachineConfig, blocks: dict[int, BlockBackend]) -> None:
         """Two legacy channels under the PIIX3 IDE function, a drive per -drive index."""
@@ -365,6 +397,7 @@ class PcMachine(Machine):
     def boot(self) -> None:
         if self.kernel is None:
             return  # the CPU is at the reset vector; the firmware takes it from there
+        self.route_pirqs()
         if self.linux is not None:
             self.enable_ide_decode()
             tables = self.install_acpi()

@@ -1,8 +1,16 @@
 """-device: the devices a user plugs into the pc board, spelled as in QEMU.
 
-``-device DRIVER[,id=ID][,PROP=VALUE...]``: DRIVER is a device type's QOM name and the
-props are its declared ``prop`` fields (numbers in C notation, booleans on/off). The
-object sits at /machine/ID, or without an id at /machine/<the type's usual name>.
+``-device DRIVER[,id=ID][,addr=SLOT[.FN]][,chardev=ID][,PROP=VALUE...]``: DRIVER is a
+device type's QOM name and the props are its declared ``prop`` fields (numbers in C
+notation, booleans on/off). ``addr`` places a PCI device (hex slot and function, as
+QEMU's ``pci_devfn`` property reads them; by default the first free hot-pluggable
+slot); ``chardev`` names its host backend (a ``-chardev`` or ``chardev-add`` id), a
+binding that is never part of the description. The object sits at /machine/ID, or
+without an id at /machine/<the type's usual name>.
+
+The same spec, in its canonical spelling (``canonical``), is what the machine's
+configuration keeps for every plugged device -- at start or hot-plugged --, so a
+description, a savevm file and a migration's destination build the machine as it is.
 """
 
 from __future__ import annotations
@@ -13,15 +21,30 @@ from typing import Any
 
 from emu.devices.base import Device
 from emu.devices.isa_debug import DebugExit
+from emu.devices.pci import PciDevice
+from emu.devices.pci_serial import PciSerial
+from emu.devices.piix3 import HOTPLUG_SLOTS
 from emu.qom import Object
 
-# type name -> (class, object name without id=, what it is for -device help)
-PLUGGABLE: dict[str, tuple[type[Device], str, str]] = {
-    "isa-debug-exit": (DebugExit, "debug-exit",
-                       "a guest's write of V to iobase ends pyemu with status (V << 1) | 1"),
+
+@dataclass(frozen=True)
+class Pluggable:
+    cls: type[Device]
+    name: str  # the object's name without id=
+    bus: str  # "ISA" or "PCI"; PCI devices are hot-pluggable
+    desc: str
+
+
+PLUGGABLE: dict[str, Pluggable] = {
+    "isa-debug-exit": Pluggable(DebugExit, "debug-exit", "ISA",
+                                "a guest's write of V to iobase ends pyemu with status "
+                                "(V << 1) | 1"),
+    "pci-serial": Pluggable(PciSerial, "pci-serial", "PCI",
+                            "PCI 16550A adapter (QEMU's, 1b36:0002); chardev=ID"),
 }
 MAX_DEVICES = 16
 ID_RE = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")  # QEMU's id_wellformed, bounded
+ADDR_RE = re.compile(r"(?:0[xX])?([0-9a-fA-F]{1,2})(?:\.([0-7]))?")
 BOOLS = {"on": True, "yes": True, "true": True, "off": False, "no": False, "false": False}
 
 
@@ -32,12 +55,35 @@ class DeviceOption:
     driver: str
     id: str | None
     props: dict[str, Any]
+    chardev: str | None = None  # the host backend's id (a binding)
+
+    @property
+    def kind(self) -> Pluggable:
+        return PLUGGABLE[self.driver]
+
+    @property
+    def devfn(self) -> int | None:
+        return self.props.get("devfn")
+
+    def canonical(self) -> str:
+        """The spec that plugs this device again, as it is plugged now."""
+        parts = [self.driver] + ([f"id={self.id}"] if self.id else [])
+        for key, value in self.props.items():
+            if key == "devfn":
+                parts.append(f"addr={value >> 3:#x}.{value & 7}")
+            elif isinstance(value, bool):
+                parts.append(f"{key}={'on' if value else 'off'}")
+            else:
+                parts.append(f"{key}={value}")
+        if self.chardev is not None:
+            parts.append(f"chardev={self.chardev}")
+        return ",".join(parts)
 
 
 def devices_help() -> str:
     """-device help: the device types pyemu can add."""
-    return "".join(f'name "{name}", bus ISA, desc "{desc}"\n'
-                   for name, (_, _, desc) in PLUGGABLE.items())
+    return "".join(f'name "{name}", bus {p.bus}, desc "{p.desc}"\n'
+                   for name, p in PLUGGABLE.items())
 
 
 def parse_device(spec: str) -> DeviceOption:
@@ -46,54 +92,102 @@ def parse_device(spec: str) -> DeviceOption:
     if driver not in PLUGGABLE:
         raise ValueError(f"unknown device '{driver}': pyemu's -device adds "
                          f"{', '.join(PLUGGABLE)} ('-device help')")
-    cls = PLUGGABLE[driver][0]
+    kind = PLUGGABLE[driver]
     dev_id: str | None = None
+    chardev: str | None = None
     props: dict[str, Any] = {}
     for part in parts:
         key, eq, text = part.partition("=")
         if not eq:
             raise ValueError(f"'{part}': expected PROP=VALUE")
-        if key == "id":
+        if key in ("id", "chardev"):
             if not ID_RE.fullmatch(text):
-                raise ValueError(f"id '{text}': an id is a letter, then letters, digits, "
-                                 "'-', '.' or '_'")
-            dev_id = text
+                raise ValueError(f"{key} '{text}': an id is a letter, then letters, "
+                                 "digits, '-', '.' or '_'")
+            if key == "id":
+                dev_id = text
+            elif issubclass(kind.cls, PciSerial):
+                chardev = text
+            else:
+                raise ValueError(f"{driver} has no property 'chardev'")
             continue
-        try:
-            field = cls.field(key)
-        except KeyError:
-            field = None
-        if field is None or field.kind != "prop":
-            raise ValueError(f"{driver} has no property '{key}'")
-        props[key] = _value(field.type.name, text, key)
-        try:
-            field.type.check(props[key])
-        except ValueError as e:
-            raise ValueError(f"{key}={text}: {e}") from None
-    return DeviceOption(driver, dev_id, props)
+        if key == "addr" and kind.bus == "PCI":
+            props["devfn"] = _devfn(text)
+            continue
+        props[key] = _prop(kind.cls, driver, key, text)
+    return DeviceOption(driver, dev_id, props, chardev)
 
 
-def _value(type_name: str, text: str, key: str) -> Any:
-    if type_name == "bool":
+def _devfn(text: str) -> int:
+    """QEMU's PCI address: hex slot, optionally '.function'; only hot-pluggable slots."""
+    m = ADDR_RE.fullmatch(text)
+    slot = int(m.group(1), 16) if m else -1
+    if slot not in HOTPLUG_SLOTS:
+        raise ValueError(f"addr={text}: expected a PCI slot from {HOTPLUG_SLOTS[0]:#x} to "
+                         f"{HOTPLUG_SLOTS[-1]:#x} (0 and 1 hold the chipset), optionally "
+                         "'.FUNCTION'")
+    return slot << 3 | int(m.group(2) or 0)  # type: ignore[union-attr]
+
+
+def _prop(cls: type[Device], driver: str, key: str, text: str) -> Any:
+    try:
+        field = cls.field(key)
+    except KeyError:
+        field = None
+    if field is None or field.kind != "prop" or key == "devfn":
+        raise ValueError(f"{driver} has no property '{key}'")
+    if field.type.name == "bool":
         if text not in BOOLS:
             raise ValueError(f"{key}={text}: expected on or off")
-        return BOOLS[text]
+        value: Any = BOOLS[text]
+    else:
+        try:
+            value = int(text, 0)
+        except ValueError:
+            raise ValueError(f"{key}={text}: not a number") from None
     try:
-        return int(text, 0)
-    except ValueError:
-        raise ValueError(f"{key}={text}: not a number") from None
+        field.type.check(value)
+    except ValueError as e:
+        raise ValueError(f"{key}={text}: {e}") from None
+    return value
 
 
-def plug_devices(board: Object, specs: list[str]) -> list[Device]:
-    """Create the -device objects as children of ``board`` (not yet realized)."""
-    made: list[Device] = []
-    for spec in specs:
-        option = parse_device(spec)
-        cls, name, _ = PLUGGABLE[option.driver]
-        if option.id is None:  # debug-exit, debug-exit1, ...
-            n = 0
-            while (name + (str(n) if n else "")) in board.children:
-                n += 1
-            name += str(n) if n else ""
-        made.append(cls(option.id or name, board, **option.props))
-    return made
+def free_name(board: Object, option: DeviceOption) -> str:
+    """The object's name: its id, else the type's usual name, numbered when taken."""
+    if option.id is not None:
+        return option.id
+    name, n = option.kind.name, 0
+    while (name + (str(n) if n else "")) in board.children:
+        n += 1
+    return name + (str(n) if n else "")
+
+
+def place(option: DeviceOption, taken: set[int]) -> DeviceOption:
+    """A PCI option with its devfn: as given, else function 0 of the first free
+    hot-pluggable slot; ValueError when none is free or the given one is taken."""
+    if option.kind.bus != "PCI":
+        return option
+    devfn = option.devfn
+    if devfn is None:
+        free = [slot << 3 for slot in HOTPLUG_SLOTS if slot << 3 not in taken]
+        if not free:
+            raise ValueError(f"{option.driver}: no free PCI slot")
+        devfn = free[0]
+    elif devfn in taken:
+        raise ValueError(f"{option.driver}: PCI slot {devfn >> 3:#x} function {devfn & 7} "
+                         "is in use")
+    return DeviceOption(option.driver, option.id, {**option.props, "devfn": devfn},
+                        option.chardev)
+
+
+def make_device(board: Object, option: DeviceOption, chardev: Any) -> Device:
+    """Create the device of a placed option as a child of ``board`` (not yet realized),
+    bound to ``chardev`` (or nothing)."""
+    dev = option.kind.cls(free_name(board, option), board, **option.props)
+    if chardev is not None:
+        dev.chardev = chardev  # type: ignore[attr-defined]
+    return dev
+
+
+def is_pci(dev: Object) -> bool:
+    return isinstance(dev, PciDevice)

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from emu.migration.compat import i8042, ide
+from emu.migration.compat import i8042, ide, piix3
 from emu.migration.compat.filters import CompatError, Upgrade
 from emu.qom.stateio import visit_field
 from emu.qom.visitor import BinaryReader, BinaryWriter
 
 UPGRADES: dict[tuple[str, int], Upgrade] = {
-    (u.type_name, u.from_version): u for module in (i8042, ide) for u in module.UPGRADES}
+    (u.type_name, u.from_version): u for module in (i8042, ide, piix3) for u in module.UPGRADES}
 
 
 def upgrade_section(path: str, type_name: str, version: int, current: int,
