@@ -105,3 +105,32 @@ def test_linux_uses_a_hot_added_serial_card_across_a_migration(boot, tmp_path): 
     finally:
         qmp.close()
     dst.quit()
+
+
+def test_a_cold_plugged_card_interrupts_through_the_prt(boot, tmp_path):  # noqa: F811
+    import socket
+
+    sock_path = tmp_path / "card.sock"
+    guest = start(boot, "-chardev", f"socket,id=c0,path={sock_path},server=on,wait=off",
+                  "-device", "pci-serial,id=cold,chardev=c0")
+    sh = guest.console
+    tty = tty_of_card(sh)
+    irq = sh.run(f"cat {CARD}/irq").strip()
+    assert irq in ("10", "11"), irq  # the _PRT's answer for slot 2 INTA#: PIRQB
+    host = socket.socket(socket.AF_UNIX)
+    host.connect(str(sock_path))
+    try:
+        sh.type(f"stty -F /dev/{tty} raw -echo; cat /dev/{tty} > /tmp/got &\n")
+        wait_in_guest(sh, f"grep -q {tty} /proc/interrupts", "the port opened")
+        host.sendall(b"hello\n")
+        wait_in_guest(sh, "[ -s /tmp/got ] && grep -q hello /tmp/got", "the host's bytes")
+        counts = sh.run(f"grep {tty} /proc/interrupts").split()
+        assert counts[0] == f"{irq}:" and int(counts[1]) > 0, counts
+        sh.run(f"kill %1; echo from-guest > /dev/{tty}")
+        host.settimeout(10)
+        got = b""
+        while b"from-guest" not in got:
+            got += host.recv(100)
+    finally:
+        host.close()
+    guest.quit()

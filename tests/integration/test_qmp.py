@@ -571,3 +571,61 @@ def test_removable_media_over_qmp(tmp_path, pyemu_proc, guest):
     finally:
         qmp.close()
     g.running_on()
+
+
+def test_hotplug_commands_over_qmp(tmp_path, pyemu_proc, guest):
+    g = Guest(tmp_path, pyemu_proc, guest)
+    qmp = g.legacy()
+    out = tmp_path / "card.out"
+    try:
+        def call(name: str, **args) -> tuple[str, str]:
+            return error(qmp.cmd_obj({"execute": name, "arguments": args}))
+
+        assert qmp.cmd("chardev-add", id="c1", backend={
+            "type": "file", "data": {"out": str(out)}}) == {}
+        assert qmp.cmd("chardev-add", id="c2", backend={"type": "socket", "data": {
+            "addr": {"type": "unix", "data": {"path": str(tmp_path / "c2.sock")}},
+            "server": True, "wait": False}}) == {}
+        labels = {c["label"]: c["filename"] for c in qmp.cmd("query-chardev")}
+        assert labels["c1"] == f"file:{out}" and labels["c2"].startswith("unix:")
+        assert call("chardev-add", id="c1", backend={"type": "null"}) == (
+            "GenericError", "attempt to add duplicate property 'c1' to object "
+                            "(type 'container')")
+        assert call("chardev-add", id="c3", backend={"type": "pty"}) == (
+            "GenericError", "chardev-add: backend 'pty' with these arguments is not "
+                            "supported (null, file with out, socket with addr)")
+        assert qmp.cmd("device_add", driver="pci-serial", id="ps0", chardev="c1",
+                       addr="0x5") == {}
+        card = {p["name"]: p["type"] for p in qmp.cmd("qom-list", path="/machine/ps0")}
+        assert card["chardev"] == "link<chardev>"
+        assert qmp.cmd("qom-get", path="/machine/ps0", property="devfn") == 5 << 3
+        for args, want in (
+                ({"driver": "pci-serial", "id": "ps0"}, "Duplicate device ID 'ps0'"),
+                ({"driver": "pci-serial", "addr": "5"}, "pci-serial: PCI slot 0x5 function "
+                                                        "0 is in use"),
+                ({"driver": "pci-serial", "chardev": "c1"},
+                 "Property 'pci-serial.chardev' can't take value 'c1', it's in use"),
+                ({"driver": "pci-serial", "chardev": "nope"},
+                 "Property 'pci-serial.chardev' can't find value 'nope'"),
+                ({"driver": "isa-debug-exit"}, "Bus 'isa.0' does not support hotplugging "
+                                               "(isa-debug-exit)"),
+                ({"driver": "e1000"}, "unknown device 'e1000': pyemu's -device adds "
+                                      "isa-debug-exit, pci-serial ('-device help')"),
+                ({"driver": "pci-serial", "addr": "1"}, "addr=1: expected a PCI slot from "
+                 "0x2 to 0x1f (0 and 1 hold the chipset), optionally '.FUNCTION'"),
+                ({"driver": "pci-serial", "speed": "a,b"},
+                 "Parameter 'speed' expects a string, number or boolean without ','")):
+            assert call("device_add", **args) == ("GenericError", want), args
+        assert call("device_del", id="nope") == ("DeviceNotFound", "Device 'nope' not found")
+        assert call("chardev-remove", id="c1") == ("GenericError", "Chardev 'c1' is busy")
+        assert qmp.cmd("chardev-remove", id="c2") == {}
+        # the guest runs no ACPI: the card stays until a guest ejects it, as on QEMU
+        assert qmp.cmd("device_del", id="ps0") == {}
+        assert qmp.cmd("qom-get", path="/machine/ps0", property="devfn") == 5 << 3
+        export = tmp_path / "vm.json"
+        assert qmp.cmd("machine-export", file=str(export)) == {}
+        assert json.loads(export.read_text())["config"]["devices"] == [
+            "pci-serial,id=ps0,addr=0x5.0,chardev=c1"]
+    finally:
+        qmp.close()
+    g.running_on()

@@ -233,6 +233,26 @@ def test_a_value_the_older_version_cannot_hold_is_named():
         compat.downgrade_section("/machine/ide/ide1/master", "ide-drive", 2, 1, tree)
 
 
+def test_piix4_pm_v1_has_no_gpe_and_a_pending_hotplug_event_cannot_go_back():
+    from emu.devices.piix3 import Piix4Pm
+    from emu.qom import fields_of
+
+    wires = [f.wire for f in fields_of(Piix4Pm, "state")]
+    tree = {f.wire: f.fresh() for f in fields_of(Piix4Pm, "state")}
+    tree.update(config=bytes(256), pm1_sts=0x100, pm1_cnt=1, apm_cnt=0xF1)
+    v1 = compat.downgrade_section("/machine/pm", "piix4-pm", 2, 1, tree)
+    assert len(v1) == 4 + 256 + 8  # the v1 layout: config, PM1 and APM, nothing more
+    assert compat.upgrade_section("/machine/pm", "piix4-pm", 1, 2, v1, wires) == tree
+    # Linux enables GPE 1 at boot: v1 dropped such writes, so the enable goes quietly
+    tree["gpe_en"] = 2
+    assert compat.downgrade_section("/machine/pm", "piix4-pm", 2, 1, tree) == v1
+    # a card the guest has not been told about yet would be lost: refused, named
+    tree["pci_up"] = 1 << 3
+    with pytest.raises(CompatError, match=r"piix4-pm v2 -> v1: pci_up is 8, which the "
+                                          r"older version cannot express"):
+        compat.downgrade_section("/machine/pm", "piix4-pm", 2, 1, tree)
+
+
 def test_a_chain_reverts_through_every_step(port92_v3):
     # v3 {value} -> v2 {latch} -> v1 {latch: u16, fast_a20}: the drop comes back only
     # with a declared value
