@@ -21,7 +21,7 @@ from emu.host.chardev import Chardev, MuxChardev, SocketChardev, parse_chardev
 from emu.host.files import DATA_DIRS, check_granted
 from emu.machine.config import MachineConfig, from_stream
 from emu.machine.pc.multiboot import BootError, module_list
-from emu.machine.pc.pc import firmware_path
+from emu.machine.pc.pc import firmware_path, prepare
 from emu.machine.pc.plug import parse_device
 from emu.migration.live import Incoming, run_incoming, start_incoming
 from emu.migration.stream import StreamError, matches
@@ -80,6 +80,7 @@ def _launch(cfg: MachineConfig, signal_handlers: Callable[[Callable[[str], None]
             servers: list[QmpServer]) -> int:
     incoming = None
     warm_up()  # here, not at the first migration's switchover
+    prepare()  # nor while a bare destination builds the machine its stream describes
     if cfg.incoming not in (None, "defer"):
         try:
             incoming = Incoming(cfg.incoming)

@@ -10,9 +10,10 @@ The engine quirks this follows are in ../shared/notes/unicorn-2.1.4.md.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import unicorn
@@ -119,6 +120,7 @@ class X86Cpu:
         self._port_in, self._port_out = port_in, port_out
         self._inta_fn = inta
         self.helper = Helper(self.uc, self._inta, IN_CB(self._on_in), icount)
+        self._batching = False
         self._watch_memory_map()
         self._window: bytes | None = None
         self._hooks: list[object] = []
@@ -184,8 +186,23 @@ class X86Cpu:
             setattr(self.uc, name, self._map_changer(getattr(self.uc, name)))
         self._regions_changed()
 
+    @contextlib.contextmanager
+    def map_batch(self) -> Iterator[None]:
+        """Map changes made inside take effect in the helper's cache once, at the end:
+        for building a machine, whose guest has not run (nothing to keep of a fault)."""
+        self._batching = True
+        self.helper.regions_changing()
+        try:
+            yield
+        finally:
+            self._batching = False
+            self._regions_changed()
+
     def _map_changer(self, method: Callable[..., None]) -> Callable[..., None]:
         def changed(*args: object, **kwargs: object) -> None:
+            if self._batching:
+                method(*args, **kwargs)
+                return
             # The engine's map calls may leave CR2 and the exception bookkeeping as if
             # the guest had faulted (helper.exception_bookkeeping); the guest did not.
             cr2 = self.uc.reg_read(x.UC_X86_REG_CR2)

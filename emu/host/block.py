@@ -3,13 +3,24 @@
 DESIGN.md, "Layout": host backends stay outside the machine state; a disk device holds
 a ``BlockBackend`` as a plain attribute bound by the board before realize.
 
-- Raw images only. A read-write image is locked exclusively (``flock`` LOCK_EX), a
-  read-only one shared (LOCK_SH), so a second pyemu cannot write an image another one
-  uses, nor open for writing one another is reading.
-- Writes go to the file at once (``pwrite``); ``flush()`` makes them durable (``fsync``)
-  and ``close()`` flushes. With ``snapshot=True`` the image is opened read-only and
-  written sectors live in an in-memory overlay that vanishes on close (QEMU's
-  ``-snapshot``).
+- One backend, two formats. ``BlockBackend`` does the bookkeeping every disk needs
+  (bounds, read-only, written-chunk tracking for block migration, the lock hand-over of
+  a migration); the bytes come from a format object: ``RawFile`` (the guest's bytes are
+  the file's) or ``emu.host.qcow2.Qcow2Image`` (QEMU's docs/interop/qcow2.txt).
+- Format selection follows QEMU's ``-drive format=``: ``raw`` and ``qcow2`` are
+  accepted. Without it the format is probed: a file starting with the qcow2 magic
+  ("Header", bytes 0-3) opens as qcow2, anything else as raw. A probed raw image is
+  allowed, but as in QEMU the guest may not write a qcow2 magic into its first sector
+  (the next probe would read guest data as a qcow2 header); ``notice`` says so for the
+  user. With ``format=raw`` the first sector is plain data.
+- A read-write image is locked exclusively (``flock`` LOCK_EX), a read-only one shared
+  (LOCK_SH), so a second pyemu cannot write an image another one uses, nor open for
+  writing one another is reading.
+- Writes go to the image at once; ``flush()`` makes them durable (``fsync``) and
+  ``close()`` flushes. With ``snapshot=True`` (QEMU's ``-snapshot``) the image is opened
+  read-only and writes go to a temporary qcow2 overlay whose backing file is the image;
+  the overlay is created 0600 in a private temporary directory and unlinked as soon as
+  it is open, so nothing of it outlives the process.
 - ``parse_drive`` reads QEMU's ``-drive`` option (``key=value`` pairs separated by
   commas, a literal comma in a value written ``,,``); ``drive_for_option`` maps
   ``-hda``..``-hdd`` and ``-cdrom`` the way QEMU does (index 0-3, cdrom at index 2).
@@ -20,108 +31,178 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import shutil
 import stat
+import tempfile
 import threading
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from emu.host.files import kind_of
 
-OVERLAY_SECTOR = 512  # granularity of the snapshot overlay
+if TYPE_CHECKING:
+    from emu.host.qcow2 import Qcow2Image
+
 CHUNK = 64 << 10  # granularity of the written-since tracking of block migration
+FORMATS = ("raw", "qcow2")
+QCOW2_MAGIC = b"QFI\xfb"  # qcow2.txt "Header", bytes 0-3: what probing looks for
 
 
 class ImageLockedError(OSError):
     """Another process holds a conflicting lock on the image."""
 
 
-class BlockBackend:
-    """A raw image file opened by ``open_image``; offsets and lengths are in bytes."""
+class RawFile:
+    """The raw format: guest byte ``n`` is the file's byte ``n``."""
 
-    def __init__(self, path: str, fd: int, size: int, *, readonly: bool,
-                 snapshot: bool, active: bool = True) -> None:
+    def __init__(self, path: str, fd: int, size: int) -> None:
         self.path = path
-        self.active = active  # holds its lock: this process may run a guest on it
         self.size = size
-        self.readonly = readonly  # the guest may not write (a snapshot is writable)
-        self.snapshot = snapshot
         self._fd: int | None = fd
-        self._overlay: dict[int, bytes] = {}  # sector index -> OVERLAY_SECTOR bytes
-        self._written: set[int] | None = None  # CHUNKs written since take_written()
-        self._written_lock = threading.Lock()  # the guest writes, a migration takes
-
-    def __repr__(self) -> str:
-        mode = "snapshot" if self.snapshot else ("ro" if self.readonly else "rw")
-        return f"BlockBackend({self.path!r}, {self.size} bytes, {mode})"
 
     @property
     def closed(self) -> bool:
         return self._fd is None
 
-    def _check(self, offset: int, length: int) -> int:
+    def fileno(self) -> int:
         if self._fd is None:
             raise ValueError(f"image {self.path} is closed")
-        if offset < 0 or length < 0 or offset + length > self.size:
-            raise ValueError(f"image {self.path}: access {offset:#x}+{length:#x} beyond "
-                             f"its size {self.size:#x}")
         return self._fd
 
-    def _pread(self, fd: int, offset: int, length: int) -> bytes:
-        data = os.pread(fd, length, offset)
+    def read(self, offset: int, length: int) -> bytes:
+        data = os.pread(self.fileno(), length, offset)
         if len(data) < length:  # the file shrank under us: read the hole as zeros
             data += bytes(length - len(data))
         return data
 
+    def write(self, offset: int, data: bytes) -> None:
+        fd, view = self.fileno(), memoryview(data)
+        while view:
+            n = os.pwrite(fd, view, offset)
+            view, offset = view[n:], offset + n
+
+    def flush(self) -> None:
+        if self._fd is not None:
+            os.fsync(self._fd)
+
+    def reopen(self) -> None:
+        """Nothing to re-read: a raw file has no metadata (the format interface)."""
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # releases the flock with the last descriptor
+            self._fd = None
+
+
+def _lock(fd: int, path: str, mode: int) -> None:
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ImageLockedError(errno.EBUSY, f"image {path} is in use by another process") from None
+
+
+def _open_fd(path: str, flags: int) -> int:
+    try:
+        # O_NONBLOCK: a FIFO given as an image must be refused, not wait for a writer
+        return os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot open image {path}: {e.strerror}") from None
+
+
+def open_raw(path: str, *, readonly: bool, lock: bool = True) -> RawFile:
+    """Open ``path`` as a raw image (a file or a block device) and lock it (LOCK_EX
+    read-write, LOCK_SH read-only) unless ``lock=False``; OSError naming the path."""
+    fd = _open_fd(path, os.O_RDONLY if readonly else os.O_RDWR)
+    try:
+        st = os.fstat(fd)
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+            raise OSError(errno.EINVAL, f"image {path} is {kind_of(st.st_mode)}, "
+                                        "not a file or a block device")
+        os.set_blocking(fd, True)
+        size = st.st_size if stat.S_ISREG(st.st_mode) else os.lseek(fd, 0, os.SEEK_END)
+        if lock:
+            _lock(fd, path, fcntl.LOCK_SH if readonly else fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    return RawFile(path, fd, size)
+
+
+class BlockBackend:
+    """An image opened by ``open_image``, whatever its format; offsets and lengths are
+    guest bytes. ``image`` is the format object the bytes come from: the image itself,
+    or with ``snapshot`` the temporary overlay whose backing file the image is."""
+
+    def __init__(self, path: str, image: RawFile | Qcow2Image, *, format: str, size: int,
+                 readonly: bool, snapshot: bool, probed: bool = False,
+                 active: bool = True) -> None:
+        self.path = path
+        self.format = format  # "raw" or "qcow2": the image's, not the overlay's
+        self.active = active  # holds its lock: this process may run a guest on it
+        self.size = size
+        self.readonly = readonly  # the guest may not write (a snapshot is writable)
+        self.snapshot = snapshot
+        self.probed = probed  # the format was guessed, not given with format=
+        self._image: RawFile | Qcow2Image | None = image
+        # the qcow2 image on top, where internal snapshots go (QEMU's savevm writes the
+        # top image): the image itself or a -snapshot overlay; None for a plain raw image
+        self.qcow2: Qcow2Image | None = None if isinstance(image, RawFile) else image
+        self._written: set[int] | None = None  # CHUNKs written since take_written()
+        self._written_lock = threading.Lock()  # the guest writes, a migration takes
+
+    def __repr__(self) -> str:
+        mode = "snapshot" if self.snapshot else ("ro" if self.readonly else "rw")
+        return f"BlockBackend({self.path!r}, {self.format}, {self.size} bytes, {mode})"
+
+    @property
+    def closed(self) -> bool:
+        return self._image is None
+
+    @property
+    def notice(self) -> str | None:
+        """A warning for the user when the format of a raw image was probed."""
+        if not (self.probed and self.format == "raw"):
+            return None
+        return (f"image {self.path}: no format= given, probed as raw; the guest may not "
+                "write a qcow2 header into its first sector (give format=raw to allow it)")
+
+    def _check(self, offset: int, length: int) -> RawFile | Qcow2Image:
+        if self._image is None:
+            raise ValueError(f"image {self.path} is closed")
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise ValueError(f"image {self.path}: access {offset:#x}+{length:#x} beyond "
+                             f"its size {self.size:#x}")
+        return self._image
+
     def read(self, offset: int, length: int) -> bytes:
         """``length`` bytes at ``offset``; ValueError when outside the image."""
-        fd = self._check(offset, length)
-        if not self._overlay:
-            return self._pread(fd, offset, length)
-        out = bytearray()
-        pos, end = offset, offset + length
-        while pos < end:
-            sector, skip = divmod(pos, OVERLAY_SECTOR)
-            n = min(OVERLAY_SECTOR - skip, end - pos)
-            block = self._overlay.get(sector)
-            out += block[skip:skip + n] if block is not None else self._pread(fd, pos, n)
-            pos += n
-        return bytes(out)
+        return self._check(offset, length).read(offset, length)
 
     def write(self, offset: int, data: bytes) -> None:
-        """Store ``data`` at ``offset``; ValueError when outside or read-only."""
-        fd = self._check(offset, len(data))
+        """Store ``data`` at ``offset``; ValueError when outside or read-only, OSError
+        (EPERM) for a qcow2 header written into a probed raw image."""
+        image = self._check(offset, len(data))
         if self.readonly:
             raise ValueError(f"image {self.path} is read-only")
+        if self.probed and self.format == "raw" and offset < len(QCOW2_MAGIC) and data:
+            self._refuse_probe_header(offset, data)
         with self._written_lock:
             if self._written is not None and data:
                 self._written.update(range(offset // CHUNK,
                                            (offset + len(data) - 1) // CHUNK + 1))
-        if not self.snapshot:
-            view = memoryview(data)
-            while view:
-                n = os.pwrite(fd, view, offset)
-                view, offset = view[n:], offset + n
-            return
-        pos, end, src = offset, offset + len(data), 0
-        while pos < end:
-            sector, skip = divmod(pos, OVERLAY_SECTOR)
-            n = min(OVERLAY_SECTOR - skip, end - pos)
-            if n == OVERLAY_SECTOR:
-                block = bytes(data[src:src + n])
-            else:
-                old = bytearray(self.read(sector * OVERLAY_SECTOR, self._sector_len(sector)))
-                old[skip:skip + n] = data[src:src + n]
-                block = bytes(old)
-            self._overlay[sector] = block
-            pos, src = pos + n, src + n
+        image.write(offset, data)
 
-    def _sector_len(self, sector: int) -> int:
-        # the last sector of an image whose size is not a multiple of 512 is short
-        return min(OVERLAY_SECTOR, self.size - sector * OVERLAY_SECTOR)
+    def _refuse_probe_header(self, offset: int, data: bytes) -> None:
+        head = bytearray(self.read(0, min(len(QCOW2_MAGIC), self.size)))
+        head[offset:offset + len(data)] = data[:len(head) - offset]
+        if bytes(head) == QCOW2_MAGIC:
+            raise OSError(errno.EPERM, f"image {self.path}: refusing to write a qcow2 "
+                                       "header into a raw image whose format was probed")
 
     def flush(self) -> None:
-        """Make written data durable in the file (a snapshot overlay is never written)."""
-        if self._fd is not None and not self.readonly and not self.snapshot:
-            os.fsync(self._fd)
+        """Make written data durable (a snapshot overlay dies with us: never synced)."""
+        if self._image is not None and not self.readonly and not self.snapshot:
+            self._image.flush()
 
     def track_writes(self, on: bool) -> None:
         """Block migration: remember which CHUNKs the guest writes from now on."""
@@ -142,63 +223,100 @@ class BlockBackend:
     def lock_mode(self) -> int:
         return fcntl.LOCK_EX if not self.readonly and not self.snapshot else fcntl.LOCK_SH
 
+    def _lock_fd(self) -> int:
+        """The descriptor of the image (below a snapshot overlay) carrying its lock."""
+        image = self._check(0, 0)
+        if self.snapshot:
+            assert self.qcow2 is not None and self.qcow2.backing is not None
+            image = self.qcow2.backing
+        return image.fileno()
+
     def inactivate(self) -> None:
         """Flush and let go of the lock: another process (a migration's destination) may
         now take the image. Nothing may be written until ``activate()``."""
-        fd = self._check(0, 0)
+        fd = self._lock_fd()
         self.flush()
         fcntl.flock(fd, fcntl.LOCK_UN)
         self.active = False
 
     def activate(self) -> None:
-        """Take the image's lock (again); ImageLockedError if another process holds it."""
-        _lock(self._check(0, 0), self.path, self.lock_mode)
+        """Take the image's lock (again), then re-read its metadata: while we were
+        inactive another process (a migration's source) wrote the image.
+        ImageLockedError if another process holds the lock."""
+        _lock(self._lock_fd(), self.path, self.lock_mode)
+        self._check(0, 0).reopen()
         self.active = True
 
     def close(self) -> None:
-        """Flush, drop the lock and the overlay. Closing twice is harmless."""
-        if self._fd is None:
+        """Flush, drop the lock (and a snapshot overlay). Closing twice is harmless."""
+        image = self._image
+        if image is None:
             return
         try:
             self.flush()
         finally:
-            os.close(self._fd)  # releases the flock with the last descriptor
-            self._fd = None
-            self._overlay.clear()
+            self._image = None
+            image.close()
 
 
-def _lock(fd: int, path: str, mode: int) -> None:
-    try:
-        fcntl.flock(fd, mode | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise ImageLockedError(errno.EBUSY, f"image {path} is in use by another process") from None
-
-
-def open_image(path: str, *, readonly: bool = False, snapshot: bool = False,
-               lock: bool = True) -> BlockBackend:
-    """Open raw image ``path``; OSError naming the path when it cannot be used. With
-    ``lock=False`` the image is opened inactive (an incoming migration's destination,
-    whose source still holds it) and ``activate()`` takes the lock later."""
-    writable = not readonly and not snapshot
-    try:
-        # O_NONBLOCK: a FIFO given as an image must be refused, not wait for a writer
-        fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_NONBLOCK |
-                     os.O_CLOEXEC)
-    except OSError as e:
-        raise OSError(e.errno, f"cannot open image {path}: {e.strerror}") from None
+def probe(path: str, format: str | None = None) -> tuple[str, bool]:
+    """(format, probed): ``format`` checked against the file, or the file's format when
+    it is None (qcow2 magic or raw). OSError naming the image and the problem."""
+    fd = _open_fd(path, os.O_RDONLY)
     try:
         st = os.fstat(fd)
-        if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
-            raise OSError(errno.EINVAL, f"image {path} is {kind_of(st.st_mode)}, "
-                                        "not a file or a block device")
-        os.set_blocking(fd, True)
-        size = st.st_size if stat.S_ISREG(st.st_mode) else os.lseek(fd, 0, os.SEEK_END)
-        if lock:
-            _lock(fd, path, fcntl.LOCK_EX if writable else fcntl.LOCK_SH)
-    except BaseException:
+        # other kinds are refused by the opener, with the kind named
+        head = os.pread(fd, len(QCOW2_MAGIC), 0) if stat.S_ISREG(st.st_mode) else b""
+    finally:
         os.close(fd)
-        raise
-    return BlockBackend(path, fd, size, readonly=readonly, snapshot=snapshot, active=lock)
+    if format == "qcow2" and head != QCOW2_MAGIC:
+        raise OSError(errno.EINVAL, f"image {path}: format=qcow2 but the file does not "
+                                    "start with the qcow2 magic (raw data? give format=raw)")
+    if format is not None:
+        return format, False
+    return ("qcow2" if head == QCOW2_MAGIC else "raw"), True
+
+
+def _snapshot_overlay(path: str, format: str, lock: bool) -> Qcow2Image:
+    """A read-write qcow2 overlay over ``path`` (opened read-only, backing_fmt set), in a
+    private directory, unlinked once open: it dies with its descriptor."""
+    from emu.host import qcow2
+
+    tmpdir = tempfile.mkdtemp(prefix="pyemu-snapshot-")  # 0700: private
+    try:
+        fd, overlay = tempfile.mkstemp(suffix=".qcow2", dir=tmpdir)  # 0600
+        os.close(fd)
+        # absolute: the overlay's directory is not the image's
+        qcow2.create(overlay, backing=os.path.abspath(path), backing_fmt=format)
+        image = qcow2.Qcow2Image(overlay, readonly=False)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    if not lock:  # inactive: the backing was locked shared on open
+        assert image.backing is not None
+        fcntl.flock(image.backing.fileno(), fcntl.LOCK_UN)
+    return image
+
+
+def open_image(path: str, *, format: str | None = None, readonly: bool = False,
+               snapshot: bool = False, lock: bool = True) -> BlockBackend:
+    """Open image ``path`` as ``format`` ("raw", "qcow2"; None: probe it); OSError naming
+    the path when it cannot be used. With ``lock=False`` the image is opened inactive
+    (an incoming migration's destination, whose source still holds it) and
+    ``activate()`` takes the lock later."""
+    from emu.host.qcow2 import Qcow2Image
+
+    fmt, probed = probe(path, format)
+    image: RawFile | Qcow2Image
+    if snapshot:
+        image = _snapshot_overlay(path, fmt, lock)
+        assert image.backing is not None
+        size = image.backing.size
+    else:
+        image = (Qcow2Image(path, readonly=readonly, lock=lock) if fmt == "qcow2"
+                 else open_raw(path, readonly=readonly, lock=lock))
+        size = image.size
+    return BlockBackend(path, image, format=fmt, size=size, readonly=readonly,
+                        snapshot=snapshot, probed=probed, active=lock)
 
 
 # -- command line ------------------------------------------------------------------
@@ -219,6 +337,7 @@ class DriveSpec:
     readonly: bool = False
     snapshot: bool = False
     id: str | None = None
+    format: str | None = None  # "raw" or "qcow2"; None: probed when opened, as QEMU does
     option: str = "-drive"  # the option the user typed: -drive, -hda..-hdd, -cdrom
 
     @property
@@ -243,7 +362,7 @@ class DriveSpec:
         ``-snapshot`` flag."""
         if not self.file:
             return None
-        return open_image(self.file, readonly=self.readonly,
+        return open_image(self.file, format=self.format, readonly=self.readonly,
                           snapshot=(self.snapshot or snapshot) and not self.readonly, lock=lock)
 
 
@@ -294,8 +413,8 @@ def parse_drive(text: str) -> DriveSpec:
                 raise ValueError("-drive file=: empty file name")
             fields["file"] = value
         elif key == "format":
-            if value != "raw":
-                raise ValueError(f"-drive format={value}: only format=raw is supported")
+            if value not in FORMATS:
+                raise ValueError(f"-drive format={value}: only raw and qcow2 are supported")
             fields["format"] = value
         elif key == "if":
             if value != "ide":
@@ -319,7 +438,6 @@ def parse_drive(text: str) -> DriveSpec:
         if fields.get("media") != "cdrom":
             raise ValueError(f"-drive {text}: file= is missing")
         fields["file"] = ""  # a CD drive with an empty tray, as QEMU allows
-    fields.pop("format", None)
     fields.pop("interface", None)
     if fields.get("media") == "cdrom":
         if fields.get("readonly") is False:

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 
 import zstandard
 
-from emu.host.block import BlockBackend, ImageLockedError, open_image
+from emu.host.block import ImageLockedError, RawFile, open_raw
 
 MAGIC = b"QFI\xfb"
 V2_HEADER = 72
@@ -177,7 +177,7 @@ class Qcow2Image:
         except OSError as e:
             raise OSError(e.errno, f"cannot open image {path}: {e.strerror}") from None
         self._fd: int | None = fd
-        self.backing: Qcow2Image | BlockBackend | None = None
+        self.backing: Qcow2Image | RawFile | None = None
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
@@ -185,15 +185,40 @@ class Qcow2Image:
             os.set_blocking(fd, True)
             if lock:
                 _lock(fd, path, readonly)
-            self._parse_header(st.st_size)
             self._chain = (*_chain, (st.st_dev, st.st_ino))
+            self._parse_header(st.st_size)
             self._open_backing()
-            if not readonly and self.version >= 3 and self._autoclear:
-                # bitmaps and other autoclear extensions go stale once we write
-                _pwrite_all(fd, 88, bytes(8))
+            self._clear_autoclear()
         except BaseException:
             self.close()
             raise
+
+    def _clear_autoclear(self) -> None:
+        if not self.readonly and self.version >= 3 and self._autoclear:
+            # bitmaps and other autoclear extensions go stale once we write
+            _pwrite_all(self._require_fd(), 88, bytes(8))
+            self._autoclear = 0
+
+    def reopen(self) -> None:
+        """Read the image again: header, L1 and refcount tables, snapshot table, with
+        every cache dropped, and the backing chain likewise. For a migration's
+        destination on shared storage, whose source wrote the image meanwhile."""
+        fd = self._require_fd()
+        backing_before = (self.backing_name, self.backing_format)
+        self._parse_header(os.fstat(fd).st_size)
+        if self.backing is not None and \
+                (self.backing_name, self.backing_format) == backing_before:
+            self.backing.reopen()
+        else:  # the other process rebased the image
+            backing, self.backing = self.backing, None
+            if backing is not None:
+                backing.close()
+            self._open_backing()
+        self._clear_autoclear()
+
+    def fileno(self) -> int:
+        """The image file's descriptor, which carries its lock."""
+        return self._require_fd()
 
     # -- header ------------------------------------------------------------------
 
@@ -357,7 +382,7 @@ class Qcow2Image:
         if fmt == "qcow2":
             self.backing = Qcow2Image(path, readonly=True, _chain=self._chain)
         elif fmt == "raw":
-            self.backing = open_image(path, readonly=True)
+            self.backing = open_raw(path, readonly=True)
         else:
             raise self._error(f"backing format {fmt!r} is not supported (raw or qcow2)")
 
@@ -1098,7 +1123,7 @@ def _probe_backing(path: str, backing: str, fmt: str | None,
         raise ValueError(f"qcow2 image {path}: backing format {fmt!r} is not supported")
     if size is not None:
         return fmt, size
-    if fmt == "raw":
-        return fmt, os.stat(full).st_size
+    if fmt == "raw":  # rounded up to sectors, as QEMU sizes a raw image
+        return fmt, _ceil_div(os.stat(full).st_size, 512) * 512
     with Qcow2Image(full, readonly=True) as img:
         return fmt, img.size

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from functools import cache
 
 from emu.devices import piix3
 from emu.devices.piix3 import HOTPLUG_SLOTS, PIRQ_IRQS
@@ -312,11 +313,16 @@ def pci_root_aml(mmio_base: int, slots: tuple[int, ...], pirq_irqs: tuple[int, .
     return aml_device(PCI0, b"".join((
         aml_name("_HID", aml_dword(EISA_PNP0A03)),
         aml_name("_CRS", aml_buffer(pci_root_crs(mmio_base))),
-        pci_prt(slots, pirq_irqs),
-        pcihp_registers(),
-        pcnt_method(slots),
-        *(slot_device(slot) for slot in slots),
+        slots_aml(slots, pirq_irqs),
     )))
+
+
+@cache  # a few milliseconds of Python, the same for every machine of a board
+def slots_aml(slots: tuple[int, ...], pirq_irqs: tuple[int, ...]) -> bytes:
+    """The part of PCI0 that depends on the slots only: _PRT, the hotplug registers,
+    PCNT and the slot devices."""
+    return b"".join((pci_prt(slots, pirq_irqs), pcihp_registers(), pcnt_method(slots),
+                     *(slot_device(slot) for slot in slots)))
 
 
 def gpe_aml() -> bytes:

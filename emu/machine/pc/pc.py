@@ -139,6 +139,12 @@ def _linux_items(fw: FwCfg, image: linux.LinuxImage, cmdline: str, initrd: bytes
     fw.add_file("bootorder", f"/rom@{LINUXBOOT_FILE}\n".encode())
 
 
+def prepare() -> None:
+    """What every pc machine of this process shares, made once before any is built (a
+    bare destination does it while it waits for its stream): the DSDT's slots."""
+    acpi.slots_aml(piix3.HOTPLUG_SLOTS, piix3.PIRQ_IRQS)
+
+
 class PcMachine(Machine):
     """i440FX-era PC, ISA part: what the machine core needs to run guests."""
 
@@ -175,6 +181,14 @@ class PcMachine(Machine):
         self.linux = None if firmware_boot else image
         self.initrd = read_file(cfg.initrd, "-initrd", cfg.ram_size) \
             if image is not None and cfg.initrd else None
+        with self.cpu.map_batch():  # one update of the CPU's region cache, at the end
+            self._build(cfg, chardevs, blocks or {}, image, firmware_boot)
+        self.system_reset("power on")
+
+    def _build(self, cfg: MachineConfig, chardevs: dict[str, Chardev],
+               blocks: dict[int, BlockBackend], image: linux.LinuxImage | None,
+               firmware_boot: bool) -> None:
+        """Memory and devices, realized."""
         self.mem = AddressSpace(self.cpu.uc, cfg.ram_size, _bios_image(cfg.bios, firmware_boot),
                                 self.cpu.invalidate_code, self.cpu.invalidate_ram)
         self._build_pci()
@@ -204,7 +218,6 @@ class PcMachine(Machine):
             if isinstance(dev, Device):
                 dev.realize_all(self)
         self.mem.fill_unassigned()
-        self.system_reset("power on")
 
     def _build_pci(self) -> None:
         """Bus 0: 00:00.0 i440FX, 00:01.0 PIIX3 ISA, 00:01.1 IDE, 00:01.3 PM."""
