@@ -1,10 +1,18 @@
-"""Block backends: raw images, locks, the snapshot overlay, and the -drive spellings."""
+"""Block backends: raw and qcow2 images behind one interface, format probing, locks and
+the migration hand-over, the -snapshot overlay, and the -drive spellings."""
 
 from __future__ import annotations
 
+import errno
+import shutil
+import subprocess
+import tempfile
+
 import pytest
 
+from emu.host import qcow2
 from emu.host.block import (
+    CHUNK,
     DriveSpec,
     ImageLockedError,
     assign_indexes,
@@ -12,6 +20,9 @@ from emu.host.block import (
     open_image,
     parse_drive,
 )
+
+QEMU_IMG = shutil.which("qemu-img")
+needs_qemu_img = pytest.mark.skipif(QEMU_IMG is None, reason="qemu-img is not installed")
 
 
 @pytest.fixture
@@ -98,7 +109,7 @@ def test_parse_drive_full_spelling():
     spec = parse_drive("file=a,,b.img,format=raw,if=ide,index=1,media=disk,"
                        "readonly=on,snapshot=off,id=hd1")
     assert spec == DriveSpec(file="a,b.img", index=1, media="disk", readonly=True,
-                             snapshot=False, id="hd1")
+                             snapshot=False, id="hd1", format="raw")
     assert (spec.channel, spec.unit) == (0, 1)
     cd = parse_drive("file=x.iso,media=cdrom")
     assert cd.readonly and cd.media == "cdrom" and cd.index is None
@@ -106,7 +117,7 @@ def test_parse_drive_full_spelling():
 
 
 @pytest.mark.parametrize("text, fault", [
-    ("file=a.img,format=qcow2", "format=qcow2"),
+    ("file=a.img,format=vmdk", "-drive format=vmdk: only raw and qcow2 are supported"),
     ("file=a.img,if=virtio", "if=virtio"),
     ("file=a.img,index=4", "index=4"),
     ("file=a.img,index=x", "index=x"),
@@ -145,3 +156,235 @@ def test_drivespec_open_global_snapshot(image):
     be.write(0, b"\xff")
     be.close()
     assert image.read_bytes()[0] == 0
+
+
+# -- formats ---------------------------------------------------------------------
+
+MIB = 1 << 20
+
+
+def qemu_img(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["qemu-img", *args], capture_output=True, text=True, timeout=60)
+
+
+def patterned(size: int) -> bytes:
+    return bytes((i * 7 + i // 4096) & 0xFF for i in range(size))
+
+
+def make(tmp_path, fmt: str, data: bytes):
+    """An image holding ``data`` in ``fmt``: raw bytes, or qemu-img's conversion of them."""
+    raw = tmp_path / "data.raw"
+    raw.write_bytes(data)
+    if fmt == "raw":
+        return raw
+    image = tmp_path / "data.qcow2"
+    r = qemu_img("convert", "-f", "raw", "-O", "qcow2", str(raw), str(image))
+    assert r.returncode == 0, r.stderr
+    return image
+
+
+def as_raw(image) -> bytes:
+    """The guest's bytes of ``image`` as qemu-img reads them."""
+    out = image.parent / (image.name + ".out")
+    r = qemu_img("convert", "-O", "raw", str(image), str(out))
+    assert r.returncode == 0, r.stderr
+    return out.read_bytes()
+
+
+def test_parse_drive_formats():
+    assert parse_drive("file=a.qcow2,format=qcow2").format == "qcow2"
+    assert parse_drive("file=a.img,format=raw").format == "raw"
+    assert parse_drive("file=a.img").format is None  # probed when opened
+    assert drive_for_option("-hda", "a.qcow2").format is None
+    assert drive_for_option("-cdrom", "a.iso").format is None
+
+
+@needs_qemu_img
+def test_probing_picks_qcow2_by_its_header(tmp_path):
+    data = patterned(MIB)
+    image = make(tmp_path, "qcow2", data)
+    for spec in (DriveSpec(file=str(image)), drive_for_option("-hda", str(image)),
+                 drive_for_option("-cdrom", str(image)),
+                 parse_drive(f"file={image},format=qcow2")):
+        be = spec.open()
+        assert (be.format, be.size, be.notice) == ("qcow2", MIB, None)
+        assert be.probed == (spec.format is None)
+        assert be.read(0, MIB) == data
+        be.close()
+
+
+def test_probing_a_raw_image_is_noted(image):
+    be = open_image(str(image))
+    assert (be.format, be.probed, be.qcow2) == ("raw", True, None)
+    assert str(image) in be.notice and "format=raw" in be.notice
+    be.close()
+    be = open_image(str(image), format="raw")
+    assert (be.format, be.probed, be.notice) == ("raw", False, None)
+    be.close()
+
+
+def test_format_qcow2_on_a_raw_image_names_both(image):
+    with pytest.raises(OSError, match=f"image {image}: format=qcow2 but ") as info:
+        open_image(str(image), format="qcow2")
+    assert "\n" not in str(info.value)
+
+
+@needs_qemu_img
+def test_a_raw_disk_holding_a_qcow2_header_stays_raw_with_format_raw(tmp_path):
+    # The guest wrote a valid qcow2 image into its raw disk's first sectors: the disk is
+    # still raw, its bytes are the guest's, whatever its first sector says.
+    header = make(tmp_path, "qcow2", patterned(MIB)).read_bytes()[:64 << 10]
+    disk = tmp_path / "guest.raw"
+    disk.write_bytes(bytes(2 * MIB))
+    be = open_image(str(disk), format="raw")
+    be.write(0, header)  # allowed: the user said raw
+    be.close()
+    be = open_image(str(disk), format="raw")
+    assert (be.format, be.size) == ("raw", 2 * MIB)
+    assert be.read(0, len(header)) == header
+    assert be.read(MIB, 4) == bytes(4)
+    be.close()
+
+
+def test_a_probed_raw_image_refuses_a_qcow2_header_in_sector_0(image):
+    before = image.read_bytes()
+    be = open_image(str(image))
+    for offset, data in ((0, qcow2.MAGIC + bytes(508)), (1, b"FI\xfb")):
+        if offset:
+            be.write(0, b"Q")  # with byte 0 already 'Q' the rest completes the magic
+        with pytest.raises(OSError, match="refusing to write a qcow2 header") as info:
+            be.write(offset, data)
+        assert info.value.errno == errno.EPERM
+    be.write(0, b"QFI!")  # anything else in sector 0 is fine
+    be.write(512, qcow2.MAGIC)  # and the magic elsewhere
+    be.close()
+    after = image.read_bytes()
+    assert after[:4] == b"QFI!" and after[512:516] == qcow2.MAGIC
+    assert after[516:] == before[516:]
+
+
+@needs_qemu_img
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
+def test_both_formats_behind_one_interface(tmp_path, fmt):
+    data = patterned(2 * MIB)
+    image = make(tmp_path, fmt, data)
+    be = open_image(str(image), format=fmt)
+    assert (be.format, be.size, be.chunks, be.path) == (fmt, 2 * MIB, 2 * MIB // CHUNK,
+                                                         str(image))
+    assert (be.readonly, be.snapshot, be.active, be.closed) == (False, False, True, False)
+    assert (be.qcow2 is not None) == (fmt == "qcow2")
+    assert be.read(12345, 100) == data[12345:12345 + 100]
+    be.track_writes(True)
+    be.write(CHUNK - 2, b"ABCD")  # straddles chunks 0 and 1
+    be.write(5 * CHUNK + 7, b"xyz")
+    assert be.take_written() == [0, 1, 5]
+    assert be.take_written() == []
+    be.write(2 * MIB - 3, b"end")
+    assert be.take_written() == [2 * MIB // CHUNK - 1]
+    be.track_writes(False)
+    with pytest.raises(ValueError, match="beyond"):
+        be.write(2 * MIB - 2, b"xyz")
+    with pytest.raises(ImageLockedError):
+        open_image(str(image), format=fmt)
+    be.flush()
+    be.close()
+    assert be.closed
+    with pytest.raises(ValueError, match="closed"):
+        be.read(0, 1)
+    want = bytearray(data)
+    want[CHUNK - 2:CHUNK + 2] = b"ABCD"
+    want[5 * CHUNK + 7:5 * CHUNK + 10] = b"xyz"
+    want[-3:] = b"end"
+    assert as_raw(image) == want
+    if fmt == "qcow2":
+        r = qemu_img("check", str(image))
+        assert r.returncode == 0, r.stdout + r.stderr
+
+
+@needs_qemu_img
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
+def test_activate_rereads_what_the_other_process_wrote(tmp_path, fmt):
+    # A migration over shared storage: the destination opens the image inactive and
+    # reads it (caching qcow2 metadata), the source goes on writing -- allocating
+    # clusters, L2 tables and refcounts -- then hands over; the destination then sees
+    # the source's writes and its own land consistently.
+    data = patterned(MIB) + bytes(3 * MIB)  # qemu-img leaves the zeros unallocated
+    image = make(tmp_path, fmt, data)
+    source = open_image(str(image), format=fmt)
+    dest = open_image(str(image), format=fmt, lock=False)
+    assert not dest.active
+    assert dest.read(3 * MIB, 16) == data[3 * MIB:3 * MIB + 16]
+    with pytest.raises(ImageLockedError):
+        dest.activate()  # the source still runs
+    source.write(3 * MIB, b"from the source")
+    source.write(MIB + 100, b"S" * 70000)
+    source.inactivate()
+    assert not source.active
+    dest.activate()
+    assert dest.active and dest.lock_mode
+    assert dest.read(3 * MIB, 15) == b"from the source"
+    assert dest.read(MIB + 100, 70000) == b"S" * 70000
+    dest.write(2 * MIB, b"from the destination")  # allocates past the source's clusters
+    source.close()
+    dest.close()
+    got = as_raw(image)
+    assert got[3 * MIB:3 * MIB + 15] == b"from the source"
+    assert got[MIB + 100:MIB + 70100] == b"S" * 70000
+    assert got[2 * MIB:2 * MIB + 20] == b"from the destination"
+    if fmt == "qcow2":
+        r = qemu_img("check", str(image))
+        assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch):
+    """tempfile's directory, watched for what the snapshot overlay leaves behind."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    return tmp
+
+
+@needs_qemu_img
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
+def test_snapshot_overlay_leaves_the_image_unchanged(tmp_path, private_tmp, fmt):
+    data = patterned(MIB)
+    image = make(tmp_path, fmt, data)
+    copy = tmp_path / ("copy." + fmt)
+    shutil.copyfile(image, copy)
+    before = image.read_bytes()
+    be = open_image(str(image), snapshot=True)
+    assert (be.format, be.snapshot, be.readonly, be.size) == (fmt, True, False, MIB)
+    assert list(private_tmp.iterdir()) == []  # the overlay is unlinked once open
+    assert be.qcow2 is not None and be.qcow2.backing_format == fmt
+    be.track_writes(True)
+    be.write(510, b"ABCD")
+    be.write(200000, b"Z" * 70000)
+    assert be.take_written() == [0, 3, 4]
+    assert be.read(508, 8) == data[508:510] + b"ABCD" + data[514:516]
+    assert be.read(200000, 70001) == b"Z" * 70000 + data[270000:270001]
+    with pytest.raises(ImageLockedError):
+        open_image(str(image))  # the image is in use, read-only
+    be.inactivate()
+    be.activate()
+    assert be.read(508, 8) == data[508:510] + b"ABCD" + data[514:516]
+    be.flush()
+    be.close()
+    assert list(private_tmp.iterdir()) == []
+    assert image.read_bytes() == before
+    r = qemu_img("compare", str(copy), str(image))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_snapshot_over_an_odd_sized_raw_image(tmp_path, private_tmp):
+    image = tmp_path / "odd.img"
+    image.write_bytes(b"\xaa" * 1000)
+    be = open_image(str(image), format="raw", snapshot=True)
+    assert be.size == 1000
+    be.write(996, b"1234")
+    assert be.read(990, 10) == b"\xaa" * 6 + b"1234"
+    with pytest.raises(ValueError, match="beyond"):
+        be.read(996, 5)
+    be.close()
+    assert image.read_bytes() == b"\xaa" * 1000
+    assert list(private_tmp.iterdir()) == []
