@@ -44,7 +44,9 @@ def written(path: Path, text: str) -> bool:
     return path.exists() and text.encode() in path.read_bytes()
 
 
-def test_linux_uses_a_hot_added_serial_card_across_a_migration(boot, tmp_path):  # noqa: F811
+def test_linux_uses_a_hot_added_serial_card_across_a_migration(boot, tmp_path,  # noqa: F811
+                                                              monkeypatch):
+    monkeypatch.setenv("PYEMU_SNAPSHOT_DIR", str(tmp_path / "snapshots"))
     src = start(boot)
     sh, mon = src.console, src.mon
     assert sh.run("ls /sys/bus/pci/slots | wc -l").strip() == "30"  # acpiphp: slots 2-31
@@ -55,6 +57,7 @@ def test_linux_uses_a_hot_added_serial_card_across_a_migration(boot, tmp_path): 
     assert sh.run(f"cat {CARD}/vendor {CARD}/device").split() == ["0x1b36", "0x0002"]
     sh.run(f"stty -F /dev/{tty} raw; echo before-migration > /dev/{tty}")
     wait_for(lambda: written(out1, "before-migration"), what="the card's output")
+    assert mon.cmd("savevm hot") == ""  # the snapshot's description has the card
     qtree = mon.cmd("info qtree")
     assert "ps0" in qtree and "pci-serial" in qtree
     assert mon.cmd("device_add pci-serial,id=ps1,chardev=c1") == \
@@ -102,9 +105,23 @@ def test_linux_uses_a_hot_added_serial_card_across_a_migration(boot, tmp_path): 
         assert qmp.cmd("chardev-remove", id="c1") == {}
         assert qmp.cmd_obj({"execute": "device_del", "arguments": {"id": "ps0"}})["error"] == {
             "class": "DeviceNotFound", "desc": "Device 'ps0' not found"}
+        # the machine without the card cannot take the snapshot made with it
+        assert dmon.cmd("loadvm hot").startswith("Error: snapshot 'hot': ")
+        assert "/machine/ps0: present in the stream, absent here" in dmon.cmd("loadvm hot")
     finally:
         qmp.close()
     dst.quit()
+
+    # started with the card on the command line, -loadvm goes on from the snapshot
+    out3 = tmp_path / "card-loadvm.out"
+    again = boot.process("-m", "256", "-kernel", str(BUILD / "vmlinuz"), "-initrd",
+                         str(BUILD / "rootfs.gz"), "-append", APPEND_ACPI,
+                         "-chardev", f"file,id=c1,path={out3}",
+                         "-device", "pci-serial,id=ps0,chardev=c1", "-loadvm", "hot")
+    again.monitor()
+    again.console.run(f"echo after-loadvm > /dev/{tty}")
+    wait_for(lambda: written(out3, "after-loadvm"), what="the card's output after loadvm")
+    again.quit()
 
 
 def test_a_cold_plugged_card_interrupts_through_the_prt(boot, tmp_path):  # noqa: F811
