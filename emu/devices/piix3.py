@@ -17,13 +17,16 @@ function QEMU's pc machine puts beside them.
 - QEMU's fixed ACPI ports beside the PIIX4 (hw/acpi/piix4.c, pcihp.c, cpu_hotplug.c),
   which pyemu's DSDT and SeaBIOS's own read: the GPE0 block at AFE0h (two status bytes,
   write 1 to clear, then two enable bytes; ACPI 6.x 4.8.4.1), PCI hotplug at AE00h and
-  the CPU-present bitmap at AF00h (CPU 0). The hotplug registers, as QEMU's modern pc
-  has them: PCIU (00h) the slots with a new card, cleared by reading it; PCID (04h) the
-  slots whose card the host wants ejected; B0EJ (08h) written with slot bits to eject
-  their cards (the board takes them away); RMVB (0Ch) the hot-pluggable slots; SEL
-  (10h) the bus the others refer to (bus 0 is the only one). A plug or unplug request
-  sets GPE0 status bit 1, which raises the SCI when enabled: the DSDT's \\_GPE._E01
-  reads PCIU and PCID and notifies the slots.
+  the CPU-present bitmap at AF00h (CPU 0). The hotplug registers: PCIU (00h) the
+  slots with a new card; PCID (04h) the slots whose card the host wants ejected; B0EJ
+  (08h) written with slot bits to eject their cards (the board takes them away); RMVB
+  (0Ch) the hot-pluggable slots; SEL (10h) the bus the others refer to (bus 0 is the
+  only one). A plug or unplug request sets GPE0 status bit 1, which raises the SCI
+  when enabled: the DSDT's \\_GPE._E01 reads PCIU and PCID and notifies the slots.
+  Reading does not clear PCIU, as on QEMU's pc before its own DSDT read each register
+  once: SeaBIOS's built-in DSDT reads it again for every slot. A slot's bit stays
+  until its card is asked back or ejected, so a later event notifies it again, which
+  an OS takes as a rescan that finds nothing new.
 """
 
 from __future__ import annotations
@@ -165,7 +168,7 @@ class Piix4Pm(PciDevice):
     apm_sts = state.u8(reset=0, doc="APM status port 0xB3")
     gpe_sts = state.u16(reset=0, doc="GPE0 status (AFE0h, write 1 to clear); bit 1: PCI hotplug")
     gpe_en = state.u16(reset=0, doc="GPE0 enable (AFE2h)")
-    pci_up = state.u32(reset=0, doc="PCIU (AE00h): slots with a new card, until read")
+    pci_up = state.u32(reset=0, doc="PCIU (AE00h): slots with a new card")
     pci_down = state.u32(reset=0, doc="PCID (AE04h): slots whose card is to be ejected")
     hotplug_bus = state.u32(reset=0, doc="SEL (AE10h): the bus the hotplug registers mean")
 
@@ -207,6 +210,7 @@ class Piix4Pm(PciDevice):
     def request_unplug(self, slot: int) -> None:
         """Ask the guest to let go of the card in ``slot`` (PCID, GPE0 bit 1); the card
         goes when the guest writes its slot to B0EJ."""
+        self.pci_up &= ~(1 << slot)
         self.pci_down |= 1 << slot
         self._hotplug_event()
 
@@ -231,7 +235,6 @@ class Piix4Pm(PciDevice):
         reg, shift = off & ~3, 8 * (off & 3)
         if reg == PCIU:
             value = self.pci_up
-            self.pci_up = 0  # read once by the _E01 method, as on QEMU's pc
         elif reg == PCID:
             value = self.pci_down
         elif reg == RMVB:
@@ -246,6 +249,7 @@ class Piix4Pm(PciDevice):
         reg, shift = off & ~3, 8 * (off & 3)
         if reg == B0EJ and self.hotplug_bus == 0:
             slots = (value << shift) & sum(1 << slot for slot in HOTPLUG_SLOTS)
+            self.pci_up &= ~slots
             self.pci_down &= ~slots
             for slot in HOTPLUG_SLOTS:
                 if slots >> slot & 1:

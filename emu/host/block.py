@@ -280,7 +280,7 @@ def probe(path: str, format: str | None = None) -> tuple[str, bool]:
 def _snapshot_overlay(path: str, format: str, lock: bool) -> Qcow2Image:
     """A read-write qcow2 overlay over ``path`` (opened read-only, backing_fmt set), in a
     private directory, unlinked once open: it dies with its descriptor."""
-    from emu.host import qcow2
+    from emu.host import qcow2  # here: qcow2 builds on this module (RawFile, open_raw)
 
     tmpdir = tempfile.mkdtemp(prefix="pyemu-snapshot-")  # 0700: private
     try:
@@ -303,7 +303,7 @@ def open_image(path: str, *, format: str | None = None, readonly: bool = False,
     the path when it cannot be used. With ``lock=False`` the image is opened inactive
     (an incoming migration's destination, whose source still holds it) and
     ``activate()`` takes the lock later."""
-    from emu.host.qcow2 import Qcow2Image
+    from emu.host.qcow2 import Qcow2Image  # here: qcow2 builds on this module
 
     fmt, probed = probe(path, format)
     image: RawFile | Qcow2Image

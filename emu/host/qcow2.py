@@ -1,4 +1,4 @@
-"""qcow2 images: the format layer beside the raw ``BlockBackend`` of ``block.py``.
+"""qcow2 images: a format behind ``block.py``'s ``BlockBackend``, beside ``RawFile``.
 
 Follows QEMU's docs/interop/qcow2.txt: "Header" (versions 2 and 3, feature bits,
 compression type), "Header extensions" (backing file format, feature name table),
@@ -31,6 +31,11 @@ page cache keeps it. ``flush()`` (fsync) makes everything durable against power 
   L1 table, the snapshot table, and refcounts recounted from scratch -- and switch to
   it with one 36-byte header write (l1_size .. snapshots_offset). Until that write the
   old image is intact; after it the new one is exact and the old metadata is free.
+
+Sharing. Everything read from the image (header, L1, refcount and snapshot tables, the
+L2 and refcount block caches) is trusted to stay as this process left it, which holds
+while it has the image's lock. A migration's destination on shared storage opens the
+image without it; ``reopen()`` reads it all again once the source has handed it over.
 """
 
 from __future__ import annotations
@@ -1123,7 +1128,9 @@ def _probe_backing(path: str, backing: str, fmt: str | None,
         raise ValueError(f"qcow2 image {path}: backing format {fmt!r} is not supported")
     if size is not None:
         return fmt, size
-    if fmt == "raw":  # rounded up to sectors, as QEMU sizes a raw image
-        return fmt, _ceil_div(os.stat(full).st_size, 512) * 512
+    if fmt == "raw":  # a file or a block device, rounded up to sectors as QEMU does
+        raw = open_raw(full, readonly=True, lock=False)
+        raw.close()
+        return fmt, _ceil_div(raw.size, 512) * 512
     with Qcow2Image(full, readonly=True) as img:
         return fmt, img.size

@@ -149,11 +149,17 @@ def test_a_plugged_card_is_announced_by_gpe_and_pciu(board, piix):
     assert board.inb(0xAFE0) == 0x02 and not board.irqs[9].level  # GPE 1 not enabled yet
     board.outb(0xAFE2, 0x02)                       # the OS enables GPE 1: SCI
     assert board.irqs[9].level
-    assert board.inl(0xAE00) == 1 << 3             # _E01 reads PCIU ...
-    assert board.inl(0xAE00) == 0                  # ... once: reading clears it
+    assert board.inl(0xAE00) == 1 << 3             # _E01 reads PCIU, as often as it
+    assert board.inl(0xAE00) == 1 << 3             # likes (SeaBIOS's: once per slot)
     board.outb(0xAFE0, 0x02)                       # the OS acknowledges the GPE
     assert board.inb(0xAFE0) == 0 and not board.irqs[9].level
     assert board.inb(0xAFE2) == 0x02               # the enable stays
+    pm.request_plug(4)                             # a second card: both bits stand
+    assert board.inl(0xAE00) == 1 << 3 | 1 << 4
+    pm.request_unplug(3)                           # asked back: no longer "new"
+    assert board.inl(0xAE00) == 1 << 4 and board.inl(0xAE04) == 1 << 3
+    board.outl(0xAE08, 1 << 4)                     # the guest ejects slot 4 itself
+    assert board.ejected == [4] and board.inl(0xAE00) == 0
 
 
 def test_an_unplug_request_waits_for_the_guests_eject(board, piix):

@@ -388,3 +388,11 @@ def test_snapshot_over_an_odd_sized_raw_image(tmp_path, private_tmp):
     be.close()
     assert image.read_bytes() == b"\xaa" * 1000
     assert list(private_tmp.iterdir()) == []
+
+
+def test_snapshot_of_an_image_in_use_is_refused_and_leaves_nothing(image, private_tmp):
+    writer = open_image(str(image), format="raw")
+    with pytest.raises(ImageLockedError, match=f"image {image} is in use"):
+        open_image(str(image), format="raw", snapshot=True)
+    assert list(private_tmp.iterdir()) == []
+    writer.close()

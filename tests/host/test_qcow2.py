@@ -324,6 +324,31 @@ def test_our_snapshots_in_qemu_img(tmp_path, compat):
     assert "saved" not in tool(QEMU_IMG, "snapshot", "-l", str(image))
 
 
+def test_reopen_reads_what_another_process_wrote(tmp_path):
+    # A migration's destination on shared storage: it opened the image without the lock
+    # and cached its metadata; the source wrote, snapshotted and rebased it meanwhile.
+    (tmp_path / "one.raw").write_bytes(b"1" * (1 << 20))
+    (tmp_path / "two.raw").write_bytes(b"2" * (1 << 20))
+    image = tmp_path / "r.qcow2"
+    tool(QEMU_IMG, "create", "-f", "qcow2", "-o", "cluster_size=4096", "-b", "one.raw",
+         "-F", "raw", "r.qcow2", "1M", cwd=tmp_path)
+    tool(QEMU_IO, "-c", "write -P 0x61 0 8k", str(image))
+    with Qcow2Image(str(image), lock=False) as mine:
+        assert mine.read(0, 12 << 10) == b"a" * (8 << 10) + b"1" * (4 << 10)
+        tool(QEMU_IO, "-c", "write -P 0x62 8k 8k", str(image))
+        tool(QEMU_IMG, "snapshot", "-c", "theirs", str(image))
+        tool(QEMU_IO, "-c", "write -P 0x63 0 4k", str(image))
+        tool(QEMU_IMG, "rebase", "-u", "-b", "two.raw", "-F", "raw", "r.qcow2", cwd=tmp_path)
+        mine.reopen()
+        assert [sn.name for sn in mine.snapshots] == ["theirs"]
+        assert mine.read(0, 20 << 10) == b"c" * (4 << 10) + b"a" * (4 << 10) + \
+            b"b" * (8 << 10) + b"2" * (4 << 10)
+        mine.write(100 << 10, b"d" * 10000)  # allocates with the refcounts re-read
+    check(image)
+    tool(QEMU_IMG, "snapshot", "-a", "theirs", str(image))
+    assert read_all(image)[:20 << 10] == b"a" * (8 << 10) + b"b" * (8 << 10) + b"2" * (4 << 10)
+
+
 # -- hostile images -------------------------------------------------------------------
 
 def patched(tmp_path: Path, at: int, fmt: str, *values: int) -> Path:

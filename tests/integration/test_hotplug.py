@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from qemu.qmp.legacy import QEMUMonitorProtocol
-from test_linux import APPEND_ACPI, BUILD, MARKER
+from test_linux import APPEND_ACPI, BUILD, MARKER, SEABIOS
 from test_linux_migration import Process, boot  # noqa: F401  (fixture)
 from test_migration import free_port, info, listening, wait_for
 
@@ -150,4 +150,21 @@ def test_a_cold_plugged_card_interrupts_through_the_prt(boot, tmp_path):  # noqa
             got += host.recv(100)
     finally:
         host.close()
+    guest.quit()
+
+
+def test_hotplug_through_seabios_own_dsdt(boot, tmp_path):  # noqa: F811
+    """SeaBIOS builds its own ACPI tables here (no QEMU table loader): its DSDT reads
+    the same registers, PCIU once per slot."""
+    out = tmp_path / "card.out"
+    guest = start(boot, "-bios", str(SEABIOS))
+    sh, mon = guest.console, guest.mon
+    assert mon.cmd(f"chardev-add file,id=c1,path={out}") == ""
+    assert mon.cmd("device_add pci-serial,id=ps0,chardev=c1") == ""
+    tty = tty_of_card(sh)
+    sh.run(f"echo through-seabios > /dev/{tty}")
+    wait_for(lambda: written(out, "through-seabios"), what="the card's output")
+    assert mon.cmd("device_del ps0") == ""
+    wait_in_guest(sh, f"[ ! -d {CARD} ]", "the card go")
+    wait_for(lambda: "ps0" not in mon.cmd("info qtree"), what="the card to leave the tree")
     guest.quit()

@@ -297,7 +297,7 @@ def slot_device(slot: int) -> bytes:
 
 
 def pcnt_method(slots: tuple[int, ...]) -> bytes:
-    """Method (PCNT): reads PCIU and PCID once each (the board may clear them on read)
+    """Method (PCNT): reads PCIU and PCID once each (QEMU's modern pc clears PCIU on read)
     and notifies each slot named there: device check for a new card, eject request for
     one to remove (5.6.6)."""
     checks = b"".join(
