@@ -36,6 +36,7 @@ class HotplugError(ValueError):
 
 def device_add(machine: PcMachine, spec: str) -> Device:
     """Plug the device ``spec`` describes (-device syntax) into the running machine."""
+    _not_migrating(machine, "device_add")
     try:
         option = parse_device(spec)
     except ValueError as e:
@@ -56,6 +57,13 @@ def device_add(machine: PcMachine, spec: str) -> Device:
     machine.pci.plug(dev)  # type: ignore[arg-type]
     machine.pm.request_plug(option.devfn >> 3)  # type: ignore[operator]
     return dev
+
+
+def _not_migrating(machine: PcMachine, command: str) -> None:
+    # the description a destination builds from has been sent: the machine must stay
+    # the one it describes until the migration ends (QEMU refuses the same)
+    if machine.migration.active():
+        raise HotplugError(f"{command} not allowed while migrating")
 
 
 def plug(machine: PcMachine, option: DeviceOption, chardev: Chardev | None) -> Device:
@@ -85,6 +93,7 @@ def _user(machine: PcMachine, cd: Chardev) -> Any:
 
 def device_del(machine: PcMachine, name: str) -> None:
     """Ask the guest to eject the device with id (or QOM path) ``name``."""
+    _not_migrating(machine, "device_del")
     try:
         dev = machine.resolve(name) if name.startswith("/") else machine.children[name]
     except KeyError:
