@@ -12,7 +12,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from emu.cpu.state import warm_up
@@ -170,13 +170,17 @@ def _build(cfg: MachineConfig, *, lock: bool) -> Built:
     monitors: list[Chardev] = []
     blocks: dict[int, BlockBackend] = {}
     try:
-        for spec in cfg.drives:
+        for k, spec in enumerate(cfg.drives):
             try:
                 backend = spec.open(snapshot=cfg.snapshot, lock=lock)
-                if backend is not None:
-                    blocks[spec.index] = backend
             except OSError as e:
                 raise LaunchError(f"{spec.origin}: {e.strerror or e}") from None
+            if backend is not None:
+                blocks[spec.index] = backend
+                if backend.notice:
+                    print(f"pyemu: warning: {backend.notice}", file=sys.stderr)
+                # the description names the format found, so no other side probes
+                cfg.drives[k] = replace(spec, format=backend.format)
         devices: dict[str, Chardev] = {}
         for i, spec in enumerate(cfg.serial):
             if spec != "none":

@@ -149,6 +149,9 @@ class BlockBackend:
         self.qcow2: Qcow2Image | None = None if isinstance(image, RawFile) else image
         self._written: set[int] | None = None  # CHUNKs written since take_written()
         self._written_lock = threading.Lock()  # the guest writes, a migration takes
+        # a migration's thread reads while the machine's writes: a qcow2 lookup must not
+        # see a mapping half changed, nor a cluster freed and reused under it
+        self._io_lock = threading.Lock()
 
     def __repr__(self) -> str:
         mode = "snapshot" if self.snapshot else ("ro" if self.readonly else "rw")
@@ -176,7 +179,9 @@ class BlockBackend:
 
     def read(self, offset: int, length: int) -> bytes:
         """``length`` bytes at ``offset``; ValueError when outside the image."""
-        return self._check(offset, length).read(offset, length)
+        image = self._check(offset, length)
+        with self._io_lock:
+            return image.read(offset, length)
 
     def write(self, offset: int, data: bytes) -> None:
         """Store ``data`` at ``offset``; ValueError when outside or read-only, OSError
@@ -190,7 +195,8 @@ class BlockBackend:
             if self._written is not None and data:
                 self._written.update(range(offset // CHUNK,
                                            (offset + len(data) - 1) // CHUNK + 1))
-        image.write(offset, data)
+        with self._io_lock:
+            image.write(offset, data)
 
     def _refuse_probe_header(self, offset: int, data: bytes) -> None:
         head = bytearray(self.read(0, min(len(QCOW2_MAGIC), self.size)))

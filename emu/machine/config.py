@@ -18,7 +18,7 @@ from typing import Any
 
 from emu.cpu.models import DEFAULT_MODEL, find_model
 from emu.devices.mc146818 import boot_order_nibbles, parse_rtc_base
-from emu.host.block import MAX_INDEX, MEDIA, DriveSpec, assign_indexes
+from emu.host.block import FORMATS, MAX_INDEX, MEDIA, DriveSpec, assign_indexes
 from emu.machine.pc.plug import MAX_DEVICES, parse_device
 from emu.memory.address_space import MAX_RAM
 
@@ -69,7 +69,7 @@ _SHAPE: dict[str, tuple[type, ...]] = {
 }
 _DRIVE: dict[str, tuple[type, ...]] = {"id": (str,), "file": (str,), "index": (int,),
                                       "media": (str,), "readonly": (bool,),
-                                      "snapshot": (bool,)}
+                                      "snapshot": (bool,), "format": (str,)}
 MAX_TEXT = 4096  # bytes of any string a stream's configuration gives
 CHARDEV = "chardev"  # a serial port or debug console that exists, bound by the receiver
 
@@ -148,7 +148,7 @@ def to_stream(cfg: MachineConfig) -> dict[str, Any]:
     out["devices"] = list(cfg.devices)
     out["drives"] = [{"id": drive_id(d), "file": d.file and os.path.abspath(d.file),
                       "index": d.index, "media": d.media, "readonly": d.readonly,
-                      "snapshot": d.snapshot} for d in cfg.drives]
+                      "snapshot": d.snapshot, "format": d.format or "raw"} for d in cfg.drives]
     return out
 
 
@@ -246,6 +246,9 @@ def from_stream(desc: Any, local: MachineConfig) -> MachineConfig:
         d = _checked(f"description/config/drives[{i}]", d, _DRIVE)
         if not 0 <= d["index"] <= MAX_INDEX or d["media"] not in MEDIA:
             raise ValueError(f"description/config/drives[{i}]: index or media out of range")
+        if d["format"] not in FORMATS:
+            raise ValueError(f"description/config/drives[{i}]/format: {d['format']!r} is not "
+                             f"one of {', '.join(FORMATS)}")
         if not d["file"] and d["media"] != "cdrom":
             raise ValueError(f"description/config/drives[{i}]/file: empty, and only a "
                              "cdrom drive can be without a medium")
@@ -255,7 +258,7 @@ def from_stream(desc: Any, local: MachineConfig) -> MachineConfig:
         ids.add(d["id"])
         cfg.drives.append(DriveSpec(file=rebind.pop(d["id"], d["file"]), index=d["index"],
                                     media=d["media"], readonly=d["readonly"],
-                                    snapshot=d["snapshot"], id=d["id"]))
+                                    snapshot=d["snapshot"], id=d["id"], format=d["format"]))
     try:
         assign_indexes(cfg.drives)  # the command line's check: one drive per index
     except ValueError as e:

@@ -171,12 +171,16 @@ class Machine(Object):
         self.check_snapshot_allowed()
         return write_stream(self, out)
 
-    def load_snapshot(self, data: bytes) -> None:
+    def load_snapshot(self, data: bytes,
+                      before_install: Callable[[], None] | None = None) -> None:
         """Check the whole stream first (StreamError names what is wrong, and nothing has
-        changed), then install it."""
+        changed), then install it; ``before_install`` runs between the two (savevm's
+        disks roll back there)."""
         from emu.migration.stream import apply_snapshot, parse_stream
 
         snap = parse_stream(data, self)
+        if before_install is not None:
+            before_install()
         apply_snapshot(self, snap)
         self.after_load()
 

@@ -79,7 +79,8 @@ def describe_machine(machine: Object) -> dict[str, Any]:
             continue
         props = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in obj.props().items()}
         objects.append({"path": obj.path, "type": obj.TYPE_NAME, "props": props})
-    drives = {name: {"size": b.size, "readonly": b.readonly, "snapshot": b.snapshot}
+    drives = {name: {"size": b.size, "readonly": b.readonly, "snapshot": b.snapshot,
+                     "format": b.format}
               for name, b in getattr(machine, "drive_backends", dict)().items()}
     return {"version": DESCRIPTION_VERSION, "machine": machine.TYPE_NAME,
             "ram_size": int(machine.mem.ram.size),
@@ -545,7 +546,8 @@ def _compare_drives(theirs: Any, ours: dict[str, dict[str, Any]]) -> list[str]:
             lines.append(f"drive {name}: absent in the stream, present here")
         else:
             lines += [f"drive {name}: {key} is {a.get(key)!r} in the stream, {b[key]!r} here"
-                      for key in ("size", "readonly", "snapshot") if a.get(key) != b[key]]
+                      for key in ("size", "readonly", "snapshot", "format")
+                      if a.get(key) != b[key]]
     return lines
 
 

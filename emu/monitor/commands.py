@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from emu import __version__
-from emu.migration import snapshot
+from emu.migration import savevm, snapshot
 
 if TYPE_CHECKING:
     from emu.machine.machine import Machine
@@ -194,12 +194,12 @@ def _q(machine: Machine, args: list[str]) -> str:
     return _quit(machine, args)
 
 
-# -- snapshots: the files of emu/migration/snapshot.py ------------------------------------
+# -- snapshots: the machine and its disks (emu/migration/savevm.py) -----------------------
 
 def save_snapshot(machine: Machine, tag: str) -> None:
-    """savevm: write the machine to the snapshot ``tag``, whole or not at all."""
+    """savevm: write the machine (and its qcow2 disks' snapshots), whole or not at all."""
     try:
-        snapshot.save(tag, machine.save_snapshot)
+        savevm.save(machine, tag)
     except (snapshot.SnapshotError, ValueError) as e:  # ValueError: the board refuses
         raise CommandError(f"Error: {e}") from None
 
@@ -207,24 +207,23 @@ def save_snapshot(machine: Machine, tag: str) -> None:
 def load_snapshot(machine: Machine, tag: str) -> None:
     """loadvm: restore the snapshot ``tag``; on any fault the machine is unchanged."""
     try:
-        data = snapshot.read(tag)
+        savevm.load(machine, tag)
     except snapshot.SnapshotError as e:
         raise CommandError(f"Error: {e}") from None
-    try:
-        machine.load_snapshot(data)
     except ValueError as e:  # the running machine is unchanged
         raise CommandError(f"Error: snapshot '{tag}': {e}") from None
 
 
-def delete_snapshot(tag: str) -> None:
+def delete_snapshot(machine: Machine, tag: str) -> None:
     """delvm: remove the snapshot ``tag``."""
     try:
-        snapshot.delete(tag)
-    except snapshot.SnapshotError as e:
+        savevm.delete(machine, tag)
+    except (snapshot.SnapshotError, ValueError) as e:
         raise CommandError(f"Error: {e}") from None
 
 
-@command("savevm", "[tag]", "save a VM snapshot (to $PYEMU_SNAPSHOT_DIR)", max_args=1)
+@command("savevm", "[tag]", "save a VM snapshot (into the qcow2 disks, else to "
+         "$PYEMU_SNAPSHOT_DIR)", max_args=1)
 def _savevm(machine: Machine, args: list[str]) -> str:
     save_snapshot(machine, args[0] if args else time.strftime("vm-%Y%m%d%H%M%S"))
     return ""
@@ -238,19 +237,23 @@ def _loadvm(machine: Machine, args: list[str]) -> str:
 
 @command("delvm", "tag", "delete a VM snapshot from its tag", max_args=1, min_args=1)
 def _delvm(machine: Machine, args: list[str]) -> str:
-    delete_snapshot(args[0])
+    delete_snapshot(machine, args[0])
     return ""
 
 
 @command("info snapshots", help="show the currently saved VM snapshots")
 def _info_snapshots(machine: Machine, args: list[str]) -> str:
-    found = snapshot.list_snapshots()
+    try:
+        found = savevm.listing(machine)
+    except ValueError as e:
+        raise CommandError(f"Error: {e}") from None
     if not found:
         return "There is no snapshot available."
-    rows = ["TAG                      VM SIZE  DATE"]
-    for tag, st in found:
-        date = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.st_mtime))
-        rows.append(f"{tag:<20} {st.st_size / 2**20:8.1f} MiB  {date}")
+    rows = ["TAG                      VM SIZE  DATE                 VM CLOCK"]
+    for s in found:
+        date = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.date))
+        clock = "" if s.vm_clock_ns is None else savevm.clock_text(s.vm_clock_ns)
+        rows.append(f"{s.tag:<20} {s.vm_size / 2**20:8.1f} MiB  {date}  {clock}".rstrip())
     return "\n".join(rows)
 
 

@@ -362,7 +362,7 @@ def _block_entry(name: str, drive: IdeDrive) -> list[str]:
         lines = [f"{name}: [not inserted]"]
     else:
         mode = ", read-only" if backend.readonly else ""
-        lines = [f"{name}: {backend.path} (raw{mode})"]
+        lines = [f"{name}: {backend.path} ({backend.format}{mode})"]
     lines.append(f"    Attached to:      {drive.path}")
     if drive.media == "cdrom":
         lock = "locked" if drive.medium_locked else "not locked"

@@ -22,9 +22,10 @@ def _human(fn: Callable[[], Any]) -> str:
 
 
 @command("change", "device filename [format]",
-         "change the medium of a removable device (format: raw)", max_args=3, min_args=2)
+         "change the medium of a removable device (format: raw or qcow2, else probed)",
+         max_args=3, min_args=2)
 def _change(machine: Machine, args: list[str]) -> str:
-    fmt = args[2] if len(args) > 2 else "raw"
+    fmt = args[2] if len(args) > 2 else None
     return _human(lambda: media.change_medium(machine, args[0], args[1], fmt))  # type: ignore[arg-type]
 
 

@@ -373,12 +373,12 @@ def _query_block(machine: Machine, args: dict[str, Any]) -> list[dict[str, Any]]
             info["tray_open"] = drive.tray_open
         if backend is not None:
             info["inserted"] = {
-                "file": backend.path, "ro": backend.readonly, "drv": "raw",
+                "file": backend.path, "ro": backend.readonly, "drv": backend.format,
                 "encrypted": False, "backing_file_depth": 0, "detect_zeroes": "off",
                 "bps": 0, "bps_rd": 0, "bps_wr": 0, "iops": 0, "iops_rd": 0, "iops_wr": 0,
                 "write_threshold": 0,
                 "cache": {"writeback": True, "direct": False, "no-flush": False},
-                "image": {"filename": backend.path, "format": "raw",
+                "image": {"filename": backend.path, "format": backend.format,
                           "virtual-size": backend.size}}
         out.append(info)
     return out
@@ -518,7 +518,7 @@ def _snapshot_load(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
 
 @qmp_command("snapshot-delete", {"tag": "str"})
 def _snapshot_delete(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
-    commands.delete_snapshot(args["tag"])
+    commands.delete_snapshot(machine, args["tag"])
     return {}
 
 
@@ -572,7 +572,7 @@ def _blockdev_change_medium(machine: Machine, args: dict[str, Any]) -> dict[str,
     if args.get("read-only-mode", "retain") not in ("retain", "read-only"):
         raise QmpError("read-only-mode: a cdrom is read-only")
     return _media(args, lambda dev: media.change_medium(
-        machine, dev, args["filename"], args.get("format", "raw"), args.get("force", False)))
+        machine, dev, args["filename"], args.get("format"), args.get("force", False)))
 
 
 @qmp_command("eject", {**_DRIVE_ARGS, "*force": "bool"})

@@ -396,3 +396,20 @@ def test_snapshot_of_an_image_in_use_is_refused_and_leaves_nothing(image, privat
         open_image(str(image), format="raw", snapshot=True)
     assert list(private_tmp.iterdir()) == []
     writer.close()
+
+
+def test_snapshot_opened_inactive_waits_for_the_writer(image, private_tmp):
+    # a migration's destination with -snapshot: it holds no lock until activate()
+    dest = open_image(str(image), format="raw", snapshot=True, lock=False)
+    source = open_image(str(image), format="raw")  # not refused: the source still runs
+    source.write(0, b"HELLO")
+    source.inactivate()
+    dest.activate()
+    assert dest.read(0, 6) == b"HELLO\x05"
+    dest.write(0, b"x")
+    assert dest.read(0, 2) == b"xE"
+    with pytest.raises(ImageLockedError):
+        source.activate()  # the destination reads it now
+    dest.close()
+    source.close()
+    assert image.read_bytes()[:6] == b"HELLO\x05"

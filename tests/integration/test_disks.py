@@ -156,7 +156,10 @@ def test_missing_image_names_the_short_option(pyemu, tmp_path, option):
     assert err.startswith(f"pyemu: {option} {missing}"), err
 
 
-def test_a_non_raw_format_is_refused(pyemu, tmp_path):
+def test_an_unknown_or_wrong_format_is_refused(pyemu, tmp_path):
     image = make_image(tmp_path / "disk.img", 16)
+    err = _one_line_error(pyemu, "-drive", f"file={image},format=vmdk")
+    assert err == "pyemu: -drive format=vmdk: only raw and qcow2 are supported", err
     err = _one_line_error(pyemu, "-drive", f"file={image},format=qcow2")
-    assert "format=qcow2" in err and "only format=raw is supported" in err, err
+    assert err == (f"pyemu: -drive file={image}: image {image}: format=qcow2 but the file "
+                   "does not start with the qcow2 magic (raw data? give format=raw)"), err

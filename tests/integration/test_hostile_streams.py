@@ -137,7 +137,7 @@ def make_stream(cap: Captured, *, config: dict | None = None, reply: bool = True
 
 def drive_config(path: str | Path, **changes) -> list[dict]:
     return [dict({"id": "data", "file": str(path), "index": 0, "media": "disk",
-                  "readonly": False, "snapshot": False}, **changes)]
+                  "readonly": False, "snapshot": False, "format": "raw"}, **changes)]
 
 
 class Peer:

@@ -168,7 +168,8 @@ def test_savevm_refuses_a_writable_disk(tmp_path, start_with_monitor, monkeypatc
         "-kernel", str(Path(__file__).parents[1] / "guests/build/hlt.elf"),
         "-serial", "null", "-hda", str(disk))
     reply = mon.cmd("savevm s")
-    assert reply.startswith("Error: drive /machine/ide/ide0/master") and "readonly=on" in reply
+    assert reply == (f"Error: drive ide0-hd0 ({disk}) is a writable raw image, which cannot "
+                     "hold its state at the snapshot; use a qcow2 image or readonly=on")
     assert not (tmp_path / "snaps" / "s.pyemu").exists()
     mon.sock.sendall(b"quit\n")
     proc.wait(15)

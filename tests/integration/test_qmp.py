@@ -561,8 +561,12 @@ def test_removable_media_over_qmp(tmp_path, pyemu_proc, guest):
                 ({"device": "ide0-hd0"}, ("DeviceNotFound", "Device 'ide0-hd0' not found"))):
             assert error(qmp.cmd_obj({"execute": "eject", "arguments": args})) == want
         assert error(qmp.cmd_obj({"execute": "blockdev-change-medium", "arguments": {
-            "device": "empty", "filename": str(discs[0]), "format": "qcow2"}})) == \
-            ("GenericError", "format 'qcow2' is not supported: only raw images")
+            "device": "empty", "filename": str(discs[0]), "format": "vmdk"}})) == \
+            ("GenericError", "format 'vmdk' is not supported: only raw and qcow2")
+        assert error(qmp.cmd_obj({"execute": "blockdev-change-medium", "arguments": {
+            "device": "empty", "filename": str(discs[0]), "format": "qcow2"}}))[1].endswith(
+            "format=qcow2 but the file does not start with the qcow2 magic (raw data? give "
+            "format=raw)")
         # the description (what a migration carries) holds the drives as they are now
         out = tmp_path / "vm.json"
         assert qmp.cmd("machine-export", file=str(out)) == {}

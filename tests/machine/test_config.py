@@ -63,13 +63,19 @@ def test_a_valid_configuration_comes_back_as_it_went() -> None:
     ({"append": "\u00e9" * 2049}, "description/config/append: not a usable string"),  # bytes
     ({"append": "\ud800"}, "description/config/append: not a usable string"),
     ({"drives": [{"id": "a", "file": "x", "index": 0, "media": "disk", "readonly": True,
-                  "snapshot": False}] * 2}, "description/config/drives[1]/id: 'a' is not a "
-                                            "name of its own"),
+                  "snapshot": False, "format": "raw"}] * 2},
+     "description/config/drives[1]/id: 'a' is not a name of its own"),
     ({"drives": [{"id": "a\nb", "file": "x", "index": 0, "media": "disk",
-                  "readonly": True, "snapshot": False}]}, "description/config/drives[0]/id"),
+                  "readonly": True, "snapshot": False, "format": "raw"}]},
+     "description/config/drives[0]/id"),
     ({"drives": [{"id": i, "file": "x", "index": 1, "media": "disk", "readonly": True,
-                  "snapshot": False} for i in ("a", "b")]},
+                  "snapshot": False, "format": "raw"} for i in ("a", "b")]},
      "description/config/drives: -drive index=1: used by x and x"),
+    ({"drives": [{"id": "a", "file": "x", "index": 0, "media": "disk", "readonly": True,
+                  "snapshot": False, "format": "vmdk"}]},
+     "description/config/drives[0]/format: 'vmdk' is not one of raw, qcow2"),
+    ({"drives": [{"id": "a", "file": "x", "index": 0, "media": "disk", "readonly": True,
+                  "snapshot": False}]}, "description/config/drives[0]/format: None is not a str"),
 ], ids=lambda v: "-".join(v) if isinstance(v, dict) else "")
 def test_a_value_its_option_would_refuse_is_refused_naming_the_field(host_of_16_gib,
                                                                      changes, message):

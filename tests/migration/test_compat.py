@@ -192,6 +192,13 @@ def test_a_description_without_a_version_is_upgraded_from_version_0():
     assert said["config"] == {"cpu": "qemu64", "devices": []}
 
 
+def test_a_version_1_description_had_only_raw_images():
+    got = upgrade_description({"version": 1, "drives": {"ide0-hd0": {"size": 512}},
+                               "config": {"drives": [{"id": "ide0-hd0", "file": "/d"}]}})
+    assert got["drives"]["ide0-hd0"]["format"] == "raw"
+    assert got["config"]["drives"][0]["format"] == "raw"
+
+
 @pytest.mark.parametrize("version, message", [
     (DESCRIPTION_VERSION + 1, f"is newer than this pyemu's {DESCRIPTION_VERSION}"),
     (-1, "-1 is not a description version"),

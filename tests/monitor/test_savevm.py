@@ -25,6 +25,12 @@ class Saver:
     def __init__(self, data: bytes, midway: Callable[[], None] = lambda: None) -> None:
         self.data, self.midway = data, midway
 
+    def check_snapshot_allowed(self) -> None:
+        pass
+
+    def drive_backends(self) -> dict:
+        return {}  # no disks: the snapshot directory holds the snapshot
+
     def save_snapshot(self, out) -> int:
         half = len(self.data) // 2
         out.write(self.data[:half])
@@ -76,7 +82,7 @@ def test_a_second_saver_of_a_tag_is_refused_while_the_first_finishes(snaps):
 
     def meanwhile() -> None:
         seen["save"] = refusal(lambda: save_snapshot(Saver(b"intruder"), "t"))
-        seen["delete"] = refusal(lambda: delete_snapshot("t"))
+        seen["delete"] = refusal(lambda: delete_snapshot(Saver(NEW), "t"))
         save_snapshot(Saver(b"other"), "u")  # another tag does not wait
         assert (snaps / "t.pyemu").read_bytes() == OLD  # still the previous one
 
@@ -85,7 +91,7 @@ def test_a_second_saver_of_a_tag_is_refused_while_the_first_finishes(snaps):
                     "delete": "Error: snapshot 't' is being saved by another process"}
     assert (snaps / "t.pyemu").read_bytes() == NEW
     assert sorted(p.name for p in snaps.iterdir()) == ["t.pyemu", "u.pyemu"]
-    delete_snapshot("t")  # once the save is over, the tag is free again
+    delete_snapshot(Saver(NEW), "t")  # once the save is over, the tag is free again
     assert sorted(p.name for p in snaps.iterdir()) == ["u.pyemu"]
 
 
@@ -136,14 +142,14 @@ def test_an_unusable_directory_is_one_line_naming_it(tmp_path, monkeypatch):
     monkeypatch.setenv("PYEMU_SNAPSHOT_DIR", str(where))
     assert refusal(lambda: save_snapshot(Saver(NEW), "t")) == \
         f"Error: snapshot 't' cannot be saved in {where}: Not a directory"
-    assert refusal(lambda: delete_snapshot("t")) == \
+    assert refusal(lambda: delete_snapshot(Saver(NEW), "t")) == \
         f"Error: snapshot 't' cannot be deleted from {where}: Not a directory"
-    assert refusal(lambda: load_snapshot(None, "t")) == \
+    assert refusal(lambda: load_snapshot(Saver(NEW), "t")) == \
         f"Error: snapshot 't' cannot be read from {where}: Not a directory"
 
 
 def test_a_missing_directory_is_created_by_save_only(snaps):
-    assert refusal(lambda: delete_snapshot("t")) == "Error: snapshot 't' not found"
+    assert refusal(lambda: delete_snapshot(Saver(NEW), "t")) == "Error: snapshot 't' not found"
     assert not snaps.exists()
     save_snapshot(Saver(NEW), "t")
     assert (snaps / "t.pyemu").read_bytes() == NEW
@@ -152,8 +158,8 @@ def test_a_missing_directory_is_created_by_save_only(snaps):
 @pytest.mark.parametrize("tag", ["", ".", "..", "../x", "a/b", "/etc/passwd", ".hidden",
                                  "a\0b", "x" * 65, "a b", "a\n"])
 def test_tags_cannot_leave_the_directory_or_name_its_hidden_files(snaps, tag):
-    for action in (lambda: save_snapshot(Saver(NEW), tag), lambda: delete_snapshot(tag),
-                   lambda: load_snapshot(None, tag)):
+    for action in (lambda: save_snapshot(Saver(NEW), tag), lambda: delete_snapshot(Saver(NEW), tag),
+                   lambda: load_snapshot(Saver(NEW), tag)):
         assert refusal(action).startswith(f"Error: invalid snapshot name {tag!r}")
     assert not snaps.exists()
 

@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from emu.devices.ide import IdeDrive
-from emu.host.block import BlockBackend, open_image
+from emu.host.block import FORMATS, BlockBackend, open_image
 
 if TYPE_CHECKING:
     from emu.machine.pc.pc import PcMachine
@@ -68,9 +68,9 @@ def remove_medium(machine: PcMachine, device: str) -> None:
         backend.close()
 
 
-def _open(filename: str) -> BlockBackend:
+def _open(filename: str, fmt: str | None) -> BlockBackend:
     try:
-        return open_image(filename, readonly=True)
+        return open_image(filename, format=fmt, readonly=True)
     except OSError as e:
         raise MediaError(f"Could not open '{filename}': {e.strerror or e}") from None
 
@@ -84,19 +84,20 @@ def _insert(machine: PcMachine, device: str, backend: BlockBackend) -> None:
         raise MediaError(f"Device '{device}' already has a medium inserted")
     spec = machine.cfg.drives[k]
     machine.blocks[spec.index] = backend
-    machine.cfg.drives[k] = replace(spec, file=backend.path)
+    machine.cfg.drives[k] = replace(spec, file=backend.path, format=backend.format)
     drive.change_medium(backend)
 
 
-def change_medium(machine: PcMachine, device: str, filename: str, fmt: str = "raw",
+def change_medium(machine: PcMachine, device: str, filename: str, fmt: str | None = None,
                   force: bool = False) -> None:
-    """QEMU's change: open the tray, swap the medium for ``filename`` (raw, read-only),
-    close the tray; the guest sees a unit attention for the new disc. Nothing changes
-    on an error: the image is opened before the tray moves."""
-    if fmt != "raw":
-        raise MediaError(f"format '{fmt}' is not supported: only raw images")
+    """QEMU's change: open the tray, swap the medium for ``filename`` (read-only, of
+    format ``fmt``, probed when None), close the tray; the guest sees a unit attention
+    for the new disc. Nothing changes on an error: the image is opened before the tray
+    moves."""
+    if fmt is not None and fmt not in FORMATS:
+        raise MediaError(f"format '{fmt}' is not supported: only {' and '.join(FORMATS)}")
     _find(machine, device)
-    backend = _open(filename)
+    backend = _open(filename, fmt)
     try:
         open_tray(machine, device, force)
     except MediaError:

@@ -372,14 +372,15 @@ class PcMachine(Machine):
         return self.pic.irq_line(n)
 
     def check_snapshot_allowed(self) -> None:
-        for drive in self.walk():
-            backend = getattr(drive, "backend", None)
-            # A raw image (or -snapshot's in-memory overlay) cannot hold the disk as it
-            # was at the snapshot, so a later loadvm would pair old RAM with newer disk
-            # contents: refuse, as QEMU does for raw images.
-            if backend is not None and not backend.readonly:
-                raise ValueError(f"drive {drive.path} ({backend.path}) is writable and a raw "
-                                 "image cannot hold its state at the snapshot; use readonly=on")
+        for name, backend in self.drive_backends().items():
+            # A raw image cannot hold the disk as it was at the snapshot, so a later
+            # loadvm would pair old RAM with newer disk contents: refuse, as QEMU does.
+            # A qcow2 image (or -snapshot's qcow2 overlay) takes an internal snapshot
+            # (migration/savevm.py).
+            if not backend.readonly and backend.qcow2 is None:
+                raise ValueError(f"drive {name} ({backend.path}) is a writable raw image, "
+                                 "which cannot hold its state at the snapshot; use a qcow2 "
+                                 "image or readonly=on")
 
     def after_load(self) -> None:
         super().after_load()

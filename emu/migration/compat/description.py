@@ -7,6 +7,7 @@ The version is the description's "version" key; descriptions written before it e
 - 0 -> 1: "version" appears. A configuration without "cpu" and "devices" comes from
   before -cpu and -device: its CPU model had every feature of "max" that guests use,
   and an isa-debug-exit sat at port F4h.
+- 1 -> 2: drives have a "format" (qcow2 came); before, every image was raw.
 
 The CPU and the virtual clock, objects of every machine's tree (``IMPLIED``), are not
 listed: a description says the same of them to every release.
@@ -19,7 +20,7 @@ from typing import Any
 
 from emu.migration.compat.filters import CompatError
 
-DESCRIPTION_VERSION = 1
+DESCRIPTION_VERSION = 2
 
 
 def _v0_to_v1(desc: dict[str, Any]) -> None:
@@ -29,7 +30,19 @@ def _v0_to_v1(desc: dict[str, Any]) -> None:
         config.setdefault("devices", ["isa-debug-exit,iobase=0xf4,iosize=0x04"])
 
 
-STEPS: dict[int, Callable[[dict[str, Any]], None]] = {0: _v0_to_v1}
+def _v1_to_v2(desc: dict[str, Any]) -> None:
+    drives = desc.get("drives")
+    for drive in drives.values() if isinstance(drives, dict) else ():
+        if isinstance(drive, dict):
+            drive.setdefault("format", "raw")
+    config = desc.get("config")
+    drives = config.get("drives") if isinstance(config, dict) else None
+    for drive in drives if isinstance(drives, list) else ():
+        if isinstance(drive, dict):
+            drive.setdefault("format", "raw")
+
+
+STEPS: dict[int, Callable[[dict[str, Any]], None]] = {0: _v0_to_v1, 1: _v1_to_v2}
 
 
 def implied_sections(desc: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
