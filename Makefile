@@ -61,11 +61,15 @@ firmware:
 	tests/guests/firmware/fetch-deb.sh seabios /usr/share/seabios/bios.bin
 	tests/guests/firmware/fetch-deb.sh ipxe /boot/ipxe.lkrn
 
-# QEMU itself, which the tests run beside pyemu on the same guests where they compare,
-# and Debian's gdb, which drives pyemu's gdb stub (tests/integration/test_gdb.py).
+# QEMU itself, which the tests run beside pyemu on the same guests where they compare;
+# qemu-img (qemu-utils), which makes, checks and compares the qcow2 images pyemu reads and
+# writes; Debian's gdb, which drives pyemu's gdb stub (tests/integration/test_gdb.py); and
+# ACPICA's iasl, which disassembles pyemu's ACPI tables (tests/machine/test_acpi.py).
 qemu:
 	tests/guests/firmware/fetch-deb.sh qemu-system-x86 /usr/bin/qemu-system-x86_64
+	tests/guests/firmware/fetch-deb.sh qemu-utils /usr/bin/qemu-img
 	tests/guests/firmware/fetch-deb.sh gdb /usr/bin/gdb
+	tests/guests/firmware/fetch-deb.sh acpica-tools /usr/bin/iasl
 
 # Debian's Linux kernel and a busybox initramfs (tests/guests/build/linux), fetched with
 # apt-get and built when missing.

@@ -22,7 +22,12 @@ from emu.host.block import (
 )
 
 QEMU_IMG = shutil.which("qemu-img")
-needs_qemu_img = pytest.mark.skipif(QEMU_IMG is None, reason="qemu-img is not installed")
+
+
+@pytest.fixture
+def needs_qemu_img() -> None:
+    if QEMU_IMG is None:
+        pytest.fail("qemu-img is missing: 'make test' installs qemu-utils")
 
 
 @pytest.fixture
@@ -199,7 +204,7 @@ def test_parse_drive_formats():
     assert drive_for_option("-cdrom", "a.iso").format is None
 
 
-@needs_qemu_img
+@pytest.mark.usefixtures("needs_qemu_img")
 def test_probing_picks_qcow2_by_its_header(tmp_path):
     data = patterned(MIB)
     image = make(tmp_path, "qcow2", data)
@@ -229,7 +234,7 @@ def test_format_qcow2_on_a_raw_image_names_both(image):
     assert "\n" not in str(info.value)
 
 
-@needs_qemu_img
+@pytest.mark.usefixtures("needs_qemu_img")
 def test_a_raw_disk_holding_a_qcow2_header_stays_raw_with_format_raw(tmp_path):
     # The guest wrote a valid qcow2 image into its raw disk's first sectors: the disk is
     # still raw, its bytes are the guest's, whatever its first sector says.
@@ -263,7 +268,7 @@ def test_a_probed_raw_image_refuses_a_qcow2_header_in_sector_0(image):
     assert after[516:] == before[516:]
 
 
-@needs_qemu_img
+@pytest.mark.usefixtures("needs_qemu_img")
 @pytest.mark.parametrize("fmt", ["raw", "qcow2"])
 def test_both_formats_behind_one_interface(tmp_path, fmt):
     data = patterned(2 * MIB)
@@ -301,7 +306,7 @@ def test_both_formats_behind_one_interface(tmp_path, fmt):
         assert r.returncode == 0, r.stdout + r.stderr
 
 
-@needs_qemu_img
+@pytest.mark.usefixtures("needs_qemu_img")
 @pytest.mark.parametrize("fmt", ["raw", "qcow2"])
 def test_activate_rereads_what_the_other_process_wrote(tmp_path, fmt):
     # A migration over shared storage: the destination opens the image inactive and
@@ -345,7 +350,7 @@ def private_tmp(tmp_path, monkeypatch):
     return tmp
 
 
-@needs_qemu_img
+@pytest.mark.usefixtures("needs_qemu_img")
 @pytest.mark.parametrize("fmt", ["raw", "qcow2"])
 def test_snapshot_overlay_leaves_the_image_unchanged(tmp_path, private_tmp, fmt):
     data = patterned(MIB)

@@ -24,7 +24,12 @@ QEMU_IMG = "/usr/bin/qemu-img"
 QEMU_IO = "/usr/bin/qemu-io"
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.skipif(not os.path.exists(QEMU_IMG), reason="needs qemu-img")
+
+
+@pytest.fixture(autouse=True)
+def _qemu_img() -> None:
+    if not os.path.exists(QEMU_IMG):
+        pytest.fail(f"{QEMU_IMG} is missing: 'make test' installs qemu-utils")
 
 
 def tool(*args: str, cwd: Path | None = None, ok: tuple[int, ...] = (0,)) -> str:

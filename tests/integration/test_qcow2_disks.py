@@ -19,9 +19,13 @@ from pathlib import Path
 import pytest
 from test_linux import APPEND, booted
 
-pytestmark = [pytest.mark.linux,
-              pytest.mark.skipif(shutil.which("qemu-img") is None,
-                                 reason="qemu-img is not installed")]
+pytestmark = pytest.mark.linux
+
+
+@pytest.fixture(autouse=True)
+def _qemu_img() -> None:
+    if shutil.which("qemu-img") is None:
+        pytest.fail("qemu-img is missing: 'make test' installs qemu-utils")
 
 MIB = 1 << 20
 SECTOR = 512
