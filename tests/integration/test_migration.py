@@ -404,3 +404,61 @@ def test_the_bundled_demo_migrates_to_a_destination_that_grants_nothing(pair,
     sock = pair.destination(f"tcp:127.0.0.1:{port}", allow=False)
     assert smon.cmd(f"migrate tcp:127.0.0.1:{port}") == ""
     assert pair.dst_monitor(sock).cmd("info status") == "VM status: running"
+
+
+def _qcow2(path: Path, data: bytes | None = None, size: int = 0) -> Path:
+    """A qcow2 image made by qemu-img: of ``data``, or empty of ``size`` bytes."""
+    if data is not None:
+        raw = path.with_suffix(".raw")
+        raw.write_bytes(data)
+        args = ["convert", "-f", "raw", "-O", "qcow2", str(raw), str(path)]
+    else:
+        args = ["create", "-f", "qcow2", str(path), str(size)]
+    subprocess.run(["qemu-img", *args], check=True, capture_output=True, timeout=60)
+    return path
+
+
+def _raw_of(image: Path) -> bytes:
+    """The guest's bytes of a qcow2 image, as qemu-img reads them; the image must
+    pass qemu-img check first."""
+    subprocess.run(["qemu-img", "check", str(image)], check=True, capture_output=True,
+                   timeout=60)
+    out = image.with_suffix(".out")
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(image), str(out)], check=True,
+                   capture_output=True, timeout=60)
+    return out.read_bytes()
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-qcow2", "block-into-qcow2"])
+def test_a_qcow2_disk_the_guest_keeps_writing_migrates(pair, guest, tmp_path, shared):
+    """Shared storage: the destination opens the same qcow2 image and re-reads its
+    metadata at the switchover (the source wrote clusters meanwhile). No shared storage
+    (migrate -b): the destination copies into an empty qcow2 image of its own."""
+    rng = np.random.default_rng(8)
+    data = bytes(1024 * 512) + rng.integers(0, 256, 1 << 20, np.uint8).tobytes()
+    src = _qcow2(tmp_path / "src.qcow2", data)
+    smon = pair.source(guest("dirty"), "-append", "mib=1 period=10 disk=1",
+                       "-drive", f"file={src},format=qcow2,id=data")
+    port = free_port()
+    if shared:
+        sock, image = pair.destination(f"tcp:127.0.0.1:{port}"), src
+        migrate = f"migrate tcp:127.0.0.1:{port}"
+    else:
+        image = _qcow2(tmp_path / "dst.qcow2", size=len(data))
+        sock = pair.destination(f"tcp:127.0.0.1:{port}", "-drive", f"id=data,file={image}")
+        migrate = f"migrate -b tcp:127.0.0.1:{port}"
+    assert smon.cmd(migrate) == ""
+    assert info(smon)["Migration status"] == "completed"
+    last = rounds(pair.src_out)[-1]
+    wait_for(lambda: (r := rounds(pair.dst_out)) and r[-1] >= last + 5,
+             what="rounds on the destination")
+    dmon = pair.dst_monitor(sock)
+    assert "(qcow2)" in dmon.cmd("info block")
+    smon.sock.sendall(b"quit\n")
+    assert pair.src.wait(15) == 0
+    dmon.sock.sendall(b"quit\n")
+    assert pair.dst.wait(15) == 0
+    done, b = rounds(pair.dst_out)[-1], _raw_of(image)
+    assert b[1024 * 512:] == data[1024 * 512:]  # what the guest never wrote
+    for n in range(1, done + 1):  # every round's sector, written on either side
+        assert int.from_bytes(b[n * 512:n * 512 + 4], "little") == n, f"sector {n}"
