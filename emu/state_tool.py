@@ -1,7 +1,9 @@
 """``pyemu-state``: look into snapshot files without running a guest.
 
-  pyemu-state show FILE            summary: machine, RAM, clock, sections
-  pyemu-state dump FILE [--json] [--ram]
+  pyemu-state show FILE [TAG]      summary: machine, RAM, clock, sections, the images
+                                   its drives use; a qcow2 image: its snapshots, or
+                                   with TAG the machine state savevm kept in it
+  pyemu-state dump FILE [TAG] [--json] [--ram]
                                    the whole state tree as JSON (RAM summarised unless
                                    --ram: then every page in use, as hex)
   pyemu-state diff A B             differences by object path and field, and RAM pages
@@ -18,6 +20,7 @@ written whole or not at all.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import sys
@@ -26,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from emu.host import qcow2
 from emu.migration.schema import compare, schema
 from emu.migration.stream import (
     PAGE,
@@ -43,13 +47,49 @@ class ToolError(Exception):
     pass
 
 
-def _load(path: str) -> RawStream:
+def _load(path: str, tag: str | None = None) -> RawStream:
+    """The stream in ``path``: a snapshot file, or snapshot ``tag`` of a qcow2 image."""
     try:
-        return read_stream(Path(path).read_bytes())
+        if _is_image(path):
+            data = _vmstate(path, tag)
+        elif tag is not None:
+            raise ToolError(f"{path}: not a qcow2 image, so it has no snapshot {tag!r}")
+        else:
+            data = Path(path).read_bytes()
+        return read_stream(data)
     except OSError as e:
-        raise ToolError(f"{path}: {e.strerror}") from None
+        raise ToolError(f"{path}: {e.strerror or e}") from None
     except StreamError as e:
         raise ToolError(f"{path}: {e}") from None
+
+
+def _is_image(path: str) -> bool:
+    try:
+        return qcow2.is_qcow2(path)
+    except OSError as e:
+        raise ToolError(f"{path}: {e.strerror}") from None
+
+
+def _vmstate(path: str, tag: str | None) -> bytes:
+    with qcow2.Qcow2Image(path, readonly=True) as image:  # shared lock: not while written
+        names = [sn.name for sn in image.snapshots if sn.vm_state_size]
+        if tag is None or tag not in names:
+            has = f"its snapshots with machine state: {', '.join(names)}" if names else \
+                "it has no snapshot with machine state"
+            what = "name a snapshot" if tag is None else f"no snapshot {tag!r} with machine state"
+            raise ToolError(f"{path}: a qcow2 image: {what}; {has}")
+        return image.read_vmstate(tag)
+
+
+def _image_snapshots(path: str) -> str:
+    with qcow2.Qcow2Image(path, readonly=True) as image:
+        rows = [f"{path}: qcow2 image, {image.size} bytes, {len(image.snapshots)} snapshots"]
+        for sn in image.snapshots:
+            date = datetime.datetime.fromtimestamp(sn.date_sec).strftime("%Y-%m-%d %H:%M:%S")
+            state = f"machine state {sn.vm_state_size} bytes" if sn.vm_state_size else \
+                "disk only"
+            rows.append(f"  {sn.id:>3} {sn.name:<24} {date}  {state}")
+        return "\n".join(rows)
 
 
 class Sections:
@@ -120,8 +160,33 @@ def _ram_summary(ram: np.ndarray) -> dict[str, int]:
     return {"bytes": int(ram.size), "pages": ram.size // PAGE, "nonzero_pages": nonzero}
 
 
+def _drive_lines(d: dict[str, Any]) -> list[str]:
+    """The drives a description names: each image's format, mode and size, and its file
+    where the description says it (a migration stream's configuration; a snapshot's
+    drives are those of the machine it is loaded into)."""
+    config = d.get("config") if isinstance(d.get("config"), dict) else {}
+    files = {x.get("id"): x.get("file") for x in config.get("drives", [])
+             if isinstance(x, dict)} if isinstance(config.get("drives"), list) else {}
+    drives = d.get("drives") if isinstance(d.get("drives"), dict) else {}
+    lines = []
+    for name, drive in drives.items():
+        if not isinstance(drive, dict):
+            continue
+        mode = "read-only" if drive.get("readonly") else "snapshot" if drive.get(
+            "snapshot") else "read-write"
+        where = f"{files[name]} " if files.get(name) else ""
+        lines.append(f"  {name}: {where}({drive.get('format')}, {mode}, "
+                     f"{drive.get('size')} bytes)")
+    return [f"{len(lines)} drives:", *lines] if lines else []
+
+
 def cmd_show(args: argparse.Namespace) -> str:
-    raw = _load(args.file)
+    if args.tag is None and _is_image(args.file):
+        try:
+            return _image_snapshots(args.file)
+        except OSError as e:
+            raise ToolError(f"{args.file}: {e.strerror or e}") from None
+    raw = _load(args.file, args.tag)
     d = raw.description
     ram = _ram_summary(raw.ram)
     lines = [f"{args.file}: pyemu {raw.emulator} stream",
@@ -131,11 +196,11 @@ def cmd_show(args: argparse.Namespace) -> str:
              f"{len(raw.sections)} state sections:"]
     for spath, type_name, version, payload in raw.sections:
         lines.append(f"  {spath:<40} {type_name:<16} v{version} {len(payload):>6} bytes")
-    return "\n".join(lines)
+    return "\n".join(lines + _drive_lines(d))
 
 
 def cmd_dump(args: argparse.Namespace) -> str:
-    raw = _load(args.file)
+    raw = _load(args.file, args.tag)
     ram: dict[str, Any] = _ram_summary(raw.ram)
     if args.ram:  # every page in use, by page number, as hex
         pages = raw.ram.reshape(-1, PAGE)
@@ -267,9 +332,12 @@ def cmd_set(args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="pyemu-state", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
-    sub.add_parser("show").add_argument("file")
+    show = sub.add_parser("show")
+    show.add_argument("file")
+    show.add_argument("tag", nargs="?", help="a snapshot of a qcow2 image")
     dump = sub.add_parser("dump")
     dump.add_argument("file")
+    dump.add_argument("tag", nargs="?", help="a snapshot of a qcow2 image")
     dump.add_argument("--json", action="store_true", help="JSON (the only format)")
     dump.add_argument("--ram", action="store_true", help="include every page in use")
     d = sub.add_parser("diff")

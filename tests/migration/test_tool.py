@@ -125,3 +125,37 @@ def test_dump_ram_on_request(snapshots):
     pages = full["ram"]["pages_in_use"]
     assert len(pages) == full["ram"]["nonzero_pages"]
     assert all(len(text) == 8192 and text.strip("0") for text in pages.values())
+
+
+def test_a_qcow2_image_shows_its_snapshots_and_the_state_savevm_kept(tmp_path):
+    from emu.host import qcow2
+    from emu.host.block import DriveSpec, open_image
+    from emu.migration import savevm
+
+    image = tmp_path / "disk.qcow2"
+    qcow2.create(str(image), 1 << 20)
+    backend = open_image(str(image), format="qcow2")
+    cfg = MachineConfig(kernel=str(PIT), icount_shift=2,
+                        drives=[DriveSpec(file=str(image), index=0, format="qcow2")])
+    m = PcMachine(cfg, {}, {0: backend})
+    try:
+        m.run_until(1_000_000)
+        savevm.save(m, "s1")
+    finally:
+        m.cpu.close()
+        backend.close()
+    r = tool("show", str(image))
+    assert r.returncode == 0, r.stderr
+    assert f"{image}: qcow2 image, 1048576 bytes, 1 snapshots" in r.stdout
+    assert " s1 " in r.stdout and "machine state" in r.stdout
+    r = tool("show", str(image), "s1")
+    assert r.returncode == 0, r.stderr
+    assert "virtual time 0.001000 s" in r.stdout
+    assert "  ide0-hd0: (qcow2, read-write, 1048576 bytes)" in r.stdout
+    assert "/machine/cpu" in json.loads(tool("dump", str(image), "s1").stdout)["state"]
+    r = tool("show", str(image), "nope")
+    assert r.returncode == 1 and r.stderr == (
+        f"pyemu-state: {image}: a qcow2 image: no snapshot 'nope' with machine state; "
+        "its snapshots with machine state: s1\n")
+    r = tool("show", str(tmp_path), "s1")
+    assert r.returncode == 1 and "pyemu-state: " in r.stderr
