@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from emu import __version__
 from emu.migration import savevm, snapshot
@@ -64,6 +64,16 @@ def command(name: str, params: str = "", help: str = "", max_args: int = 0, min_
         return fn
 
     return deco
+
+
+def human(fn: Callable[[], Any], refusal: type[Exception]) -> str:
+    """Run a board operation for HMP: no output when done, a ``refusal`` (the board's
+    error in QEMU's words) as "Error: ..."."""
+    try:
+        fn()
+    except refusal as e:
+        raise CommandError(f"Error: {e}") from None
+    return ""
 
 
 def execute(machine: Machine, line: str) -> str | Pending:

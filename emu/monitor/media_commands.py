@@ -3,22 +3,13 @@ which QMP's blockdev-change-medium, eject and blockdev-*-tray use too)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from emu.machine.pc import media
-from emu.monitor.commands import CommandError, command, split_flags
+from emu.monitor.commands import CommandError, command, human, split_flags
 
 if TYPE_CHECKING:
     from emu.machine.machine import Machine
-
-
-def _human(fn: Callable[[], Any]) -> str:
-    try:
-        fn()
-    except media.MediaError as e:
-        raise CommandError(f"Error: {e}") from None
-    return ""
 
 
 @command("change", "device filename [format]",
@@ -26,7 +17,8 @@ def _human(fn: Callable[[], Any]) -> str:
          max_args=3, min_args=2)
 def _change(machine: Machine, args: list[str]) -> str:
     fmt = args[2] if len(args) > 2 else None
-    return _human(lambda: media.change_medium(machine, args[0], args[1], fmt))  # type: ignore[arg-type]
+    return human(lambda: media.change_medium(machine, args[0], args[1], fmt),  # type: ignore[arg-type]
+                 media.MediaError)
 
 
 @command("eject", "[-f] device", "eject the medium of a removable device (-f: even if the "
@@ -35,4 +27,5 @@ def _eject(machine: Machine, args: list[str]) -> str:
     flags, rest = split_flags(args, "f")
     if len(rest) != 1:
         raise CommandError("eject: usage: eject [-f] device")
-    return _human(lambda: media.eject(machine, rest[0], "f" in flags))  # type: ignore[arg-type]
+    return human(lambda: media.eject(machine, rest[0], "f" in flags),  # type: ignore[arg-type]
+                 media.MediaError)

@@ -547,6 +547,16 @@ def _qom_set(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def _board(fn: Callable[[], Any], refusal: type[Exception]) -> dict[str, Any]:
+    """Run a board operation: an empty reply, or its ``refusal`` (which carries QEMU's
+    error class) as the error reply."""
+    try:
+        fn()
+    except refusal as e:
+        raise QmpError(str(e), e.error_class) from None  # type: ignore[attr-defined]
+    return {}
+
+
 def _media(args: dict[str, Any], fn: Callable[[str], None]) -> dict[str, Any]:
     """Run a removable-media operation on the drive ``device`` (or ``id``) names."""
     from emu.machine.pc.media import MediaError
@@ -554,11 +564,7 @@ def _media(args: dict[str, Any], fn: Callable[[str], None]) -> dict[str, Any]:
     names = [args[k] for k in ("device", "id") if k in args]
     if len(names) != 1:
         raise QmpError("Need exactly one of 'device' and 'id'")
-    try:
-        fn(names[0])
-    except MediaError as e:
-        raise QmpError(str(e), e.error_class) from None
-    return {}
+    return _board(lambda: fn(names[0]), MediaError)
 
 
 _DRIVE_ARGS: Schema = {"*device": "str", "*id": "str"}
@@ -601,11 +607,7 @@ def _blockdev_close_tray(machine: Machine, args: dict[str, Any]) -> dict[str, An
 def _hotplug(fn: Callable[[], Any]) -> dict[str, Any]:
     from emu.machine.pc.hotplug import HotplugError
 
-    try:
-        fn()
-    except HotplugError as e:
-        raise QmpError(str(e), e.error_class) from None
-    return {}
+    return _board(fn, HotplugError)
 
 
 def _option_text(name: str, value: Any) -> str:
