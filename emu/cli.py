@@ -630,7 +630,7 @@ def _demo_drive() -> DriveSpec:
     if not image.is_file():
         raise UsageError(f"{image}: the demo guest's disk image is missing; "
                          "'make' in the source tree builds it")
-    return DriveSpec(file=str(image), index=0, readonly=True, option="-hda")
+    return DriveSpec(file=str(image), index=0, readonly=True, option="-hda", format="raw")
 
 
 def _read_config(local: MachineConfig) -> MachineConfig:

@@ -164,7 +164,7 @@ class BlockBackend:
     @property
     def notice(self) -> str | None:
         """A warning for the user when the format of a raw image was probed."""
-        if not (self.probed and self.format == "raw"):
+        if not (self.probed and self.format == "raw") or self.readonly:  # nothing to write
             return None
         return (f"image {self.path}: no format= given, probed as raw; the guest may not "
                 "write a qcow2 header into its first sector (give format=raw to allow it)")
