@@ -19,6 +19,9 @@ class BenchMemory:
         if addr < 0 or length < 0 or addr + length > len(self.ram):
             raise ValueError(f"guest address {addr:#x}+{length:#x} is outside RAM")
 
+    def is_ram(self, addr: int, length: int) -> bool:
+        return 0 <= addr and 0 <= length and addr + length <= len(self.ram)
+
     def read(self, addr: int, length: int) -> bytes:
         self._check(addr, length)
         return bytes(self.ram[addr:addr + length])

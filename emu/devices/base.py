@@ -21,6 +21,10 @@ class GuestMemory(Protocol):
         """Store ``data`` at ``addr``; ValueError naming the address if not RAM."""
         ...
 
+    def is_ram(self, addr: int, length: int) -> bool:
+        """Whether [addr, addr+length) is all RAM (a DMA checks before it moves)."""
+        ...
+
 
 class Board(Protocol):
     """The services a board offers its devices at realize time."""

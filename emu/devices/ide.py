@@ -45,6 +45,7 @@ SECTOR = 512
 CD_SECTOR = 2048
 MAX_MULT_SECTORS = 16
 BUFFER_CAP = 65536
+PRD_BATCH = 512  # bytes of PRD entries read at once
 MAX_PRD_ENTRIES = 8192  # a table may not cross a 64 KiB boundary: 8192 entries at most
 
 # Status (6.2) and error bits.
@@ -1078,46 +1079,55 @@ class IdeChannel(Device):
 
     def _prd_regions(self, total: int) -> tuple[list[tuple[int, int]], bool]:
         """Walk the PRD table: the regions covering ``total`` bytes and whether the
-        table ended (EOT) exactly there. ValueError when the table is not in RAM."""
+        table ended (EOT) exactly there; regions that continue one another are joined.
+        ValueError when the table is not in RAM. Entries are read 64 at a time."""
         regions: list[tuple[int, int]] = []
-        covered, addr = 0, self.bm_prd
-        for _ in range(MAX_PRD_ENTRIES):
-            base, count, flags = struct.unpack("<IHH", self.board.mem.read(addr, 8))
-            count = count or 0x10000
-            regions.append((base & ~1, count))
-            covered += count
-            if covered >= total:
-                return regions, bool(flags & PRD_EOT) and covered == total
-            if flags & PRD_EOT:
-                return regions, True
-            addr += 8
+        covered, addr, mem = 0, self.bm_prd, self.board.mem
+        while addr - self.bm_prd < 8 * MAX_PRD_ENTRIES:
+            chunk = min(PRD_BATCH, 8 * MAX_PRD_ENTRIES - (addr - self.bm_prd))
+            entries = mem.read(addr, chunk) if mem.is_ram(addr, chunk) else mem.read(addr, 8)
+            for base, count, flags in struct.iter_unpack("<IHH", entries):
+                count = count or 0x10000
+                base &= ~1
+                if regions and regions[-1][0] + regions[-1][1] == base:
+                    regions[-1] = (regions[-1][0], regions[-1][1] + count)
+                else:
+                    regions.append((base, count))
+                covered += count
+                if covered >= total:
+                    return regions, bool(flags & PRD_EOT) and covered == total
+                if flags & PRD_EOT:
+                    return regions, True
+                addr += 8
         raise ValueError("PRD table has no end-of-table entry")
 
     def _run_dma(self, drv: IdeDrive) -> None:
+        """Move the command's bytes between the image and the PRD table's regions, as
+        one transfer: every region is checked first, then the image is read or written
+        once (a guest's scatter list can have hundreds of 4 KiB entries)."""
         total = drv.dma_bytes_left
         mem = self.board.mem
         try:
             regions, ended = self._prd_regions(total)
         except ValueError:
             return self._dma_finish(drv, ABRT, memory_error=True)
+        spans, left = [], total
         for base, count in regions:
-            n = min(count, drv.dma_bytes_left)
-            try:
-                data = mem.read(base, n) if drv.dma_write else None
-            except ValueError:
-                return self._dma_finish(drv, ABRT, memory_error=True)
-            try:
-                if data is None:
-                    data = drv.dma_source(n)
-                else:
-                    drv.dma_sink(data)
-            except (OSError, ValueError):
-                return self._dma_finish(drv, UNC if not drv.dma_write else ABRT)
-            if not drv.dma_write:
-                try:
-                    mem.write(base, data)
-                except ValueError:
-                    return self._dma_finish(drv, ABRT, memory_error=True)
+            n = min(count, left)
+            spans.append((base, n))
+            left -= n
+        if not all(mem.is_ram(base, n) for base, n in spans):
+            return self._dma_finish(drv, ABRT, memory_error=True)
+        try:
+            if drv.dma_write:
+                drv.dma_sink(b"".join(mem.read(base, n) for base, n in spans))
+            else:
+                data, pos = memoryview(drv.dma_source(total - left)), 0
+                for base, n in spans:
+                    mem.write(base, data[pos:pos + n])
+                    pos += n
+        except (OSError, ValueError):
+            return self._dma_finish(drv, UNC if not drv.dma_write else ABRT)
         if drv.dma_bytes_left:
             self.bm_status &= ~BM_ACTIVE
             drv.dma_short()

@@ -407,6 +407,23 @@ def test_dma_read_multi_entry_prd(board, disk):
     assert ch.bm_read(0, 4) == 0x08
 
 
+def test_dma_scatter_list_of_single_sectors_in_any_order(board, disk):
+    """A guest's scatter list as Linux builds it for a direct I/O buffer: one entry per
+    page, some pages following one another, others not, in any order; the PRD table
+    ends at the last byte of RAM."""
+    ch, mem = disk, board.mem
+    bases = [0x50000 + 0x200 * k for k in range(6)] + [0x48000, 0x47E00, 0x60000]
+    table = len(mem.ram) - 8 * len(bases)
+    write_prd(board, table, [(b, 512, k == len(bases) - 1) for k, b in enumerate(bases)])
+    ch.bm_write(4, 4, table)
+    ch.bm_write(0, 1, 0x08)
+    issue(board, 0xC8, count=len(bases), lba=20)
+    ch.bm_write(0, 1, 0x09)
+    assert irq(board) and ch.bm_read(2, 1) & 0x07 == 0x04
+    for k, base in enumerate(bases):
+        assert mem.read(base, 512) == sector_data(20 + k), f"entry {k}"
+
+
 def test_dma_start_before_command_and_64k_entry(board, disk):
     ch = disk
     write_prd(board, 0x800, [(0x10000, 0, True)])  # count 0 = 64 KiB
