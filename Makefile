@@ -44,6 +44,10 @@ $(DEMO_IMG): emu/guests/demoboot.o emu/guests/demo.o emu/guests/demoimg.ld
 	ld -m elf_i386 -T emu/guests/demoimg.ld -o $@ emu/guests/demoboot.o emu/guests/demo.o
 
 build: $(STAMP) $(ENGINE) $(HELPER) $(DEMO) $(DEMO_IMG) bios
+	@# bytecode for every module, written even where PYTHONDONTWRITEBYTECODE is set: without
+	@# it each pyemu process compiles all of emu/ at start, and a migration's destination
+	@# compiles what it imports late while the source waits (stale files are recompiled)
+	$(BIN)/python -m compileall -q emu
 
 # pyemu's own BIOS (firmware/, built with the system toolchain).
 bios:

@@ -24,7 +24,8 @@ import unicorn
 import unicorn.x86_const as x
 
 from emu.cpu.helper import ENV_HFLAGS, ENV_SEGS, MSR_EFER, UCLIB, discover_layout
-from emu.cpu.x86 import HF_INHIBIT_IRQ, SEG_NAMES, UPDATE_HFLAGS, Segment, X86Cpu
+from emu.cpu.models import MODELS
+from emu.cpu.x86 import HF_INHIBIT_IRQ, SEG_NAMES, UPDATE_HFLAGS, Segment, X86Cpu, real_mode_context
 from emu.qom import Object, link, register_type
 from emu.qom.visitor import DecodeError, Visitor
 
@@ -78,6 +79,8 @@ def warm_up() -> None:
     waits for its source, so neither costs the migration."""
     discover_layout(unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64))
     saved_msrs()
+    for model in MODELS.values():
+        real_mode_context(model.engine)
 
 
 def _reg(name: str) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -126,7 +127,7 @@ class X86Cpu:
         self._hooks: list[object] = []
         self._add_insn_hook(OUT_CB(self._on_out), x.UC_X86_INS_OUT)
         self._add_insn_hook(CPUID_CB(self._on_cpuid), x.UC_X86_INS_CPUID)
-        self._reset_ctx = _real_mode_context(model)
+        self._reset_ctx = real_mode_context(model.engine)
         self._segs = (Segment * 6).from_address(self.helper.env_addr(ENV_SEGS))
         self.a20 = True  # the engine's own a20_mask starts all ones
         if clock is None:
@@ -188,8 +189,11 @@ class X86Cpu:
 
     @contextlib.contextmanager
     def map_batch(self) -> Iterator[None]:
-        """Map changes made inside take effect in the helper's cache once, at the end:
-        for building a machine, whose guest has not run (nothing to keep of a fault)."""
+        """Map changes made inside take effect in the helper's cache once, at the end
+        (building a machine, installing a snapshot's devices); CR2 and the exception
+        bookkeeping stay as they were before the batch, as for a single change."""
+        cr2 = self.uc.reg_read(x.UC_X86_REG_CR2)
+        kept = self.helper.exception_bookkeeping()
         self._batching = True
         self.helper.regions_changing()
         try:
@@ -197,6 +201,8 @@ class X86Cpu:
         finally:
             self._batching = False
             self._regions_changed()
+            self.helper.restore_exception_bookkeeping(kept)
+            self.uc.reg_write(x.UC_X86_REG_CR2, cr2)
 
     def _map_changer(self, method: Callable[..., None]) -> Callable[..., None]:
         def changed(*args: object, **kwargs: object) -> None:
@@ -506,8 +512,11 @@ def event_lines(e: IntEvent, real_mode: bool = False) -> list[str]:
     return lines
 
 
-def _real_mode_context(model: CpuModel) -> unicorn.UcContext:
-    """A context of a fresh 16-bit engine: real mode, to restore into the 64-bit one."""
+@functools.cache
+def real_mode_context(engine_model: int) -> unicorn.UcContext:
+    """A context of a fresh 16-bit engine of unicorn's model ``engine_model``: real mode,
+    to restore into the 64-bit one. Made once per model and process: it is a copy of
+    the engine's CPU state, and a whole engine costs milliseconds to set up."""
     uc16 = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_16)
-    uc16.ctl_set_cpu_model(model.engine)
+    uc16.ctl_set_cpu_model(engine_model)
     return uc16.context_save()

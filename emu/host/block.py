@@ -303,6 +303,13 @@ def _snapshot_overlay(path: str, format: str, lock: bool) -> Qcow2Image:
     return image
 
 
+def load_formats() -> None:
+    """Import what ``open_image`` needs beyond this module (the qcow2 driver, which
+    builds on this module, so it comes in at first use otherwise): a migration's
+    destination does it before its stream names an image, not while the source waits."""
+    from emu.host import qcow2  # noqa: F401
+
+
 def open_image(path: str, *, format: str | None = None, readonly: bool = False,
                snapshot: bool = False, lock: bool = True) -> BlockBackend:
     """Open image ``path`` as ``format`` ("raw", "qcow2"; None: probe it); OSError naming

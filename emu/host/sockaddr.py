@@ -132,6 +132,16 @@ def _resolve(host: str, port: int, *, passive: bool) -> list[tuple[int, tuple]]:
     return [(family, address) for family, _, _, _, address in infos]
 
 
+def warm_resolver() -> None:
+    """The C library's resolver reads its configuration and loads its modules at its
+    first use, milliseconds here: done at start-up, so that a migration's connect (the
+    source waits on it) does not pay for it."""
+    try:
+        socket.getaddrinfo("localhost", 0, type=socket.SOCK_STREAM)
+    except OSError:
+        pass  # no resolver here: the real lookup will say so
+
+
 def _joined(faults: list[SocketError]) -> SocketError:
     """One error for all the addresses tried: each distinct fault once, in order."""
     text = "; ".join(dict.fromkeys(str(f) for f in faults))

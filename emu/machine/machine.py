@@ -232,7 +232,10 @@ class Machine(Object):
         """Each drive of the board: its id, its configuration now, its device object."""
         return []
 
-    def system_reset(self, reason: str = "requested") -> None:
+    def system_reset(self, reason: str = "requested", *, load_guest: bool = True) -> None:
+        """Reset the CPU and every device, then ``boot()`` unless ``load_guest`` is
+        False (a machine waiting for a migration stream, which brings all of RAM and
+        every register: what booting would write is thrown away)."""
         log.info("machine reset: %s", reason)
         # -d cpu_reset: the state before the reset, as QEMU; at power on the engine holds
         # no guest state yet
@@ -243,7 +246,8 @@ class Machine(Object):
         for dev in self.children.values():
             if isinstance(dev, Device):
                 dev.reset_all()
-        self.boot()
+        if load_guest:
+            self.boot()
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> int:

@@ -687,7 +687,10 @@ def apply_snapshot(machine: Object, snap: Snapshot) -> None:
     if snap.ram is not machine.mem.ram:
         copy_changed(machine.mem.ram, snap.ram)
     # in tree order: the CPU first (icount mode's clock counts its instructions), then
-    # the clock, then the devices
-    for obj in stateful(machine):
-        _, values = snap.states[obj.path]
-        obj.install_state(values)
+    # the clock, then the devices, whose memory map changes (PAM, BARs) reach the CPU's
+    # region cache at once, after the CPU's own state is in
+    objects = stateful(machine)
+    objects[0].install_state(snap.states[objects[0].path][1])
+    with machine.cpu.map_batch():
+        for obj in objects[1:]:
+            obj.install_state(snap.states[obj.path][1])

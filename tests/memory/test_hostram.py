@@ -49,6 +49,28 @@ def test_untouched_pages_and_nonzero_follow_what_was_written_and_read():
     assert hostram.untouched(ram[1:PAGE + 1]) is None
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_nonzero_finds_every_written_page_among_scattered_touched_ones(seed):
+    # without huge pages each touch is one page: runs of touched pages with gaps of
+    # every size around the scan's joining distance, pages written back to zero among
+    # them, a written byte anywhere in its page
+    rng = np.random.default_rng(seed)
+    pages = 4 * PAGES
+    ram = hostram.allocate(pages * PAGE, sparse=True)
+    page, written = int(rng.integers(0, 3)), set()
+    while page < pages:
+        for p in range(page, min(page + int(rng.integers(1, 40)), pages)):
+            where = p * PAGE + int(rng.integers(0, PAGE))
+            ram[where] = 1
+            if rng.random() < 0.3:
+                ram[where] = 0  # touched, and zero again
+            else:
+                written.add(p)
+        page = p + 1 + int(rng.choice([1, hostram.GAP - 1, hostram.GAP, hostram.GAP + 1,
+                                        int(rng.integers(1, 400))]))
+    assert np.flatnonzero(hostram.nonzero(ram)).tolist() == sorted(written)
+
+
 def test_nonzero_reads_every_page_of_an_array_the_kernel_cannot_vouch_for():
     plain = np.zeros(PAGES * PAGE, np.uint8)
     plain[3 * PAGE] = 1

@@ -162,6 +162,13 @@ def read_file(path: str, option: str, limit: int) -> bytes:
         raise BootError(f"{option} {path}: {e.strerror or e}") from None
 
 
+def check_multiboot(path: str, limit: int) -> None:
+    """BootError unless ``path`` is a file of at most ``limit`` bytes with a Multiboot
+    header that this loader supports: what a machine that will not boot it now (a
+    migration's destination) checks, so that a wrong file is refused at once."""
+    _find_header(read_file(path, "-kernel", limit), path)
+
+
 def load_multiboot(path: str, cmdline: str, initrd: str | None, mem: AddressSpace,
                    e820: list[tuple[int, int, int]]) -> BootImage:
     """Load a Multiboot kernel (and modules) into guest RAM, with the information

@@ -33,13 +33,14 @@ from emu.devices.pci import PciHost
 from emu.devices.piix3 import Piix3Ide, Piix3Isa, Piix4Pm
 from emu.devices.port92 import Port92
 from emu.devices.uart16550 import Uart16550
+from emu.host import block
 from emu.host.block import BlockBackend, DriveSpec
 from emu.host.chardev import Chardev
 from emu.irq import IrqLine
 from emu.machine.config import MachineConfig, drive_id, to_stream
 from emu.machine.machine import Machine
 from emu.machine.pc import acpi, hotplug, linux, multiboot
-from emu.machine.pc.multiboot import BootError, load_multiboot, read_file
+from emu.machine.pc.multiboot import BootError, check_multiboot, load_multiboot, read_file
 from emu.machine.pc.plug import DeviceOption, is_pci, parse_device, place
 from emu.memory.address_space import AddressSpace
 from emu.migration.live import RunRefused
@@ -141,8 +142,10 @@ def _linux_items(fw: FwCfg, image: linux.LinuxImage, cmdline: str, initrd: bytes
 
 def prepare() -> None:
     """What every pc machine of this process shares, made once before any is built (a
-    bare destination does it while it waits for its stream): the DSDT's slots."""
+    bare destination does it while it waits for its stream): the DSDT's slots, and the
+    disk image formats' code."""
     acpi.slots_aml(piix3.HOTPLUG_SLOTS, piix3.PIRQ_IRQS)
+    block.load_formats()
 
 
 class PcMachine(Machine):
@@ -183,7 +186,10 @@ class PcMachine(Machine):
             if image is not None and cfg.initrd else None
         with self.cpu.map_batch():  # one update of the CPU's region cache, at the end
             self._build(cfg, chardevs, blocks or {}, image, firmware_boot)
-        self.system_reset("power on")
+        awaiting_stream = cfg.incoming is not None
+        if awaiting_stream and self.kernel is not None and self.linux is None:
+            check_multiboot(self.kernel, cfg.ram_size)  # a wrong file is refused now
+        self.system_reset("power on", load_guest=not awaiting_stream)
 
     def _build(self, cfg: MachineConfig, chardevs: dict[str, Chardev],
                blocks: dict[int, BlockBackend], image: linux.LinuxImage | None,
