@@ -83,19 +83,22 @@ def _launch(cfg: MachineConfig, signal_handlers: Callable[[Callable[[str], None]
     incoming = None
     warm_up()  # here, not at the first migration's switchover
     warm_resolver()  # nor at its connect
+    prepare()  # nor while a bare destination builds the machine its stream describes
+    bare = cfg.incoming not in (None, "defer") and not cfg.shaped
+    if bare:
+        _rehearse()
     gc.collect()
     # What start-up made lives as long as the process: the collector's full passes
     # need not walk it again (tens of ms each otherwise, landing anywhere, a
     # migration's downtime included).
     gc.freeze()
-    prepare()  # nor while a bare destination builds the machine its stream describes
     if cfg.incoming not in (None, "defer"):
         try:
             incoming = Incoming(cfg.incoming)
         except TransportError as e:
             print(f"pyemu: -incoming {e}", file=sys.stderr)
             return 1
-        if not cfg.shaped:
+        if bare:
             return _launch_from_stream(cfg, incoming, signal_handlers, servers)
     try:
         built = _build(cfg, lock=cfg.incoming is None)
@@ -142,6 +145,15 @@ def _launch_from_stream(cfg: MachineConfig, incoming: Incoming,
     if not made:
         return 1  # run_incoming said why
     return _run(made[0], signal_handlers, servers)
+
+
+def _rehearse() -> None:
+    """Build a machine of the default configuration and drop it: a bare destination's
+    first build from its stream then finds every code path it takes already run once
+    in this process (caches filled, lazy state made), so the source waits less."""
+    from emu.machine.pc.pc import PcMachine
+
+    PcMachine(MachineConfig(incoming="defer"), {}, {}, {}).cpu.close()
 
 
 def check_grants(cfg: MachineConfig, own: MachineConfig) -> None:

@@ -105,21 +105,21 @@ def _exact(v: Visitor, name: str, value: bytes, size: int) -> bytes:
 # -- reading the engine ----------------------------------------------------------------
 def cpu_values(cpu: X86Cpu) -> dict[str, Any]:
     """Every named CPU value as it is in the engine now, in ``visit_cpu``'s shape."""
-    uc = cpu.uc
-    out: dict[str, Any] = {name: uc.reg_read(_reg(name)) for name in (*GPRS, "rip", "rflags")}
+    regs = cpu.regs
+    out: dict[str, Any] = {name: regs.read(_reg(name)) for name in (*GPRS, "rip", "rflags")}
     segs = _segments(cpu)
     out["segments"] = {name: ({"base": segs[i].base, "limit": segs[i].limit} if name in TABLES
                               else {"selector": segs[i].selector & 0xFFFF,
                                     "base": segs[i].base, "limit": segs[i].limit,
                                     "flags": segs[i].flags})
                        for i, name in enumerate(ALL_SEGS)}
-    out.update({name: uc.reg_read(_reg(name)) for name in CRS})
-    out["efer"] = uc.msr_read(MSR_EFER)
-    out["msrs"] = {name: uc.msr_read(index) for name, index in saved_msrs()}
+    out.update({name: regs.read(_reg(name)) for name in CRS})
+    out["efer"] = regs.read_msr(MSR_EFER)
+    out["msrs"] = {name: regs.read_msr(index) for name, index in saved_msrs()}
     out["tsc"] = cpu.read_tsc()
     out["fpu"] = _fpu_values(cpu)
-    out["sse"] = {"mxcsr": uc.reg_read(x.UC_X86_REG_MXCSR),
-                  **{f"xmm{i}": uc.reg_read(x.UC_X86_REG_XMM0 + i).to_bytes(XMM_BYTES, "little")
+    out["sse"] = {"mxcsr": regs.read(x.UC_X86_REG_MXCSR),
+                  **{f"xmm{i}": regs.read_wide(x.UC_X86_REG_XMM0 + i)[:XMM_BYTES]
                      for i in range(16)}}
     out["halted"] = cpu.halted
     out["interrupt_shadow"] = bool(cpu.hflags & HF_INHIBIT_IRQ)
@@ -131,13 +131,12 @@ def cpu_values(cpu: X86Cpu) -> dict[str, Any]:
 
 def _fpu_values(cpu: X86Cpu) -> dict[str, Any]:
     """x87 with ST(i) in stack order; the engine's FPn registers are the physical Rn."""
-    uc = cpu.uc
-    out: dict[str, Any] = {name: uc.reg_read(_reg(name)) for name in ("fpcw", "fpsw", "fptag")}
-    out.update({name: uc.reg_read(_reg(name)) for name, _ in FPU_POINTERS})
+    regs = cpu.regs
+    out: dict[str, Any] = {name: regs.read(_reg(name)) for name in ("fpcw", "fpsw", "fptag")}
+    out.update({name: regs.read(_reg(name)) for name, _ in FPU_POINTERS})
     top = (out["fpsw"] >> FSW_TOP_SHIFT) & 7
-    for i in range(8):
-        mant, sexp = uc.reg_read(x.UC_X86_REG_FP0 + (top + i) % 8)
-        out[f"st{i}"] = mant.to_bytes(8, "little") + sexp.to_bytes(2, "little")
+    for i in range(8):  # uc_x86_float80: the 64-bit mantissa, then sign and exponent
+        out[f"st{i}"] = regs.read_wide(x.UC_X86_REG_FP0 + (top + i) % 8)[:ST_BYTES]
     return out
 
 
@@ -218,23 +217,22 @@ def _visit_sse(v: Visitor, sse: dict[str, Any] | None) -> dict[str, Any]:
 # -- writing the engine ---------------------------------------------------------------
 def apply_cpu(cpu: X86Cpu, values: dict[str, Any]) -> None:
     """Write values produced by ``visit_cpu`` into the engine."""
-    uc = cpu.uc
+    regs = cpu.regs
     # Paging and long mode: EFER.LME and CR4.PAE before CR0.PG; EFER is then set exactly
     # in env, since WRMSR cannot write LMA.
-    uc.msr_write(MSR_EFER, values["efer"])
+    regs.write_msr(MSR_EFER, values["efer"])
     _u64_at(cpu, cpu.helper.layout.msr[MSR_EFER]).value = values["efer"]
     for name in ("cr4", "cr3", "cr0", "cr2", "cr8"):
-        uc.reg_write(_reg(name), values[name])
+        regs.write(_reg(name), values[name])
     for name, index in saved_msrs():
-        uc.msr_write(index, values["msrs"][name])
+        regs.write_msr(index, values["msrs"][name])
     _apply_segments(cpu, values["segments"])
     for name in (*GPRS, "rip", "rflags"):
-        uc.reg_write(_reg(name), values[name])
+        regs.write(_reg(name), values[name])
     _apply_fpu(cpu, values["fpu"])
-    uc.reg_write(x.UC_X86_REG_MXCSR, values["sse"]["mxcsr"])
+    regs.write(x.UC_X86_REG_MXCSR, values["sse"]["mxcsr"])
     for i in range(16):
-        uc.reg_write(x.UC_X86_REG_XMM0 + i,
-                     int.from_bytes(values["sse"][f"xmm{i}"], "little"))
+        regs.write_wide(x.UC_X86_REG_XMM0 + i, values["sse"][f"xmm{i}"])
     # x86_update_hflags recomputes the mode bits from CR0/CR4/EFER/segments/RFLAGS and
     # keeps the others; the shadow is one of the kept ones, so it is set afterwards.
     UPDATE_HFLAGS(ctypes.cast(UCLIB.x86_update_hflags_x86_64, ctypes.c_void_p).value)(
@@ -248,7 +246,7 @@ def apply_cpu(cpu: X86Cpu, values: dict[str, Any]) -> None:
     cpu.helper.p.icount = values["icount"]
     cpu.set_tsc(values["tsc"])  # pending until the machine's clock is restored too
     cpu.flush_tlb()
-    uc.ctl_flush_tb()
+    cpu.uc.ctl_flush_tb()
 
 
 def _apply_segments(cpu: X86Cpu, segments: dict[str, dict[str, int]]) -> None:
@@ -263,17 +261,15 @@ def _apply_segments(cpu: X86Cpu, segments: dict[str, dict[str, int]]) -> None:
 
 
 def _apply_fpu(cpu: X86Cpu, fpu: dict[str, Any]) -> None:
-    uc = cpu.uc
-    uc.reg_write(x.UC_X86_REG_FPCW, fpu["fpcw"])
-    uc.reg_write(x.UC_X86_REG_FPSW, fpu["fpsw"])  # sets TOP
+    regs = cpu.regs
+    regs.write(x.UC_X86_REG_FPCW, fpu["fpcw"])
+    regs.write(x.UC_X86_REG_FPSW, fpu["fpsw"])  # sets TOP
     top = (fpu["fpsw"] >> FSW_TOP_SHIFT) & 7
     for i in range(8):
-        raw = fpu[f"st{i}"]
-        uc.reg_write(x.UC_X86_REG_FP0 + (top + i) % 8,
-                     (int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")))
-    uc.reg_write(x.UC_X86_REG_FPTAG, fpu["fptag"])
+        regs.write_wide(x.UC_X86_REG_FP0 + (top + i) % 8, fpu[f"st{i}"])
+    regs.write(x.UC_X86_REG_FPTAG, fpu["fptag"])
     for name, _ in FPU_POINTERS:
-        uc.reg_write(_reg(name), fpu[name])
+        regs.write(_reg(name), fpu[name])
 
 
 # -- the CPU in the object tree -------------------------------------------------------

@@ -28,6 +28,7 @@ from emu.cpu.helper import (
     UCLIB,
     Helper,
     IntEvent,
+    Registers,
 )
 from emu.cpu.models import (
     DEFAULT_MODEL,
@@ -121,6 +122,7 @@ class X86Cpu:
         self._port_in, self._port_out = port_in, port_out
         self._inta_fn = inta
         self.helper = Helper(self.uc, self._inta, IN_CB(self._on_in), icount)
+        self.regs = Registers(self.uc)
         self._batching = False
         self._watch_memory_map()
         self._window: bytes | None = None

@@ -4,10 +4,12 @@ DESIGN.md, "The stream", "Trust" and "Threads and time"; QEMU's migration as its
 know it (docs/devel/migration.rst: precopy passes, downtime-limit, max-bandwidth,
 auto-converge, the return path). The source sends the stream of stream.py: head and
 machine description first; the destination builds or checks its machine and answers on
-the return path before anything else happens; then RAM in passes while the guest runs
-(each pass sends the pages that differ from what was sent, ram.py), until what is left
-fits the downtime limit at the measured bandwidth; then the CPU stops, the rest of RAM
-and every section follow, and the source lets go of its disk images.
+the return path, while the first pass of RAM waits in the connection (it reads nothing
+more before it has answered, and the source does nothing more before it has read the
+answer); then RAM in passes while the guest runs (each pass sends the pages written
+since, ram.py), until what is left fits the downtime limit at the measured bandwidth;
+then the CPU stops, the rest of RAM and every section follow, and the source lets go of
+its disk images.
 
 The switchover is a handshake, so that one guest never runs in two places:
   destination  READY    it has the whole stream, checked, loaded, and holds the images
@@ -367,28 +369,51 @@ class Outgoing:
         writer = StreamWriter(out)
         writer.head(desc)
         self.channel.flush()
-        # What the first pass sends is chosen while the destination checks the
-        # description (a bare one builds the machine meanwhile); a refusal stops it all.
+        # The first pass is chosen and sent while the destination checks the
+        # description (a bare one builds the machine meanwhile): its bytes wait in the
+        # connection until the destination answers. A refusal stops it all, before
+        # anything else: the guest has not stopped, sections are not sent yet.
         self.disks = copied_drives(self.machine) if block else {}
         for backend in self.disks.values():
             backend.track_writes(True)
         tracker = tracker_for(self.machine)
         try:
-            dirty = tracker.dirty()
+            chunks = {name: list(range(b.chunks)) for name, b in self.disks.items()}
+            dirty, chunks = self._first_pass(writer, out, tracker, chunks, duplex)
             if duplex:
                 self._versions = self._accepted(self._expect(ACCEPT, "the destination refused"))
             self.stats.setup_ms = int((time.monotonic() - self.stats.started) * 1000)
-            self._set_status("active")
-            chunks = {name: list(range(b.chunks)) for name, b in self.disks.items()}
-            while True:
+            self._set_status("active")  # "setup" until the destination took the machine
+            while not self._converged(dirty, chunks):
                 dirty, chunks = self._pass(writer, out, tracker, dirty, chunks)
-                if self._converged(dirty, chunks):
-                    break
             self._switchover(writer, out, tracker, duplex, chunks)
         finally:
             tracker.close()
             for backend in self.disks.values():
                 backend.track_writes(False)
+
+    def _first_pass(self, writer: StreamWriter, out: _Paced, tracker: RamTracker,
+                    chunks: dict[str, list[int]], duplex: bool,
+                    ) -> tuple[Any, dict[str, list[int]]]:
+        """The first pass, before the destination's answer. A destination that refuses
+        closes the connection, which may fail a write of it: then its reason, if it
+        gave one, is the error."""
+        try:
+            return self._pass(writer, out, tracker, tracker.dirty(), chunks)
+        except TransportError:
+            if duplex:
+                self._raise_refusal()
+            raise
+
+    def _raise_refusal(self) -> None:
+        """MigrationError with the destination's REFUSE text, if one is waiting."""
+        try:
+            code, text = read_reply(self.channel, ABORT_TIMEOUT)
+        except (TransportError, MigrationError):
+            return
+        if code == REFUSE:
+            raise MigrationError(f"the destination refused: {text}" if text
+                                 else "the destination refused")
 
     def _pass(self, writer: StreamWriter, out: _Paced, tracker: RamTracker, dirty: Any,
               chunks: dict[str, list[int]]) -> tuple[Any, dict[str, list[int]]]:
@@ -397,7 +422,8 @@ class Outgoing:
         out.pace(self.params["max-bandwidth"])
         self._send_disks(writer, chunks)
         tracker.take(dirty)
-        counts = writer.pages(tracker.sent, dirty, self.caps["compress"])
+        counts = writer.pages(tracker.source, dirty, self.caps["compress"],
+                              moving=tracker.moving)
         self.channel.flush()
         self._count(counts)
         dirty = tracker.dirty()
@@ -470,7 +496,7 @@ class Outgoing:
             chunks[name] = sorted(set(chunks[name]) | set(backend.take_written()))
         self._send_disks(writer, chunks)
         dirty = tracker.sync()
-        self._count(writer.pages(tracker.sent, dirty, self.caps["compress"]))
+        self._count(writer.pages(tracker.source, dirty, self.caps["compress"]))  # stopped
         self.stats.dirty_sync_count += 1
         try:
             sections = self.machine.post(

@@ -1,15 +1,17 @@
 """Which guest pages the destination does not have yet.
 
-DESIGN.md, "Threads and time": a migration thread reads RAM while the CPU runs, so each
-pass copies the pages it sends into ``sent`` (the stream checksums what it writes, and
-the copy holds still) and the next pass sends the pages written since. The last pass
-runs with the CPU stopped. Two ways to know what was written:
+DESIGN.md, "Threads and time": a migration thread reads RAM while the CPU runs, and
+each pass sends the pages written since the one before. The last pass runs with the CPU
+stopped. Two ways to know what was written:
 - DirtyLog, with pyemu's engine (patch 0007, QEMU's DIRTY_MEMORY_MIGRATION): the engine
   sets a byte per page at the first store after each sync, and AddressSpace does for
   writes from Python (DMA, loaders, the gdb stub); a sync reads and clears ~64 KiB.
-- RamTracker, with any other engine: compare RAM against ``sent``, ~15-25 ms per
-  256 MiB at each pass and inside the downtime (stock unicorn has no write tracking:
-  ../shared/notes/unicorn-2.1.4.md, a memory write hook halves compute speed).
+  Pages are sent from RAM itself (``moving``: the writer copies each run aside before
+  it checksums and sends it); a page written meanwhile is in the next sync.
+- RamTracker, with any other engine: each pass copies what it sends into ``sent`` and
+  the next compares RAM against it, ~15-25 ms per 256 MiB at each pass and inside the
+  downtime (stock unicorn has no write tracking: ../shared/notes/unicorn-2.1.4.md, a
+  memory write hook halves compute speed). Pages are sent from the copy.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ SCAN_PAGES = hostram.SCAN_PAGES
 class RamTracker:
     """The destination's copy of guest RAM as this side has sent it (all zero at first:
     a destination starts with zeroed RAM, so zero pages need no first pass)."""
+
+    moving = False  # whether ``source`` may change while it is sent
 
     def __init__(self, ram: np.ndarray) -> None:
         self.ram = ram
@@ -59,10 +63,15 @@ class RamTracker:
                 sent[mask] = ram[mask]
         return out
 
+    @property
+    def source(self) -> np.ndarray:
+        """Where the pages ``take`` recorded are sent from."""
+        return self.sent
+
     def take(self, which: np.ndarray) -> None:
         """Record the pages ``which`` selects as sent, copied from RAM as they are now;
-        the sender then sends ``self.sent`` (a page written meanwhile shows as dirty at
-        the next scan)."""
+        the sender then sends them from ``source`` (a page written meanwhile shows as
+        dirty at the next scan)."""
         for i in range(0, self.pages, SCAN_PAGES):
             j = min(i + SCAN_PAGES, self.pages)
             mask = which[i:j]
@@ -76,6 +85,8 @@ class RamTracker:
 class DirtyLog(RamTracker):
     """RamTracker's interface over the engine's dirty log of ``machine`` (its CPU must
     have one): ``dirty()`` and ``sync()`` run on the machine thread, between slices."""
+
+    moving = True
 
     def __init__(self, machine: Any) -> None:
         super().__init__(machine.mem.ram)
@@ -108,8 +119,13 @@ class DirtyLog(RamTracker):
         self.unsent |= written
         return self.unsent.copy()
 
+    @property
+    def source(self) -> np.ndarray:
+        """RAM itself: no copy (a first touch of each page of one costs more than
+        sending the page), the log catches what changes."""
+        return self.ram
+
     def take(self, which: np.ndarray) -> None:
-        super().take(which)
         self.unsent &= ~which
 
     def sync(self) -> np.ndarray:

@@ -163,6 +163,7 @@ class StreamWriter:
 
     def __init__(self, out: Any) -> None:
         self.out, self.crc, self.total = out, 0, 0
+        self._still: bytearray | None = None  # where a run of moving RAM is copied
 
     def put(self, data: bytes | memoryview) -> None:
         self.out.write(data)
@@ -175,14 +176,19 @@ class StreamWriter:
         desc = json.dumps(description).encode()
         self.put(struct.pack("<I", len(desc)) + desc)
 
-    def pages(self, ram: np.ndarray, which: np.ndarray | None, compress: bool) -> RunCounts:
+    def pages(self, ram: np.ndarray, which: np.ndarray | None, compress: bool, *,
+              moving: bool = False) -> RunCounts:
         """Records for the pages ``which`` selects (a bool per page; None: all of them),
-        zero pages as markers; returns what was sent."""
+        zero pages as markers; returns what was sent. ``moving``: the guest may write
+        ``ram`` meanwhile, so each run is copied aside first, and what is checksummed
+        is what is sent; else runs are written and checksummed in place."""
         pages = ram.reshape(-1, PAGE)
         counts = RunCounts()
         for i, j, k in _runs(_kinds(pages, which)):
             if k == 1:
-                data = memoryview(pages[i:j]).cast("B")  # written and checksummed in place
+                data = memoryview(pages[i:j]).cast("B")
+                if moving:
+                    data = self._hold_still(data)
                 packed = zlib.compress(data, 1) if compress else data
                 self.put(struct.pack("<BQIBI", DATA_RUN, i, j - i, int(compress), len(packed)))
                 self.put(packed)
@@ -191,6 +197,15 @@ class StreamWriter:
                 self.put(struct.pack("<BQI", ZERO_RUN, i, j - i))
                 counts.zero += j - i
         return counts
+
+    def _hold_still(self, data: memoryview) -> memoryview:
+        """A copy of ``data`` in a buffer reused run after run (``out.write`` is done
+        with its argument when it returns)."""
+        if self._still is None:
+            self._still = bytearray(RUN_PAGES * PAGE)
+        still = memoryview(self._still)[:len(data)]
+        still[:] = data
+        return still
 
     def disk(self, drive: str, offset: int, data: bytes) -> bool:
         """One chunk of a drive (block migration); returns whether it was all zero."""
@@ -272,6 +287,10 @@ class _Input:
     def take(self, n: int, what: str) -> bytes:
         return bytes(self.view(n, what))
 
+    def read_into(self, dest: memoryview, what: str) -> None:
+        """The next ``len(dest)`` bytes, into ``dest``."""
+        dest[:] = self.view(len(dest), what)
+
     def unpack(self, fmt: str, what: str) -> tuple:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))
 
@@ -304,6 +323,14 @@ class _ChannelInput(_Input):
         self.crc = zlib.crc32(chunk, self.crc)
         self.pos += n
         return memoryview(chunk)
+
+    def read_into(self, dest: memoryview, what: str) -> None:
+        try:
+            self.channel.read_into(dest)
+        except self.error as e:
+            raise StreamError(f"{what}: {e}") from None
+        self.crc = zlib.crc32(dest, self.crc)
+        self.pos += len(dest)
 
     def at_end(self) -> bool:
         return True
@@ -589,12 +616,16 @@ def _parse_ram(inp: _Input, ram_size: int, target: Target | None) -> np.ndarray:
             _check_run(first, count, pages)
             if count > RUN_PAGES or length > count * PAGE + 1024:
                 raise StreamError(f"ram/data-run@{first}: {count} pages in {length} bytes")
+            pages_at = memoryview(ram[first * PAGE:(first + count) * PAGE])
+            if not packed and length == count * PAGE:  # straight into the guest's RAM
+                inp.read_into(pages_at, f"ram/data-run@{first}")
+                continue
             chunk = inp.view(length, f"ram/data-run@{first}")
             if packed:
                 chunk = _inflate(chunk, count * PAGE, f"ram/data-run@{first}")
             if len(chunk) != count * PAGE:
                 raise StreamError(f"ram/data-run@{first}: {len(chunk)} bytes for {count} pages")
-            ram[first * PAGE:(first + count) * PAGE] = np.frombuffer(chunk, dtype=np.uint8)
+            pages_at[:] = chunk
         else:
             raise StreamError(f"ram: unknown record tag {tag:#x} at byte {inp.pos - 1}")
 

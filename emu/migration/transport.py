@@ -541,9 +541,15 @@ class Channel:
     # -- reading ------------------------------------------------------------------------
     def read_exact(self, n: int) -> bytes:
         """Exactly ``n`` bytes; TransportError if the stream ends first."""
-        self._require(self.readable, "is write-only")
         out = bytearray(n)
-        view = memoryview(out)
+        self.read_into(memoryview(out))
+        return bytes(out)
+
+    def read_into(self, view: memoryview) -> None:
+        """Fill ``view`` exactly (bulk data lands where it belongs, with no copy in
+        between); TransportError if the stream ends first."""
+        self._require(self.readable, "is write-only")
+        n = len(view)
         got = self._take_buffered(view)
         while got < n:
             if n - got >= READ_BUFFER:
@@ -558,7 +564,6 @@ class Channel:
                                   f"{self._peer_note()}")
             got += k
         self.bytes_received += n
-        return bytes(out)
 
     def read_some(self, max_bytes: int) -> bytes:
         """Between 1 and ``max_bytes`` bytes as soon as any arrive; b"" at the end."""

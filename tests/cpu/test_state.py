@@ -268,3 +268,50 @@ def test_apply_takes_exactly_what_visit_decoded(rigs: list[Rig]) -> None:
     assert b.named() == before
     apply_cpu(b.cpu, values)
     assert b.named() == w.root["cpu"]
+
+
+def _idle_cpu(rigs) -> X86Cpu:
+    class Rig:
+        cpu = X86Cpu(icount=False, port_in=lambda p, s: 0, port_out=lambda p, s, v: None,
+                     inta=lambda: 0)
+    rigs.append(Rig)
+    Rig.cpu.reset()
+    return Rig.cpu
+
+
+def test_the_fast_register_path_reads_and_writes_what_unicorns_own_methods_do(rigs):
+    # cpu.regs (ctypes straight to uc_reg_read/uc_reg_write) beside the engine's Python
+    # methods, for every register a CPU section holds: narrow ones read after a wide
+    # value sat in the shared buffer, 128-bit XMM and 80-bit x87 as their bytes.
+    import random
+
+    from emu.cpu.state import CRS, FPU_POINTERS, GPRS, _reg, saved_msrs
+
+    cpu, rng = _idle_cpu(rigs), random.Random(7)
+    uc, regs = cpu.uc, cpu.regs
+    for name in (*GPRS, "rip", "rflags", *CRS, "fpcw", "fpsw", "fptag",
+                 *(n for n, _ in FPU_POINTERS)):
+        regs.write(x.UC_X86_REG_RAX, (1 << 64) - 1)
+        assert regs.read(x.UC_X86_REG_RAX) == (1 << 64) - 1
+        assert regs.read(_reg(name)) == uc.reg_read(_reg(name)), name
+    for i in range(16):
+        value = rng.getrandbits(128)
+        regs.write_wide(x.UC_X86_REG_XMM0 + i, value.to_bytes(16, "little"))
+        assert uc.reg_read(x.UC_X86_REG_XMM0 + i) == value
+        uc.reg_write(x.UC_X86_REG_XMM0 + i, value ^ 1)
+        assert regs.read_wide(x.UC_X86_REG_XMM0 + i) == (value ^ 1).to_bytes(16, "little")
+    for i in range(8):
+        mantissa, exponent = rng.getrandbits(64), rng.getrandbits(16)
+        uc.reg_write(x.UC_X86_REG_FP0 + i, (mantissa, exponent))
+        raw = mantissa.to_bytes(8, "little") + exponent.to_bytes(2, "little")
+        assert regs.read_wide(x.UC_X86_REG_FP0 + i)[:10] == raw
+        regs.write_wide(x.UC_X86_REG_FP0 + i, raw[::-1])
+        assert uc.reg_read(x.UC_X86_REG_FP0 + i) == (int.from_bytes(raw[::-1][:8], "little"),
+                                                     int.from_bytes(raw[::-1][8:], "little"))
+    for name, index in saved_msrs():  # each MSR keeps what its width holds
+        value = rng.getrandbits(47)
+        uc.msr_write(index, value)
+        kept = uc.msr_read(index)
+        uc.msr_write(index, 0)
+        regs.write_msr(index, value)
+        assert uc.msr_read(index) == regs.read_msr(index) == kept, name

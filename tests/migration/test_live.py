@@ -26,6 +26,9 @@ class Pipe:
             raise EOFError(f"connection closed after {len(data)} of {n} bytes")
         return data
 
+    def read_into(self, view: memoryview) -> None:
+        view[:] = self.read_exact(len(view))
+
 
 def description(size: int) -> dict:
     return {"machine": "pc", "ram_size": size, "clock_ns": 0, "objects": []}
@@ -41,8 +44,8 @@ def migrate(ram: np.ndarray, passes, target: np.ndarray) -> np.ndarray:
         change(ram)
         dirty = tracker.dirty()
         tracker.take(dirty)
-        w.pages(tracker.sent, dirty, False)
-    w.pages(tracker.sent, tracker.sync(), False)
+        w.pages(tracker.source, dirty, False, moving=tracker.moving)
+    w.pages(tracker.source, tracker.sync(), False)
     w.finish([])
     raw = receive_stream(Pipe(out.getvalue()), EOFError, lambda desc: Target(target))
     return raw.ram
