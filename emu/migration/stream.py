@@ -56,6 +56,7 @@ MAX_DESC = 16 << 20
 MAX_SECTION = 16 << 20
 MAX_NAME = 1024
 RUN_PAGES = 256  # data runs of at most 1 MiB, so compression works on bounded pieces
+STILL_BYTES = 64 << 10  # pieces of a run of moving RAM copied aside to be sent
 
 
 class StreamError(DecodeError):
@@ -187,11 +188,14 @@ class StreamWriter:
         for i, j, k in _runs(_kinds(pages, which)):
             if k == 1:
                 data = memoryview(pages[i:j]).cast("B")
-                if moving:
-                    data = self._hold_still(data)
-                packed = zlib.compress(data, 1) if compress else data
-                self.put(struct.pack("<BQIBI", DATA_RUN, i, j - i, int(compress), len(packed)))
-                self.put(packed)
+                if compress:  # what is checksummed and sent is the compressor's output
+                    data = memoryview(zlib.compress(data, 1))
+                self.put(struct.pack("<BQIBI", DATA_RUN, i, j - i, int(compress), len(data)))
+                if moving and not compress:
+                    for at in range(0, len(data), STILL_BYTES):
+                        self.put(self._hold_still(data[at:at + STILL_BYTES]))
+                else:
+                    self.put(data)
                 counts.normal += j - i
             elif k == 0:
                 self.put(struct.pack("<BQI", ZERO_RUN, i, j - i))
@@ -199,10 +203,11 @@ class StreamWriter:
         return counts
 
     def _hold_still(self, data: memoryview) -> memoryview:
-        """A copy of ``data`` in a buffer reused run after run (``out.write`` is done
-        with its argument when it returns)."""
+        """A copy of ``data`` (at most STILL_BYTES) in a buffer reused piece after piece
+        (``out.write`` is done with its argument when it returns); small, because each
+        first touch of a page of fresh memory costs more than copying it."""
         if self._still is None:
-            self._still = bytearray(RUN_PAGES * PAGE)
+            self._still = bytearray(STILL_BYTES)
         still = memoryview(self._still)[:len(data)]
         still[:] = data
         return still
