@@ -106,7 +106,7 @@ lint: $(STAMP)
 
 # pytest exits 5 when it collected nothing; make fails on any non-zero status.
 test: build guests firmware qemu linux-guest debian-guests syslinux-guest grub-guest debian-disk lint
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider --durations=25
 
 BENCH_GUEST := bench/guests/build/compute.elf
 
