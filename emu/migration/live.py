@@ -40,7 +40,7 @@ from emu.host import tls
 from emu.memory import hostram
 from emu.migration.compat import CompatError
 from emu.migration.compat.releases import announcement, destination_versions
-from emu.migration.ram import PAGE, RamTracker, tracker_for
+from emu.migration.ram import PAGE, Tracker, tracker_for
 from emu.migration.staging import DiskStaging
 from emu.migration.stream import (
     DISK_CHUNK,
@@ -392,7 +392,7 @@ class Outgoing:
             for backend in self.disks.values():
                 backend.track_writes(False)
 
-    def _first_pass(self, writer: StreamWriter, out: _Paced, tracker: RamTracker,
+    def _first_pass(self, writer: StreamWriter, out: _Paced, tracker: Tracker,
                     chunks: dict[str, list[int]], duplex: bool,
                     ) -> tuple[Any, dict[str, list[int]]]:
         """The first pass, before the destination's answer. A destination that refuses
@@ -415,7 +415,7 @@ class Outgoing:
             raise MigrationError(f"the destination refused: {text}" if text
                                  else "the destination refused")
 
-    def _pass(self, writer: StreamWriter, out: _Paced, tracker: RamTracker, dirty: Any,
+    def _pass(self, writer: StreamWriter, out: _Paced, tracker: Tracker, dirty: Any,
               chunks: dict[str, list[int]]) -> tuple[Any, dict[str, list[int]]]:
         """Send the disk chunks and pages selected; returns the next selection."""
         t0, sent0 = time.monotonic(), self.channel.bytes_sent
@@ -484,7 +484,7 @@ class Outgoing:
         self.stats.duplicate += counts.zero
         self.stats.transferred = self.channel.bytes_sent
 
-    def _switchover(self, writer: StreamWriter, out: _Paced, tracker: RamTracker,
+    def _switchover(self, writer: StreamWriter, out: _Paced, tracker: Tracker,
                     duplex: bool, chunks: dict[str, list[int]]) -> None:
         """Stop the guest, send the rest, let go of the disks, then the handshake."""
         self._stopped = self.machine.post(self._stop_for_switchover).result()

@@ -82,14 +82,16 @@ class RamTracker:
         """Stop tracking (the compare keeps no state outside this object)."""
 
 
-class DirtyLog(RamTracker):
+class DirtyLog:
     """RamTracker's interface over the engine's dirty log of ``machine`` (its CPU must
-    have one): ``dirty()`` and ``sync()`` run on the machine thread, between slices."""
+    have one), with no copy of RAM: ``dirty()`` and ``sync()`` run on the machine
+    thread, between slices."""
 
     moving = True
 
     def __init__(self, machine: Any) -> None:
-        super().__init__(machine.mem.ram)
+        self.ram = machine.mem.ram
+        self.pages = self.ram.size // PAGE
         self.machine = machine
         self.log = np.zeros(self.pages, dtype=np.uint8)
         self.unsent = np.zeros(self.pages, dtype=bool)  # written, not taken since
@@ -139,7 +141,10 @@ class DirtyLog(RamTracker):
             self.machine.post(self._stop).result()
 
 
-def tracker_for(machine: Any) -> RamTracker:
+Tracker = RamTracker | DirtyLog
+
+
+def tracker_for(machine: Any) -> Tracker:
     """The engine's dirty log where it has one, else the compare (one line says so)."""
     if machine.cpu.has_dirty_log:
         return DirtyLog(machine)
