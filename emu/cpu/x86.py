@@ -481,6 +481,13 @@ class X86Cpu:
     def hflags(self) -> int:
         return self.helper.env_u32(ENV_HFLAGS)
 
+    def paging_registers(self) -> tuple[int, int, int, int]:
+        """CR0, CR3, CR4 and EFER: what the translation of a linear address depends on
+        (read through ``regs``: a tracer asks at every block)."""
+        r = self.regs
+        return (r.read(x.UC_X86_REG_CR0), r.read(x.UC_X86_REG_CR3),
+                r.read(x.UC_X86_REG_CR4), r.read_msr(0xC0000080))
+
     def registers(self) -> dict[str, int]:
         """The architectural registers by name, for the monitor and tests."""
         names = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10",

@@ -102,8 +102,7 @@ class Paging:
 
     @classmethod
     def of(cls, machine: Machine) -> Paging:
-        r = machine.cpu.registers()
-        return cls(r["cr0"], r["cr3"], r["cr4"], r["efer"], machine.cpu.a20)
+        return cls(*machine.cpu.paging_registers(), machine.cpu.a20)
 
     @property
     def long_mode(self) -> bool:
