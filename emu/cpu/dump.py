@@ -47,7 +47,7 @@ GPR64 = ("RAX", "RBX", "RCX", "RDX", "RSI", "RDI", "RBP", "RSP", "R8", "R9", "R1
 
 
 def _reg(cpu: X86Cpu, name: str) -> int:
-    return cpu.uc.reg_read(getattr(x, f"UC_X86_REG_{name}"))
+    return cpu.regs.read(getattr(x, f"UC_X86_REG_{name}"))
 
 
 def _caches(cpu: X86Cpu) -> ctypes.Array:
@@ -156,7 +156,7 @@ def dump_state(cpu: X86Cpu, *, fpu: bool = False, ccop: bool = False) -> list[st
     lines += _system_lines(cpu, lma)
     if ccop:
         lines.append(_ccop_line(cpu, wide))
-    lines.append(f"EFER={cpu.uc.msr_read(0xC0000080):016x}")
+    lines.append(f"EFER={cpu.regs.read_msr(0xC0000080):016x}")
     if fpu:
         lines += _fpu_lines(cpu, wide)
     return lines
