@@ -75,7 +75,11 @@ tick:   push    %eax
         pop     %eax
         iret
 
+        /* data on a page of its own, as a kernel keeps it: a store into a page that
+         * holds code drops the page's translations (the tick handler's count would
+         * retranslate the loop 250 times a second, in QEMU as in pyemu) */
         .data
+        .balign 4096
         .globl iterations, ticks
 iterations: .long 30000000
 ticks:  .long   0
