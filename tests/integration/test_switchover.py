@@ -42,10 +42,16 @@ FINISHED = ("completed", "failed", "cancelled")
 
 
 def growing(path, seconds: float = 1.0) -> bool:
-    """Whether the guest behind the serial file ``path`` is running: its rounds go on."""
-    before = rounds(path)
-    time.sleep(seconds)
-    return len(rounds(path)) > len(before)
+    """Whether the guest behind the serial file ``path`` is running: a new round within
+    ``seconds`` (it says so at the first one; only a stopped guest takes the whole
+    window)."""
+    before = len(rounds(path))
+    deadline = time.monotonic() + seconds
+    while len(rounds(path)) == before:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 @pytest.mark.timeout(120)
