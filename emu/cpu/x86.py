@@ -419,7 +419,7 @@ class X86Cpu:
         p.stop_reason = 0
         p.clock_shift, p.clock_base = self.clock.time_base()
         self.settle_tsc()
-        rip = self.uc.reg_read(x.UC_X86_REG_RIP)
+        rip = self.regs.read(x.UC_X86_REG_RIP)
         if self.icount:
             p.icount_budget = p.icount + (budget if budget is not None else 1 << 62)
         p.int_watch = int(int_log.isEnabledFor(logging.DEBUG))

@@ -38,6 +38,13 @@ ICW4_SFNM = 0x10
 OCW2_EOI, OCW2_SL, OCW2_R = 0x20, 0x40, 0x80
 OCW3_RIS, OCW3_RR, OCW3_POLL, OCW3_SMM, OCW3_ESMM = 0x01, 0x02, 0x04, 0x20, 0x40
 POLL_REQUEST = 0x80  # poll word bit "I": an interrupt was pending
+# HIGHEST[priority_add][mask]: the IR of ``mask`` with the highest priority when IR
+# ``priority_add`` ranks first (rotation), -1 for none; a lookup, as every interrupt
+# resolves priorities several times
+HIGHEST = tuple(
+    tuple(next((ir for ir in ((rank + add) & 7 for rank in range(8)) if mask >> ir & 1), -1)
+          for mask in range(256))
+    for add in range(8))
 
 
 def _ignore(level: bool) -> None:
@@ -109,11 +116,7 @@ class Pic8259(Device):
     # -- priority resolution --------------------------------------------------
     def _highest(self, mask: int) -> int:
         """The IR of ``mask`` with the highest priority under the current rotation; -1 if none."""
-        for rank in range(8):
-            ir = (rank + self.priority_add) & 7
-            if mask >> ir & 1:
-                return ir
-        return -1
+        return HIGHEST[self.priority_add & 7][mask & 0xFF]
 
     def _rank(self, ir: int) -> int:
         return (ir - self.priority_add) & 7

@@ -133,7 +133,7 @@ def qom_set(machine: Machine, path: str, name: str, value: Any) -> None:
         obj.set_prop(name, value)
         return
     obj.sync_state()
-    f.__set__(obj, value)
+    f.assign(obj, value)
     obj.rebuild()
     # As after a load: outputs no rebuild may drive (the CPU's INTR) and code the engine
     # translated from the old state are brought up to date.

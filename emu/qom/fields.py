@@ -120,7 +120,9 @@ SCALARS = {t.name: t for t in (U8, U16, U32, U64, I8, I16, I32, I64, BOOL)}
 
 
 class Field:
-    """A declared field; a data descriptor storing its value on the instance."""
+    """A declared field. Its value lives in the instance's ``__dict__`` under the
+    field's own name; the descriptor has no ``__set__``, so reading and writing a field
+    is a plain attribute access (devices touch theirs on every port access)."""
 
     def __init__(self, kind: str, ftype: FieldType, *, reset: Any = None,
                  doc: str, wire: str | None = None, optional: bool = False) -> None:
@@ -140,9 +142,9 @@ class Field:
     def __get__(self, obj: Any, owner: type | None = None) -> Any:
         if obj is None:
             return self
-        return obj.__dict__[self.attr]
+        return obj.__dict__[self.attr]  # not set yet: KeyError
 
-    def __set__(self, obj: Any, value: Any) -> None:
+    def assign(self, obj: Any, value: Any) -> None:
         obj.__dict__[self.attr] = value
 
     def fresh(self) -> Any:

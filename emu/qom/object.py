@@ -52,7 +52,7 @@ class Object:
         self.children: dict[str, Object] = {}
         self.realized = False
         for f in fields_of(type(self)):
-            f.__set__(self, f.fresh())
+            f.assign(self, f.fresh())
         for key, value in props.items():
             self.set_prop(key, value)
         if parent is not None:
@@ -106,7 +106,7 @@ class Object:
         if self.realized:
             raise ValueError(f"{self.path}: property {name!r} is read-only after realize")
         try:
-            f.__set__(self, f.type.check(value))
+            f.assign(self, f.type.check(value))
         except ValueError as e:
             raise ValueError(f"{self.path}: property {name!r}: {e}") from None
 
@@ -156,7 +156,7 @@ class Object:
         """State fields to their reset values; a reset value the table cannot express
         (computed from props) is set by an override."""
         for f in fields_of(type(self), "state"):
-            f.__set__(self, f.fresh())
+            f.assign(self, f.fresh())
 
     def rebuild(self) -> None:
         """Recompute derived fields from state; must not touch other objects."""

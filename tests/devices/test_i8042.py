@@ -355,7 +355,7 @@ def test_registers_while_output_port_data_is_awaited(board, kbc):
 def _copy_state(src: I8042, dst: I8042) -> None:
     for a, b in zip(src.walk(), dst.walk(), strict=True):
         for f in fields_of(type(a), "state"):
-            f.__set__(b, f.type.check(f.__get__(a)))
+            f.assign(b, f.type.check(f.__get__(a)))
     for obj in dst.walk():
         obj.rebuild()
 

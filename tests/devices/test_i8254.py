@@ -466,7 +466,7 @@ def clone(board: BenchBoard, pit: Pit8254) -> tuple[BenchBoard, Pit8254]:
         assert src.path == dst.path
         for f in fields_of(type(src), "state"):
             value = f.__get__(src)
-            f.__set__(dst, list(value) if isinstance(value, list) else value)
+            f.assign(dst, list(value) if isinstance(value, list) else value)
     for obj in copy.walk():
         obj.rebuild()
     return other, copy

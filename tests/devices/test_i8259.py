@@ -499,7 +499,7 @@ def _copy_state(src: IsaPic, dst: IsaPic) -> None:
     for name in ("master", "slave"):
         a, b = getattr(src, name), getattr(dst, name)
         for f in fields_of(type(a), "state"):
-            f.__set__(b, f.type.check(f.__get__(a)))
+            f.assign(b, f.type.check(f.__get__(a)))
         b.rebuild()
     dst.rebuild()
 

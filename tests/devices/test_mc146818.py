@@ -428,7 +428,7 @@ def clone(board: BenchBoard, rtc: Rtc) -> tuple[BenchBoard, Rtc]:
     other.advance(board.clock.now_ns())
     copy = make_rtc(other, base="2030-01-01", nvram_init=b"\x11" * 128)
     for f in fields_of(Rtc, "state"):
-        f.__set__(copy, f.__get__(rtc))
+        f.assign(copy, f.__get__(rtc))
     copy.rebuild()
     return other, copy
 

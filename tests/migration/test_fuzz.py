@@ -567,7 +567,7 @@ def state_values(type_name: str) -> st.SearchStrategy[dict]:
 def with_state(type_name: str, values: dict):
     obj = TYPES[type_name]("obj", None)
     for f in fields_of(type(obj), "state"):
-        f.__set__(obj, values[f.attr])
+        f.assign(obj, values[f.attr])
     return obj
 
 

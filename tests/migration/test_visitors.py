@@ -44,7 +44,7 @@ def randomised(type_name: str, seed: int):
     obj = TYPES[type_name]("obj", None)
     rng = random.Random(seed)
     for f in fields_of(type(obj), "state"):
-        f.__set__(obj, random_value(f.type, rng))
+        f.assign(obj, random_value(f.type, rng))
     return obj
 
 
