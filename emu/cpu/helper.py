@@ -30,6 +30,7 @@ MSR_EFER, MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_FMASK = (
     0xC0000080, 0xC0000081, 0xC0000082, 0xC0000083, 0xC0000084)
 MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP = 0x174, 0x175, 0x176
 MSR_TSC_AUX = 0xC0000103
+EFER_SCE, EFER_LME = 1 << 0, 1 << 8  # bits any 64-bit model lets a WRMSR change
 
 
 # CPUX86State around exception_next_eip (QEMU 5.0's target/i386/cpu.h, which unicorn
@@ -280,16 +281,22 @@ def _find_offsets(uc: unicorn.Uc, uch: int, cpu: int) -> _Offsets:
             raise HelperError(f"cannot locate MSR {reg:#x} in env")
         msr[reg] = found[0]
         uc.msr_write(reg, 0)
-    efer_before = ctypes.string_at(env, env_blob_len)
-    uc.msr_write(MSR_EFER, uc.msr_read(MSR_EFER) ^ 1)  # toggle SCE
-    efer_after = ctypes.string_at(env, env_blob_len)
-    uc.msr_write(MSR_EFER, uc.msr_read(MSR_EFER) ^ 1)
-    words = [struct.unpack_from("<QQ", efer_before[i:i + 8] + efer_after[i:i + 8])
-             for i in range(0, env_blob_len, 8)]
-    diff = [i * 8 for i, (a, b) in enumerate(words) if a ^ b == 1]
-    if len(diff) != 1:
+    # EFER: the word that changes by exactly the bit toggled, for two different bits
+    # (SCE, then LME). One bit alone is not enough: the scan reaches past env into the
+    # host's heap, where a reference count going from 2 to 3 also differs by bit 0.
+    candidates = None
+    for bit in (EFER_SCE, EFER_LME):
+        before = ctypes.string_at(env, env_blob_len)
+        uc.msr_write(MSR_EFER, uc.msr_read(MSR_EFER) ^ bit)
+        after = ctypes.string_at(env, env_blob_len)
+        uc.msr_write(MSR_EFER, uc.msr_read(MSR_EFER) ^ bit)
+        changed = {i for i in range(0, env_blob_len, 8)
+                   if struct.unpack_from("<Q", before, i)[0] ^ struct.unpack_from(
+                       "<Q", after, i)[0] == bit}
+        candidates = changed if candidates is None else candidates & changed
+    if candidates is None or len(candidates) != 1:
         raise HelperError("cannot locate EFER in env")
-    msr[MSR_EFER] = diff[0]
+    msr[MSR_EFER] = candidates.pop()
     exc_next_eip = _find_exc_next_eip(env - cpu)
     if ctypes.c_int32.from_address(env + exc_next_eip + OLD_EXCEPTION).value != -1:
         raise HelperError("cannot locate old_exception in env")

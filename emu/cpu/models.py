@@ -24,6 +24,7 @@ vol. 3, appendix E (CPUID); QEMU target/i386/cpu.c (builtin_x86_defs, cpu_x86_cp
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import unicorn.x86_const as x
@@ -179,3 +180,10 @@ class CpuidTable:
             return (0, 0, sub & 0xFF, 0)  # no further topology level
         key = (leaf, sub if leaf in self.SUBLEAF_LEAVES else 0)
         return self.leaves.get(key, (0, 0, 0, 0))
+
+
+@functools.cache
+def cpuid_table(model: CpuModel) -> CpuidTable:
+    """The model's table, made once per process (each machine's CPU asks at its build;
+    the table is never changed after)."""
+    return CpuidTable(model)

@@ -35,8 +35,8 @@ from emu.cpu.models import (
     MISC_ENABLE_RESET,
     MODELS,
     MSR_MISC_ENABLE,
-    CpuidTable,
     CpuModel,
+    cpuid_table,
 )
 
 log = logging.getLogger("emu.cpu")
@@ -118,7 +118,7 @@ class X86Cpu:
         self.uc.ctl_set_exits([])
         self.icount = icount
         self.model = model
-        self._cpuid = CpuidTable(model)
+        self._cpuid = cpuid_table(model)
         self._port_in, self._port_out = port_in, port_out
         self._inta_fn = inta
         self.helper = Helper(self.uc, self._inta, IN_CB(self._on_in), icount)

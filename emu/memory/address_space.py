@@ -16,11 +16,15 @@ writes.
 
 from __future__ import annotations
 
+import ctypes
+import itertools
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import unicorn
+from unicorn.unicorn_py3.unicorn import uclib
 
 from emu.memory import hostram
 
@@ -40,6 +44,47 @@ PAM_OFF, PAM_RE, PAM_WE = 0, 1, 2
 
 MmioRead = Callable[[int, int], int]  # (offset, size) -> value
 MmioWrite = Callable[[int, int, int], None]
+
+# MMIO regions are mapped with uc_mmio_map directly, through two C entry points made once
+# per process: the engine passes back the region's key as user data, and _MMIO finds its
+# handlers. (The binding's mmio_map made two wrapped callbacks per mapping, ~0.2 ms, and
+# each access went through two more Python frames.)
+_MMIO: dict[int, tuple[MmioRead, MmioWrite, unicorn.Uc]] = {}
+_keys = itertools.count(1)
+
+
+def _fault(uc: unicorn.Uc, e: BaseException) -> None:
+    """An exception in a handler stops the engine and is raised by emu_start, as the
+    binding's own callbacks do (it cannot cross the engine's C frames)."""
+    if uc._hook_exception is None:
+        uc._hook_exception = e
+    uc.emu_stop()
+
+
+@ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint,
+                  ctypes.c_void_p)
+def _mmio_read(_uch: int, offset: int, size: int, key: int) -> int:
+    read, _, uc = _MMIO[key]
+    try:
+        return read(offset, size)
+    except BaseException as e:
+        _fault(uc, e)
+        return 0
+
+
+@ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint, ctypes.c_uint64,
+                  ctypes.c_void_p)
+def _mmio_write(_uch: int, offset: int, size: int, value: int, key: int) -> None:
+    _, write, uc = _MMIO[key]
+    try:
+        write(offset, size, value)
+    except BaseException as e:
+        _fault(uc, e)
+
+
+def _forget(keys: dict[int, int]) -> None:
+    for key in keys.values():
+        _MMIO.pop(key, None)
 
 
 @dataclass
@@ -78,7 +123,8 @@ class AddressSpace:
         # (the engine marks the CPU's stores, _written the writes from Python)
         self.dirty_log: np.ndarray | None = None
         self.regions: list[Region] = []
-        self._mmio_keep: list[object] = []
+        self._mmio_keys: dict[int, int] = {}  # MMIO region base -> its key in _MMIO
+        weakref.finalize(self, _forget, self._mmio_keys)
         self.pam: dict[int, int] = {}  # segment base -> PAM mode now mapped
         self._map_fixed()
 
@@ -137,14 +183,14 @@ class AddressSpace:
             if base < r.end and r.base < base + size:
                 raise ValueError(f"MMIO {name} at {base:#x} overlaps {r.name}")
 
-        def rd(_uc: unicorn.Uc, off: int, sz: int, _ud: object) -> int:
-            return read(off, sz)
-
-        def wr(_uc: unicorn.Uc, off: int, sz: int, value: int, _ud: object) -> None:
-            write(off, sz, value)
-
-        self._mmio_keep.append((rd, wr))
-        self.uc.mmio_map(base, size, rd, None, wr, None)
+        key = next(_keys)
+        _MMIO[key] = (read, write, self.uc)
+        status = uclib.uc_mmio_map(self.uc._uch, base, size, _mmio_read, key, _mmio_write, key)
+        if status != unicorn.UC_ERR_OK:
+            del _MMIO[key]
+            raise unicorn.UcError(status)
+        _MMIO.pop(self._mmio_keys.get(base, 0), None)  # what was mapped here before
+        self._mmio_keys[base] = key
         self.regions.append(Region(name, base, size))
 
     def fill_unassigned(self) -> None:

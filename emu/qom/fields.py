@@ -148,8 +148,10 @@ class Field:
         obj.__dict__[self.attr] = value
 
     def fresh(self) -> Any:
-        """The reset value, copied so that instances never share a list or a mapping."""
-        return copy.deepcopy(self.reset_value)
+        """The reset value, copied so that instances never share a list or a mapping
+        (an int, bool, str or bytes is shared as it is: no copy to make per build)."""
+        value = self.reset_value
+        return copy.deepcopy(value) if isinstance(value, list | dict) else value
 
 
 def _zero(ftype: FieldType) -> Any:

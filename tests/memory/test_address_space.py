@@ -191,6 +191,21 @@ def test_fill_unassigned_leaves_mapped_regions_alone(guest: GuestCpu) -> None:
     assert regs["rcx"] == 0xFFF0
 
 
+def test_mmio_writes_reach_the_handler_and_a_failing_handler_stops_the_guest(
+        guest: GuestCpu) -> None:
+    writes: list[tuple[int, int, int]] = []
+
+    def read(off: int, size: int) -> int:
+        raise RuntimeError(f"device broke at {off:#x}")
+
+    guest.mem.map_mmio("dev", 0xFED00000, 0x1000, read, lambda *a: writes.append(a))
+    with pytest.raises(RuntimeError, match="device broke at 0x10"):
+        guest.run(b"\xb8\x78\x56\x34\x12"            # mov eax,0x12345678
+                  + mov_to_from_eax(0xFED00004)       # mov [0xFED00004],eax
+                  + mov_ebx_from(0xFED00010))         # mov ebx,[0xFED00010]: raises
+    assert writes == [(4, 4, 0x12345678)]
+
+
 def test_mmio_overlapping_a_region_is_refused() -> None:
     mem = _space()
     with pytest.raises(ValueError, match="ram-low"):
