@@ -45,11 +45,22 @@ PAM_OFF, PAM_RE, PAM_WE = 0, 1, 2
 MmioRead = Callable[[int, int], int]  # (offset, size) -> value
 MmioWrite = Callable[[int, int, int], None]
 
+
+class _Handlers:
+    """One MMIO region's handlers; its AddressSpace holds it, _MMIO only weakly."""
+
+    __slots__ = ("read", "write", "uc", "__weakref__")
+
+    def __init__(self, read: MmioRead, write: MmioWrite, uc: unicorn.Uc) -> None:
+        self.read, self.write, self.uc = read, write, uc
+
+
 # MMIO regions are mapped with uc_mmio_map directly, through two C entry points made once
 # per process: the engine passes back the region's key as user data, and _MMIO finds its
 # handlers. (The binding's mmio_map made two wrapped callbacks per mapping, ~0.2 ms, and
-# each access went through two more Python frames.)
-_MMIO: dict[int, tuple[MmioRead, MmioWrite, unicorn.Uc]] = {}
+# each access went through two more Python frames.) Weak values: a machine dropped in a
+# process takes its handlers with it.
+_MMIO: weakref.WeakValueDictionary[int, _Handlers] = weakref.WeakValueDictionary()
 _keys = itertools.count(1)
 
 
@@ -64,27 +75,22 @@ def _fault(uc: unicorn.Uc, e: BaseException) -> None:
 @ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint,
                   ctypes.c_void_p)
 def _mmio_read(_uch: int, offset: int, size: int, key: int) -> int:
-    read, _, uc = _MMIO[key]
+    h = _MMIO[key]
     try:
-        return read(offset, size)
+        return h.read(offset, size)
     except BaseException as e:
-        _fault(uc, e)
+        _fault(h.uc, e)
         return 0
 
 
 @ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint, ctypes.c_uint64,
                   ctypes.c_void_p)
 def _mmio_write(_uch: int, offset: int, size: int, value: int, key: int) -> None:
-    _, write, uc = _MMIO[key]
+    h = _MMIO[key]
     try:
-        write(offset, size, value)
+        h.write(offset, size, value)
     except BaseException as e:
-        _fault(uc, e)
-
-
-def _forget(keys: dict[int, int]) -> None:
-    for key in keys.values():
-        _MMIO.pop(key, None)
+        _fault(h.uc, e)
 
 
 @dataclass
@@ -123,8 +129,7 @@ class AddressSpace:
         # (the engine marks the CPU's stores, _written the writes from Python)
         self.dirty_log: np.ndarray | None = None
         self.regions: list[Region] = []
-        self._mmio_keys: dict[int, int] = {}  # MMIO region base -> its key in _MMIO
-        weakref.finalize(self, _forget, self._mmio_keys)
+        self._mmio: dict[int, _Handlers] = {}  # MMIO region base -> its handlers
         self.pam: dict[int, int] = {}  # segment base -> PAM mode now mapped
         self._map_fixed()
 
@@ -183,14 +188,12 @@ class AddressSpace:
             if base < r.end and r.base < base + size:
                 raise ValueError(f"MMIO {name} at {base:#x} overlaps {r.name}")
 
-        key = next(_keys)
-        _MMIO[key] = (read, write, self.uc)
+        key, handlers = next(_keys), _Handlers(read, write, self.uc)
+        _MMIO[key] = handlers
         status = uclib.uc_mmio_map(self.uc._uch, base, size, _mmio_read, key, _mmio_write, key)
         if status != unicorn.UC_ERR_OK:
-            del _MMIO[key]
             raise unicorn.UcError(status)
-        _MMIO.pop(self._mmio_keys.get(base, 0), None)  # what was mapped here before
-        self._mmio_keys[base] = key
+        self._mmio[base] = handlers  # what was mapped here before goes
         self.regions.append(Region(name, base, size))
 
     def fill_unassigned(self) -> None:

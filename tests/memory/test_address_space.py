@@ -7,8 +7,10 @@ RAM from 1 MiB up to at most 3.5 GiB, the rest of RAM above 4 GiB, the BIOS belo
 
 from __future__ import annotations
 
+import gc
 import struct
 import time
+import weakref
 from collections.abc import Iterator
 
 import numpy as np
@@ -204,6 +206,19 @@ def test_mmio_writes_reach_the_handler_and_a_failing_handler_stops_the_guest(
                   + mov_to_from_eax(0xFED00004)       # mov [0xFED00004],eax
                   + mov_ebx_from(0xFED00010))         # mov ebx,[0xFED00010]: raises
     assert writes == [(4, 4, 0x12345678)]
+
+
+def test_a_dropped_address_space_frees_its_mmio_handlers() -> None:
+    mem = _space()
+
+    def read(off: int, size: int) -> int:
+        return 0
+
+    handler = weakref.ref(read)
+    mem.map_mmio("dev", 0xFED00000, 0x1000, read, lambda *_: None)
+    del read, mem
+    gc.collect()
+    assert handler() is None
 
 
 def test_mmio_overlapping_a_region_is_refused() -> None:
