@@ -105,8 +105,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check emu tests bench
 
 # pytest exits 5 when it collected nothing; make fails on any non-zero status.
+# TEST_JOBS pytest workers (pytest-xdist), each given whole modules: a module's guests,
+# booted once by a module fixture, stay in one worker.
+TEST_JOBS ?= 2
 test: build guests firmware qemu linux-guest debian-guests syslinux-guest grub-guest debian-disk lint
-	$(BIN)/pytest -q -p no:cacheprovider --durations=25
+	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_JOBS) --dist loadfile --durations=25
 
 BENCH_GUEST := bench/guests/build/compute.elf
 
