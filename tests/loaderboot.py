@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from serialguest import boot_until, pyemu_argv, timeline
+from serialguest import boot_until, find_on_screen, pyemu_argv, timeline
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "tests" / "guests" / "build"
@@ -60,6 +60,6 @@ def boot_loader(loader: str, own: bytes, medium: str, firmware: str, to_linux: b
     out, times = boot_until(pyemu_argv(*machine_args(loader, medium, firmware)), wanted,
                             timeout=150 if to_linux else 60, stop=stop)
     if to_linux:
-        assert out.index(b"Linux version") > out.index(own), out
+        assert out.index(b"Linux version") > find_on_screen(out, own), out
     print(f"\n{loader.upper()} {medium} through {firmware}: {timeline(wanted, times)}")
-    return out[:out.index(own)]
+    return out[:find_on_screen(out, own)]

@@ -23,6 +23,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # A kernel message on the console: "[    1.743104] tsc: ...", a whole line.
 PRINTK_LINE = re.compile(r"^\[ *\d+\.\d{6}\] .*\n", re.MULTILINE)
+# What a terminal does not print: a carriage return, an ANSI control sequence.
+CONTROL = rb"(?:\r|\x1b\[[0-9;?]*[A-Za-z])*"
+
+
+def on_screen(text: bytes) -> bytes:
+    """A pattern for ``text`` as a terminal shows it: control sequences may come between
+    its characters. Two writers on one port do that: SeaBIOS's serial console (INT 10h
+    turned into escapes, cursor moves when it syncs its cursor, at times set by the
+    timer) and a loader writing COM1 itself (SYSLINUX's SERIAL)."""
+    return CONTROL.join(re.escape(bytes([c])) for c in text)
+
+
+def find_on_screen(out: bytes, text: bytes) -> int:
+    """Where ``text`` first shows in ``out`` (as ``on_screen`` matches it), or -1."""
+    m = re.search(on_screen(text), out)
+    return m.start() if m else -1
 
 
 def pyemu_argv(*args: str) -> list[str]:
@@ -154,15 +170,16 @@ class SerialGuest:
 
 def boot_until(argv: Sequence[str], wanted: Sequence[bytes], timeout: float,
                stop: Iterable[bytes] = ()) -> tuple[bytes, list[float]]:
-    """Start ``argv`` and read its console until each of ``wanted`` (plain strings) has
-    shown, in order, within ``timeout`` seconds of its start; then kill it. Returns the
+    """Start ``argv`` and read its console until each of ``wanted`` (plain strings, as
+    ``on_screen`` matches them) has shown, in order, within ``timeout`` seconds of its
+    start; then kill it. Returns the
     output and the seconds from process start to each marker. A ``stop`` string before
     a marker, the timeout or an early exit fails, with the output's end."""
     with SerialGuest(argv=argv, stop=stop) as guest:
         times, at = [], 0
         for marker in wanted:
             left = timeout - (time.monotonic() - guest.started)
-            m = guest.wait_for(re.escape(marker), max(left, 0.0), at)
+            m = guest.wait_for(on_screen(marker), max(left, 0.0), at)
             times.append(guest.seconds_to(m))
             at = m.end()
         return guest.out, times
