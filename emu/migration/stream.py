@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import numpy as np
+from zlib_ng.zlib_ng import crc32
 
 from emu import __version__
 from emu.clock import HORIZON_NS
@@ -168,7 +169,7 @@ class StreamWriter:
 
     def put(self, data: bytes | memoryview) -> None:
         self.out.write(data)
-        self.crc = zlib.crc32(data, self.crc)
+        self.crc = crc32(data, self.crc)
         self.total += len(data)
 
     def head(self, description: dict[str, Any]) -> None:
@@ -267,7 +268,7 @@ def _runs(kind: np.ndarray):
 def _section(path: str, type_name: str, version: int, payload: bytes) -> bytes:
     return (bytes([SECTION]) + _str(path) + _str(type_name) +
             struct.pack("<HI", version, len(payload)) + payload +
-            struct.pack("<I", zlib.crc32(payload)))
+            struct.pack("<I", crc32(payload)))
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -325,7 +326,7 @@ class _ChannelInput(_Input):
             chunk = self.channel.read_exact(n)
         except self.error as e:
             raise StreamError(f"{what}: {e}") from None
-        self.crc = zlib.crc32(chunk, self.crc)
+        self.crc = crc32(chunk, self.crc)
         self.pos += n
         return memoryview(chunk)
 
@@ -334,7 +335,7 @@ class _ChannelInput(_Input):
             self.channel.read_into(dest)
         except self.error as e:
             raise StreamError(f"{what}: {e}") from None
-        self.crc = zlib.crc32(dest, self.crc)
+        self.crc = crc32(dest, self.crc)
         self.pos += len(dest)
 
     def at_end(self) -> bool:
@@ -356,7 +357,7 @@ def read_stream(data: bytes,
     """Check framing, lengths and checksums and decode the RAM; no machine needed.
     ``check`` sees the description before any RAM is allocated (and may refuse it)."""
     body = memoryview(data)[:-4]  # no copy: a stream is mostly RAM
-    if len(data) < 4 or zlib.crc32(body) != struct.unpack("<I", data[-4:])[0]:
+    if len(data) < 4 or crc32(body) != struct.unpack("<I", data[-4:])[0]:
         raise StreamError("end: checksum of the stream does not match (corrupt or truncated)")
     inp = _Input(body)
     raw = _read(inp, check)
@@ -680,7 +681,7 @@ def _read_section(inp: _Input) -> tuple[str, str, int, bytes]:
         raise StreamError(f"{path}: section of {length} bytes exceeds the cap")
     payload = inp.take(length, path)
     (crc,) = inp.unpack("<I", f"{path}/checksum")
-    if zlib.crc32(payload) != crc:
+    if crc32(payload) != crc:
         raise StreamError(f"{path}: section checksum does not match")
     return path, type_name, version, payload
 
