@@ -60,6 +60,8 @@ typedef int (*uc_hook_add_fn)(void *, size_t *, int, void *, void *, uint64_t, u
 typedef int (*uc_emu_stop_fn)(void *);
 typedef int (*uc_hook_del_fn)(void *, size_t);
 typedef int (*uc_hook_gate_fn)(void *, size_t, const volatile int64_t *, int);
+typedef int (*uc_loop_hook_fn)(void *, int (*)(void *, void *), void *);
+typedef volatile int16_t *(*uc_exit_word_fn)(void *);
 typedef int (*uc_icount_fn)(void *, int64_t *);
 typedef int (*uc_reg_write_fn)(void *, int, const void *);
 typedef int (*uc_reg_read_fn)(void *, int, void *);
@@ -162,9 +164,26 @@ struct pyemu_cpu {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     pthread_t thread;
+    /* pyemu's engine from 0008 on, else NULL: interrupts and kicks are taken by a
+     * function the engine's execution loop calls between blocks (on_loop), which
+     * a block reaches through QEMU's own exit check: `exit_word` set to -1 */
+    uc_loop_hook_fn loop_hook;
+    uc_exit_word_fn exit_word_fn;
+    volatile int16_t *exit_word;
 };
 
 #define ENV(p, off, type) (*(type *)((p)->env + (p)->off))
+
+/* Send the next block back to the engine's loop (on_loop), from any thread: QEMU's
+ * exit request. The fence orders the flag the caller raised before the word: the loop
+ * clears the word, then reads the flags (0008-loop-hook.patch). */
+static inline void request_exit(struct pyemu_cpu *p)
+{
+    if (p->exit_word != NULL) {
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        *p->exit_word = -1;
+    }
+}
 
 static void leave_tb(struct pyemu_cpu *p)
 {
@@ -204,8 +223,10 @@ static void record(struct pyemu_cpu *p, int vector, int is_hw, int has_error)
     e->cr2 = cr2;
     e->eax = *gpr(p, 0);
     p->int_seq++;
-    if (p->int_watch && p->int_seq - p->int_read >= INT_LOG_SIZE / 2)
+    if (p->int_watch && p->int_seq - p->int_read >= INT_LOG_SIZE / 2) {
         p->kick = 1;                /* let Python log them before the ring wraps */
+        request_exit(p);
+    }
 }
 
 static void on_intr(void *uc, uint32_t intno, void *ud)
@@ -243,7 +264,8 @@ static inline int irq_deliverable(struct pyemu_cpu *p)
            !(ENV(p, off_hflags, uint32_t) & HF_INHIBIT_IRQ_MASK);
 }
 
-static void deliver_irq(struct pyemu_cpu *p)
+/* The PIC's interrupt, if the CPU takes one now; whether one was delivered. */
+static int deliver_irq(struct pyemu_cpu *p)
 {
     if (irq_deliverable(p)) {
         int vector = p->inta();
@@ -251,11 +273,25 @@ static void deliver_irq(struct pyemu_cpu *p)
             record(p, vector, 1, 0);
             p->hardirq(p->env, vector, 1);
             p->irqs_delivered++;
-            leave_tb(p);
+            return 1;
         }
     }
+    return 0;
 }
 
+/* The engine's loop, between blocks: a kick ends the slice, else the interrupt goes
+ * in; non-zero tells the engine the flow changed (no chaining into the handler). */
+static int on_loop(void *uc, void *ud)
+{
+    struct pyemu_cpu *p = ud;
+    if (p->kick) {
+        p->emu_stop(uc);
+        return 0;
+    }
+    return deliver_irq(p);
+}
+
+/* The same from a block hook, with an engine that has no loop hook. */
 static void on_block(void *uc, uint64_t addr, uint32_t size, void *ud)
 {
     struct pyemu_cpu *p = ud;
@@ -265,7 +301,16 @@ static void on_block(void *uc, uint64_t addr, uint32_t size, void *ud)
         p->emu_stop(uc);
         return;
     }
-    deliver_irq(p);
+    if (deliver_irq(p))
+        leave_tb(p);
+}
+
+/* The INTR line, from any thread: a raised line sends the running block to the loop. */
+void pyemu_set_intr(struct pyemu_cpu *p, int level)
+{
+    p->intr = level;
+    if (level)
+        request_exit(p);
 }
 
 static void on_code_icount(void *uc, uint64_t addr, uint32_t size, void *ud)
@@ -462,14 +507,25 @@ _Static_assert(offsetof(struct pyemu_cpu, kick) == offsetof(struct pyemu_cpu, in
 _Static_assert(offsetof(struct pyemu_cpu, icount_budget) == offsetof(struct pyemu_cpu, icount) + 8,
                "the engine's icount words are icount and icount_budget, side by side");
 
-/* Turn the global block hook on or off; the caller flushes translated code after, so
- * that blocks are translated with (or without) the hook call. With pyemu's engine the
- * hook is gated: a block calls it only while an interrupt is pending or a kick is
- * raised, the only times on_block has work (otherwise a load and a branch per block). */
+/* Turn interrupt delivery and kicks on or off. With pyemu's engine from 0008 on, the
+ * engine's loop calls on_loop between blocks, and a block goes back to the loop when
+ * the exit word is set (request_exit): nothing runs per block. Otherwise a block hook
+ * (the caller flushes translated code after, so that blocks are translated with or
+ * without its call), gated where the engine can (0004): a block calls it only while an
+ * interrupt is pending or a kick is raised (otherwise a load and a branch per block). */
 int pyemu_watch(struct pyemu_cpu *p, int on)
 {
     size_t h = 0;
     int err = 0;
+    if (p->loop_hook != NULL) {
+        if (on && p->exit_word == NULL)
+            p->exit_word = p->exit_word_fn(p->uc);
+        err = p->loop_hook(p->uc, on ? on_loop : NULL, p);
+        p->watch_hook = on;
+        if (on && (p->intr || p->kick))
+            request_exit(p);
+        return err;
+    }
     if (on && !p->watch_hook) {
         err = p->hook_add(p->uc, &h, UC_HOOK_BLOCK, (void *)on_block, p, (uint64_t)1,
                           (uint64_t)0);
@@ -502,6 +558,7 @@ static void *deadline_main(void *arg)
     while (p->thread_running) {
         if (p->in_run && mono_ns() >= p->deadline_ns) {
             p->kick = 1;
+            request_exit(p);
             pthread_cond_wait(&p->cond, &p->lock);  /* until the next slice begins */
         } else if (!p->in_run || p->deadline_ns == INT64_MAX) {
             pthread_cond_wait(&p->cond, &p->lock);
@@ -558,6 +615,7 @@ void pyemu_kick(struct pyemu_cpu *p)
 {
     pthread_mutex_lock(&p->lock);
     p->kick = 1;
+    request_exit(p);
     pthread_mutex_unlock(&p->lock);
 }
 

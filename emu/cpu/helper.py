@@ -43,7 +43,7 @@ OLD_EXCEPTION = 8 + 8 * 8 + 4 * 8
 # The patch set of pyemu's own build of unicorn 2.1.4 (emu/cpu/unicorn-patches/, built by
 # `make`), which the engine names in a symbol (0005-engine-marker.patch). PyPI's stock
 # build runs pyemu too, only slower: every guest store takes its slow path.
-ENGINE_PATCHES = "pyemu-2"
+ENGINE_PATCHES = "pyemu-3"
 
 
 def engine_patches() -> str | None:
@@ -104,6 +104,8 @@ class PyemuCpu(ctypes.Structure):
             "int_seq", "int_read", "int_watch")],
         ("int_log", IntEvent * INT_LOG_SIZE),
         ("lock", ctypes.c_byte * 40), ("cond", ctypes.c_byte * 48), ("thread", ctypes.c_ulong),
+        ("loop_hook", ctypes.c_void_p), ("exit_word_fn", ctypes.c_void_p),
+        ("exit_word", ctypes.c_void_p),
     ]
 
 
@@ -133,7 +135,8 @@ def _load() -> ctypes.CDLL:
     for name, args in (("pyemu_deadline_start", []), ("pyemu_deadline_stop", []),
                        ("pyemu_deadline_set", [ctypes.c_int64]),
                        ("pyemu_run_begin", [ctypes.c_int64]), ("pyemu_run_end", []),
-                       ("pyemu_kick", []), ("pyemu_watch", [ctypes.c_int])):
+                       ("pyemu_kick", []), ("pyemu_watch", [ctypes.c_int]),
+                       ("pyemu_set_intr", [ctypes.c_int])):
         getattr(lib, name).argtypes = [ref, *args]
     lib.pyemu_struct_size.restype = ctypes.c_int64
     lib.pyemu_mr_cache_attach.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
@@ -379,6 +382,8 @@ class Helper:
         p.update_hflags = sym("x86_update_hflags_x86_64")
         p.hook_gate = _optional_sym("uc_pyemu_hook_gate")  # pyemu's engine only
         p.icount_blocks = _optional_sym("uc_pyemu_icount")  # 0006 and later only
+        if (loop_hook := _optional_sym("uc_pyemu_loop_hook")) is not None:  # 0008 on
+            p.loop_hook, p.exit_word_fn = loop_hook, _sym("uc_pyemu_exit_word")
         self._inta = INTA_FN(inta)  # kept alive: C holds the pointer
         p.inta = ctypes.cast(self._inta, ctypes.c_void_p).value
         self._port_in = port_in  # a ctypes callback: kept alive while C holds it

@@ -264,9 +264,9 @@ class X86Cpu:
         self.helper.p.icount_budget = self.helper.p.icount + insns
 
     def set_intr(self, level: bool) -> None:
-        """The INTR line; the C block hook delivers at the next block boundary once IF=1
+        """The INTR line; the C helper delivers at the next block boundary once IF=1
         and no STI/MOV SS shadow is in force."""
-        self.helper.p.intr = int(level)
+        self.helper.lib.pyemu_set_intr(self.helper.ref, int(level))
 
     def set_a20(self, enabled: bool) -> None:
         fn = SET_A20(ctypes.cast(UCLIB.x86_cpu_set_a20_x86_64, ctypes.c_void_p).value)
