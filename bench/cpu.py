@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -109,11 +110,11 @@ def main() -> None:
     args = ap.parse_args()
     n, insns = args.iterations, args.iterations * INSNS_PER_ITERATION
     runs = []
-    for _ in range(args.repeat):  # interleaved, so both see the same machine load
-        runs.append((bare_unicorn(n), *pyemu(n, None)))
+    for _ in range(args.repeat):  # interleaved, so all three see the same machine load
+        runs.append((bare_unicorn(n), *pyemu(n, None), pyemu(n, 3)[0]))
     bare = min(r[0] for r in runs)
     real, ticks = min((r[1], r[2]) for r in runs)
-    icount = min(pyemu(n, 3)[0] for _ in range(args.repeat))
+    icount = min(r[3] for r in runs)
     print(f"unicorn engine: {engine_patches() or 'stock 2.1.4 build'}")
     print(f"compute loop, {insns / 1e6:.0f} M guest instructions, best of {args.repeat}, "
           f"{os.cpu_count()} cores")
@@ -123,6 +124,10 @@ def main() -> None:
                         ("pyemu -icount shift=3", icount)):
         print(f"{label:<40}{secs:>9.2f}{insns / secs / 1e6:>9.0f}{bare / secs:>9.2f}")
     print(f"pyemu -icount / realtime: {real / icount:.2f}x the speed")
+    # each run beside its neighbours: robust where the machine's speed drifts between runs
+    print("medians of the runs' own ratios: realtime / bare "
+          f"{statistics.median(r[0] / r[1] for r in runs):.2f}, -icount / realtime "
+          f"{statistics.median(r[1] / r[3] for r in runs):.2f}")
     rewrite_table(args.repeat)
 
 
