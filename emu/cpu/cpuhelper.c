@@ -59,7 +59,6 @@ enum { STOP_DOUBLE_FAULT = 8 };
 typedef int (*uc_hook_add_fn)(void *, size_t *, int, void *, void *, uint64_t, uint64_t, ...);
 typedef int (*uc_emu_stop_fn)(void *);
 typedef int (*uc_hook_del_fn)(void *, size_t);
-typedef int (*uc_hook_gate_fn)(void *, size_t, const volatile int64_t *, int);
 typedef int (*uc_loop_hook_fn)(void *, int (*)(void *, void *), void *);
 typedef volatile int16_t *(*uc_exit_word_fn)(void *);
 typedef int (*uc_icount_fn)(void *, int64_t *);
@@ -114,9 +113,6 @@ struct pyemu_cpu {
     update_hflags_fn update_hflags;
     inta_fn inta;
     port_in_fn py_in;               /* Python's port-read dispatcher */
-    /* pyemu's engine only (emu/cpu/unicorn-patches), else NULL: run the block hook
-     * only while `intr` or `kick` is set */
-    uc_hook_gate_fn hook_gate;
     /* pyemu's engine only, else NULL: icount counted per translation block by the
      * engine (0006-icount-by-blocks.patch) into `icount`, stopping at `icount_budget`,
      * instead of the code hook on every instruction */
@@ -135,7 +131,6 @@ struct pyemu_cpu {
     int64_t const_until;
     volatile int64_t intr;          /* the INTR line from the PIC */
     volatile int64_t kick;          /* end the running slice as soon as possible */
-    /* (intr and kick side by side: the block hook's gate is these two words) */
     int64_t stop_reason;
     int64_t icount;                 /* instructions executed (icount mode only) */
     int64_t icount_budget;          /* (side by side: the engine's icount words) */
@@ -502,17 +497,14 @@ int pyemu_cpu_attach(struct pyemu_cpu *p, int icount)
     return err;
 }
 
-_Static_assert(offsetof(struct pyemu_cpu, kick) == offsetof(struct pyemu_cpu, intr) + 8,
-               "the block hook's gate is intr and kick, side by side");
 _Static_assert(offsetof(struct pyemu_cpu, icount_budget) == offsetof(struct pyemu_cpu, icount) + 8,
                "the engine's icount words are icount and icount_budget, side by side");
 
-/* Turn interrupt delivery and kicks on or off. With pyemu's engine from 0008 on, the
+/* Turn interrupt delivery and kicks on or off. With pyemu's engine (0008), the
  * engine's loop calls on_loop between blocks, and a block goes back to the loop when
- * the exit word is set (request_exit): nothing runs per block. Otherwise a block hook
- * (the caller flushes translated code after, so that blocks are translated with or
- * without its call), gated where the engine can (0004): a block calls it only while an
- * interrupt is pending or a kick is raised (otherwise a load and a branch per block). */
+ * the exit word is set (request_exit): nothing runs per block. With any other engine,
+ * a block hook on every block (the caller flushes translated code after, so that
+ * blocks are translated with or without its call). */
 int pyemu_watch(struct pyemu_cpu *p, int on)
 {
     size_t h = 0;
@@ -529,8 +521,6 @@ int pyemu_watch(struct pyemu_cpu *p, int on)
     if (on && !p->watch_hook) {
         err = p->hook_add(p->uc, &h, UC_HOOK_BLOCK, (void *)on_block, p, (uint64_t)1,
                           (uint64_t)0);
-        if (!err && p->hook_gate)
-            err = p->hook_gate(p->uc, h, &p->intr, 2);
         p->watch_hook = (int64_t)h;
     } else if (!on && p->watch_hook) {
         err = p->hook_del(p->uc, (size_t)p->watch_hook);

@@ -43,7 +43,7 @@ OLD_EXCEPTION = 8 + 8 * 8 + 4 * 8
 # The patch set of pyemu's own build of unicorn 2.1.4 (emu/cpu/unicorn-patches/, built by
 # `make`), which the engine names in a symbol (0005-engine-marker.patch). PyPI's stock
 # build runs pyemu too, only slower: every guest store takes its slow path.
-ENGINE_PATCHES = "pyemu-3"
+ENGINE_PATCHES = "pyemu-4"
 
 
 def engine_patches() -> str | None:
@@ -93,7 +93,7 @@ class PyemuCpu(ctypes.Structure):
             "off_regs")],
         *[(n, ctypes.c_void_p) for n in (
             "hook_add", "hook_del", "emu_stop", "reg_write", "reg_read", "do_interrupt", "hardirq",
-            "raise_exc_err", "update_hflags", "inta", "py_in", "hook_gate", "icount_blocks")],
+            "raise_exc_err", "update_hflags", "inta", "py_in", "icount_blocks")],
         ("fast_port", ctypes.c_int64), ("fast_buf", ctypes.c_void_p),
         ("fast_pos", ctypes.c_int64), ("fast_end", ctypes.c_int64),
         *[(n, ctypes.c_int64) for n in (
@@ -380,7 +380,6 @@ class Helper:
         p.hardirq = sym("do_interrupt_x86_hardirq_x86_64")
         p.raise_exc_err = sym("raise_exception_err_x86_64")
         p.update_hflags = sym("x86_update_hflags_x86_64")
-        p.hook_gate = _optional_sym("uc_pyemu_hook_gate")  # pyemu's engine only
         p.icount_blocks = _optional_sym("uc_pyemu_icount")  # 0006 and later only
         if (loop_hook := _optional_sym("uc_pyemu_loop_hook")) is not None:  # 0008 on
             p.loop_hook, p.exit_word_fn = loop_hook, _sym("uc_pyemu_exit_word")
