@@ -12,6 +12,7 @@
 const char guest_name[] = "tsc";
 
 #define WINDOW_MS 20
+#define WINDOWS 5
 #define TOLERANCE_PERCENT 2
 #define TSC_AUX_VALUE 0x5A17C0DEu
 #define MSR_TSC_AUX 0xC0000103u
@@ -66,20 +67,38 @@ static void test_monotonic(void)
     check(prev > first, "the TSC advanced over 10000 reads");
 }
 
+/* TSC ticks over one channel-2 one-shot of ``count`` PIT clocks. */
+static uint32_t tsc_over_pit(uint16_t count)
+{
+    pit_ch2_oneshot(count);
+    uint64_t start = rdtsc();
+    while (!pit_ch2_done())
+        ;
+    return (uint32_t)(rdtsc() - start);
+}
+
 static void test_rate(void)
 {
     uint16_t count = (uint16_t)(PIT_HZ * WINDOW_MS / 1000);
     /* 10^9 / 1193182 ns per PIT clock, in 32-bit arithmetic: count * 838.0953 */
     uint32_t want = count * 838u + count / 10;
-    pit_ch2_oneshot(count);
-    uint64_t start = rdtsc();
-    while (!pit_ch2_done())
-        ;
-    uint32_t got = (uint32_t)(rdtsc() - start);
+    /* The median of WINDOWS: in realtime mode both counters follow the host's clock, and
+     * a window the host deschedules pyemu in, between a PIT access and the RDTSC next
+     * to it, is off by that time; the rate itself is in every window. */
+    uint32_t got[WINDOWS];
+    for (int i = 0; i < WINDOWS; i++) {
+        uint32_t t = tsc_over_pit(count);
+        int j = i;
+        for (; j > 0 && got[j - 1] > t; j--)
+            got[j] = got[j - 1];
+        got[j] = t;
+    }
+    uint32_t median = got[WINDOWS / 2];
     uint32_t slack = want / 100 * TOLERANCE_PERCENT;
-    printf("%u TSC ticks over %u PIT clocks (%u ns)\n", got, count, want);
-    check(got >= want - slack && got <= want + slack,
-          "TSC rate 1 GHz against the PIT: %u ticks, want %u +- %u%%", got, want,
+    printf("%u TSC ticks over %u PIT clocks (%u ns), the median of %u..%u\n", median, count,
+           want, got[0], got[WINDOWS - 1]);
+    check(median >= want - slack && median <= want + slack,
+          "TSC rate 1 GHz against the PIT: %u ticks, want %u +- %u%%", median, want,
           TOLERANCE_PERCENT);
 }
 
