@@ -489,10 +489,11 @@ int pyemu_cpu_attach(struct pyemu_cpu *p, int icount)
     else if (icount)
         err |= p->hook_add(p->uc, &h, UC_HOOK_CODE, (void *)on_code_icount, p, (uint64_t)1,
                            (uint64_t)0);
-    /* The block hook stays on in both modes. Slices end from inside the CPU thread, at a
-     * block boundary, never by uc_emu_stop from another thread, and translated code is
-     * never flushed to add or drop the hook: Linux crashed on stale translations of code
-     * it had patched (alternatives, entry code) with either of those in play. */
+    /* Delivery stays on in both modes. Slices end from inside the CPU thread, at a
+     * block boundary, never by uc_emu_stop from another thread (other threads only set
+     * the exit word), and translated code is never flushed to add or drop a hook: Linux
+     * crashed on stale translations of code it had patched (alternatives, entry code)
+     * with either of those in play. */
     err |= pyemu_watch(p, 1);
     return err;
 }
