@@ -136,7 +136,7 @@ struct pyemu_cpu {
     int64_t icount_budget;          /* (side by side: the engine's icount words) */
     int64_t irqs_delivered;
     int64_t exceptions_delivered;
-    /* the global block hook: delivers interrupts and ends slices on a kick */
+    /* the block hook, with an engine that has no loop hook (0 otherwise) */
     int64_t watch_hook;
     /* deadline thread: kicks the running slice (`in_run`) once CLOCK_MONOTONIC
      * reaches `deadline_ns` */
@@ -514,7 +514,6 @@ int pyemu_watch(struct pyemu_cpu *p, int on)
         if (on && p->exit_word == NULL)
             p->exit_word = p->exit_word_fn(p->uc);
         err = p->loop_hook(p->uc, on ? on_loop : NULL, p);
-        p->watch_hook = on;
         if (on && (p->intr || p->kick))
             request_exit(p);
         return err;
