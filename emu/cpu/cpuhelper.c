@@ -578,7 +578,8 @@ void pyemu_run_begin(struct pyemu_cpu *p, int64_t ns)
     pthread_mutex_lock(&p->lock);
     p->deadline_ns = ns;
     p->in_run = 1;
-    pthread_cond_signal(&p->cond);
+    if (ns != INT64_MAX)  /* no deadline (icount, no timer): nothing for it to arm */
+        pthread_cond_signal(&p->cond);
     pthread_mutex_unlock(&p->lock);
 }
 

@@ -399,7 +399,7 @@ class Outgoing:
         closes the connection, which may fail a write of it: then its reason, if it
         gave one, is the error."""
         try:
-            return self._pass(writer, out, tracker, tracker.dirty(), chunks)
+            return self._pass(writer, out, tracker, tracker.dirty(), chunks, scanned=True)
         except TransportError:
             if duplex:
                 self._raise_refusal()
@@ -416,14 +416,16 @@ class Outgoing:
                                  else "the destination refused")
 
     def _pass(self, writer: StreamWriter, out: _Paced, tracker: Tracker, dirty: Any,
-              chunks: dict[str, list[int]]) -> tuple[Any, dict[str, list[int]]]:
-        """Send the disk chunks and pages selected; returns the next selection."""
+              chunks: dict[str, list[int]], *, scanned: bool = False,
+              ) -> tuple[Any, dict[str, list[int]]]:
+        """Send the disk chunks and pages selected; returns the next selection.
+        ``scanned``: the selection is a tracker's first, its pages that are not zero."""
         t0, sent0 = time.monotonic(), self.channel.bytes_sent
         out.pace(self.params["max-bandwidth"])
         self._send_disks(writer, chunks)
         tracker.take(dirty)
         counts = writer.pages(tracker.source, dirty, self.caps["compress"],
-                              moving=tracker.moving)
+                              moving=tracker.moving, scanned=scanned)
         self.channel.flush()
         self._count(counts)
         dirty = tracker.dirty()

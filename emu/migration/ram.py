@@ -43,7 +43,8 @@ class RamTracker:
         self.pages = len(self._ram64)
 
     def dirty(self) -> np.ndarray:
-        """One bool per page: it differs from what was sent."""
+        """One bool per page: it differs from what was sent (the first time: it is not
+        zero)."""
         out = np.empty(self.pages, dtype=bool)
         for i in range(0, self.pages, SCAN_PAGES):
             j = min(i + SCAN_PAGES, self.pages)

@@ -179,14 +179,19 @@ class StreamWriter:
         self.put(struct.pack("<I", len(desc)) + desc)
 
     def pages(self, ram: np.ndarray, which: np.ndarray | None, compress: bool, *,
-              moving: bool = False) -> RunCounts:
+              moving: bool = False, scanned: bool = False) -> RunCounts:
         """Records for the pages ``which`` selects (a bool per page; None: all of them),
         zero pages as markers; returns what was sent. ``moving``: the guest may write
         ``ram`` meanwhile, so each run is copied aside first, and what is checksummed
-        is what is sent; else runs are written and checksummed in place."""
+        is what is sent; else runs are written and checksummed in place. ``scanned``:
+        ``which`` is a scan for pages that are not zero, just made, so the selected
+        pages go as data without being read twice (one that became zero since is
+        sent as data, harmlessly)."""
         pages = ram.reshape(-1, PAGE)
         counts = RunCounts()
-        for i, j, k in _runs(_kinds(pages, which)):
+        kinds = which.astype(np.int8) * 2 - 1 if scanned and which is not None \
+            else _kinds(ram, which)
+        for i, j, k in _runs(kinds):
             if k == 1:
                 data = memoryview(pages[i:j]).cast("B")
                 if compress:  # what is checksummed and sent is the compressor's output
@@ -239,11 +244,13 @@ class RunCounts:
     zero: int = 0
 
 
-def _kinds(pages: np.ndarray, which: np.ndarray | None) -> np.ndarray:
+def _kinds(ram: np.ndarray, which: np.ndarray | None) -> np.ndarray:
     """Per page: 1 data, 0 zero, -1 not selected. Only selected pages are read: the last
-    pass, in the downtime, selects a few pages of a large RAM."""
+    pass, in the downtime, selects a few pages of a large RAM; of all of them, the
+    pages the kernel says were never touched are not read either."""
     if which is None:
-        return pages.any(axis=1).astype(np.int8)
+        return hostram.nonzero(ram).astype(np.int8)
+    pages = ram.reshape(-1, PAGE)
     kind = np.full(len(pages), -1, np.int8)
     for i, j, k in _runs(which.astype(np.int8)):
         if k == 1:

@@ -34,6 +34,7 @@ from emu.memory.address_space import AddressSpace
 MAGIC = 0x1BADB002
 BOOT_MAGIC = 0x2BADB002
 SEARCH = 8192
+_MAGIC_BYTES = struct.pack("<I", MAGIC)
 FLAG_PAGE_ALIGN, FLAG_MEMINFO, FLAG_VIDEO, FLAG_AOUT = 1, 2, 4, 1 << 16
 SUPPORTED_REQUIRED = FLAG_PAGE_ALIGN | FLAG_MEMINFO | FLAG_VIDEO
 INFO_MEM, INFO_BOOTDEV, INFO_CMDLINE, INFO_MODS, INFO_MMAP, INFO_LOADER = 1, 2, 4, 8, 64, 512
@@ -76,17 +77,22 @@ class BootImage:
 
 
 def _find_header(data: bytes, path: str) -> tuple[int, int]:
-    for off in range(0, min(len(data), SEARCH) - 11, 4):
-        magic, flags, checksum = struct.unpack_from("<III", data, off)
-        if magic == MAGIC:
-            if (magic + flags + checksum) & 0xFFFFFFFF:
-                raise BootError(f"{path}: multiboot header at {off:#x} has a bad checksum")
-            unsupported = flags & 0xFFFF & ~SUPPORTED_REQUIRED
-            if unsupported:
-                raise BootError(f"{path}: multiboot header requires unsupported flags "
-                                f"{unsupported:#x}")
-            return off, flags
-    raise BootError(f"{path}: no multiboot header in the first {SEARCH} bytes")
+    """The first 32-bit aligned header whose 12 bytes lie in the first SEARCH bytes
+    (Multiboot 0.6.96 section 3.1.1): its offset and flags."""
+    end = min(len(data), SEARCH) - 8  # where the magic may end with 12 bytes in range
+    off = data.find(_MAGIC_BYTES, 0, end)
+    while off > 0 and off % 4:  # a match off the 32-bit grid is not a header
+        off = data.find(_MAGIC_BYTES, off + 1, end)
+    if off == -1:
+        raise BootError(f"{path}: no multiboot header in the first {SEARCH} bytes")
+    _, flags, checksum = struct.unpack_from("<III", data, off)
+    if (MAGIC + flags + checksum) & 0xFFFFFFFF:
+        raise BootError(f"{path}: multiboot header at {off:#x} has a bad checksum")
+    unsupported = flags & 0xFFFF & ~SUPPORTED_REQUIRED
+    if unsupported:
+        raise BootError(f"{path}: multiboot header requires unsupported flags "
+                        f"{unsupported:#x}")
+    return off, flags
 
 
 def _load_elf(data: bytes, path: str, mem: AddressSpace) -> tuple[int, list[tuple[int, int]]]:
