@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from emu.cpu.state import warm_up
+from emu.cpu.x86 import make_spare_engine
 from emu.host.block import BlockBackend
 from emu.host.chardev import Chardev, MuxChardev, SocketChardev, parse_chardev
 from emu.host.files import DATA_DIRS, check_granted
@@ -150,10 +151,13 @@ def _launch_from_stream(cfg: MachineConfig, incoming: Incoming,
 def _rehearse() -> None:
     """Build a machine of the default configuration and drop it: a bare destination's
     first build from its stream then finds every code path it takes already run once
-    in this process (caches filled, lazy state made), so the source waits less."""
+    in this process (caches filled, lazy state made), so the source waits less. An
+    engine of the default CPU model is made ready for that build as well."""
     from emu.machine.pc.pc import PcMachine
 
-    PcMachine(MachineConfig(incoming="defer"), {}, {}, {}).cpu.close()
+    machine = PcMachine(MachineConfig(incoming="defer"), {}, {}, {})
+    machine.cpu.close()
+    make_spare_engine(machine.cpu.model)
 
 
 def check_grants(cfg: MachineConfig, own: MachineConfig) -> None:

@@ -103,6 +103,28 @@ class RunResult:
     error: str | None = None
 
 
+# Engines made ahead of need, one per engine CPU model (``make_spare_engine``).
+_spare_engines: dict[int, unicorn.Uc] = {}
+
+
+def _new_engine(model: CpuModel) -> unicorn.Uc:
+    """A fresh engine running ``model``, initialized (the engine builds its CPU, memory
+    and translator lazily, at the first call that needs them: the exits set here)."""
+    uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
+    uc.ctl_set_cpu_model(model.engine)  # before anything creates the CPU
+    uc.ctl_exits_enabled(True)
+    uc.ctl_set_exits([])
+    return uc
+
+
+def make_spare_engine(model: CpuModel) -> None:
+    """Make an engine of ``model`` now, for the next X86Cpu of that model to take: a bare
+    destination does it while it waits, so that the machine its stream describes is
+    built without the engine's initialization (1-6 ms on a busy host) in between the
+    source's description and the answer the source waits for."""
+    _spare_engines.setdefault(model.engine, _new_engine(model))
+
+
 class X86Cpu:
     """The machine's CPU. Owned by the machine thread; ``kick()`` is safe from any thread."""
 
@@ -112,10 +134,7 @@ class X86Cpu:
         """``clock`` is the machine's virtual clock, which the TSC follows; a CPU on its
         own (tests, offline tools) gets a running clock of its own (1 ns per instruction
         in icount mode). ``model``: what CPUID says and the engine runs (-cpu)."""
-        self.uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
-        self.uc.ctl_set_cpu_model(model.engine)  # before anything creates the CPU
-        self.uc.ctl_exits_enabled(True)
-        self.uc.ctl_set_exits([])
+        self.uc = _spare_engines.pop(model.engine, None) or _new_engine(model)
         self.icount = icount
         self.model = model
         self._cpuid = cpuid_table(model)
