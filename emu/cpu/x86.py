@@ -122,7 +122,8 @@ def make_spare_engine(model: CpuModel) -> None:
     destination does it while it waits, so that the machine its stream describes is
     built without the engine's initialization (1-6 ms on a busy host) in between the
     source's description and the answer the source waits for."""
-    _spare_engines.setdefault(model.engine, _new_engine(model))
+    if model.engine not in _spare_engines:
+        _spare_engines[model.engine] = _new_engine(model)
 
 
 class X86Cpu:
@@ -134,7 +135,8 @@ class X86Cpu:
         """``clock`` is the machine's virtual clock, which the TSC follows; a CPU on its
         own (tests, offline tools) gets a running clock of its own (1 ns per instruction
         in icount mode). ``model``: what CPUID says and the engine runs (-cpu)."""
-        self.uc = _spare_engines.pop(model.engine, None) or _new_engine(model)
+        spare = _spare_engines.pop(model.engine, None)
+        self.uc = spare if spare is not None else _new_engine(model)
         self.icount = icount
         self.model = model
         self._cpuid = cpuid_table(model)

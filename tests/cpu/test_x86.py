@@ -17,8 +17,9 @@ from collections.abc import Iterator
 import pytest
 import unicorn.x86_const as x
 
+from emu.cpu import x86
 from emu.cpu.models import DEFAULT_MODEL, MODELS, CpuModel
-from emu.cpu.x86 import RunResult, X86Cpu
+from emu.cpu.x86 import RunResult, X86Cpu, make_spare_engine
 from emu.memory.address_space import PAM_RE, PAM_WE, AddressSpace
 
 RAM_SIZE = 2 << 20
@@ -701,3 +702,39 @@ def test_map_changes_under_paging_leave_no_fault_behind(rig: Rig) -> None:
     assert rig.run().halted
     assert rig.reg("rip") == PF_HANDLER_HALTED  # the store's #PF, delivered
     assert rig.reg("rax") == 0x300000
+
+
+# -- engines made ahead (a bare migration destination) ------------------------------------------
+MOVBE_EAX = bytes([0xBB]) + struct.pack("<I", 0x8000) + bytes([  # mov ebx, 8000h
+    0x0F, 0x38, 0xF0, 0x03,  # movbe eax, [ebx]: qemu64's engine lacks MOVBE, max's has it
+    0xF4])                   # hlt
+
+
+def _run_movbe(rig: Rig) -> int | None:
+    """EAX after the MOVBE, or None if the engine raised #UD for it."""
+    rig.mem.write(0x8000, bytes([0x11, 0x22, 0x33, 0x44]))
+    rig.flat32(MOVBE_EAX)
+    result = rig.run()
+    if not result.halted:  # the engine leaves emu_start after #UD: the machine resumes
+        assert rig.run().halted
+    if rig.reg("rip") == CODE32 + len(MOVBE_EAX):  # past its own HLT
+        return rig.reg("rax") & 0xFFFFFFFF
+    assert rig.vector_taken() == 6
+    return None
+
+
+@pytest.mark.parametrize("spare", ["qemu64", "max"])
+def test_a_cpu_takes_a_spare_engine_of_its_own_model_only(spare: str) -> None:
+    make_spare_engine(MODELS[spare])
+    made = x86._spare_engines[MODELS[spare].engine]
+    rigs = [Rig(model=MODELS["qemu64"]), Rig(model=MODELS["max"])]
+    try:
+        took = [r for r in rigs if r.cpu.uc is made]
+        assert took == [rigs[0] if spare == "qemu64" else rigs[1]]
+        assert MODELS[spare].engine not in x86._spare_engines  # taken once
+        # each runs as its own model: the spare went to the CPU of its model
+        assert _run_movbe(rigs[0]) is None
+        assert _run_movbe(rigs[1]) == 0x11223344
+    finally:
+        for r in rigs:
+            r.cpu.close()
