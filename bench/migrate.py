@@ -16,7 +16,7 @@ the source has sent the last byte, pyemu's once the destination answered that th
 guest runs there (the handshake that keeps one running copy). The ratios: pyemu's total
 over QEMU's; pyemu's total up to its last byte sent (total - running + sent) over
 QEMU's, like with like; downtimes to the last byte. pyemu's destination is bare
-(`pyemu -incoming`: it builds the machine from the stream's description, ~10 ms for
+(`pyemu -incoming`: it builds the machine from the stream's description, ~5 ms for
 the demo guest) except in the rows marked "shaped", where it gets the source's machine
 options as QEMU's destination always does.
 
