@@ -537,9 +537,10 @@ static void wait_until(struct pyemu_cpu *p, int64_t ns)
     pthread_cond_timedwait(&p->cond, &p->lock, &ts);
 }
 
-/* The thread only raises `kick`; the block hook (or icount's code hook) stops the
- * engine from the CPU thread. A kick stays raised until the slice ends, so none is lost
- * between two emu_starts. */
+/* The thread only raises `kick` (and the exit word); on_loop (the block hook with an
+ * engine that has no loop hook, or icount's code hook) stops the engine from the CPU
+ * thread. A kick stays raised until the slice ends, so none is lost between two
+ * emu_starts. A slice with no deadline does not wake the thread: it has nothing to arm. */
 
 static void *deadline_main(void *arg)
 {
