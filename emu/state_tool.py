@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from emu.host import qcow2
+from emu.memory import hostram
 from emu.migration.schema import compare, schema
 from emu.migration.stream import (
     PAGE,
@@ -156,7 +157,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _ram_summary(ram: np.ndarray) -> dict[str, int]:
-    nonzero = int(ram.reshape(-1, PAGE).any(axis=1).sum())
+    nonzero = int(hostram.nonzero(ram).sum())  # pages never touched are not read
     return {"bytes": int(ram.size), "pages": ram.size // PAGE, "nonzero_pages": nonzero}
 
 
@@ -205,7 +206,7 @@ def cmd_dump(args: argparse.Namespace) -> str:
     if args.ram:  # every page in use, by page number, as hex
         pages = raw.ram.reshape(-1, PAGE)
         ram["pages_in_use"] = {str(i): pages[i].tobytes().hex()
-                               for i in np.flatnonzero(pages.any(axis=1)).tolist()}
+                               for i in np.flatnonzero(hostram.nonzero(raw.ram)).tolist()}
     out = {"emulator": raw.emulator, "description": raw.description,
            "ram": ram, "state": state_tree(raw, args.file)}
     return json.dumps(_jsonable(out), indent=1, sort_keys=True)

@@ -15,8 +15,8 @@ kernel knows about its pages.
 - ``zero``: zero whole pages of such a mapping at once with madvise(2) MADV_DONTNEED,
   after which private anonymous memory reads as zero-fill, instead of writing zeros
   over the pages that hold something (what it does for any other array).
-- ``nonzero``: which pages hold something other than zeros, reading only the pages
-  ``untouched`` leaves in doubt.
+- ``touched``: the pages ``untouched`` leaves in doubt; ``nonzero``: which of them hold
+  something other than zeros.
 """
 
 from __future__ import annotations
@@ -120,10 +120,16 @@ def _stretches(maybe: np.ndarray | None, pages: int) -> list[tuple[int, int]]:
                     strict=True))
 
 
+def touched(ram: np.ndarray) -> np.ndarray:
+    """One bool per page of ``ram``: it may hold something other than zeros (every page
+    when the kernel does not say)."""
+    clean = untouched(ram)
+    return np.ones(ram.nbytes // PAGE, dtype=bool) if clean is None else ~clean
+
+
 def nonzero(ram: np.ndarray) -> np.ndarray:
     """One bool per page of ``ram``: it holds something other than zeros."""
-    clean = untouched(ram)
-    return _scan(ram, None if clean is None else ~clean)
+    return _scan(ram, touched(ram))
 
 
 def zero(ram: np.ndarray) -> None:

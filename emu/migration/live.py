@@ -399,7 +399,7 @@ class Outgoing:
         closes the connection, which may fail a write of it: then its reason, if it
         gave one, is the error."""
         try:
-            return self._pass(writer, out, tracker, tracker.dirty(), chunks, scanned=True)
+            return self._pass(writer, out, tracker, tracker.dirty(), chunks, fresh=True)
         except TransportError:
             if duplex:
                 self._raise_refusal()
@@ -416,16 +416,17 @@ class Outgoing:
                                  else "the destination refused")
 
     def _pass(self, writer: StreamWriter, out: _Paced, tracker: Tracker, dirty: Any,
-              chunks: dict[str, list[int]], *, scanned: bool = False,
+              chunks: dict[str, list[int]], *, fresh: bool = False,
               ) -> tuple[Any, dict[str, list[int]]]:
         """Send the disk chunks and pages selected; returns the next selection.
-        ``scanned``: the selection is a tracker's first, its pages that are not zero."""
+        ``fresh``: the first pass, to a destination that holds zeros (its zero pages
+        need no record)."""
         t0, sent0 = time.monotonic(), self.channel.bytes_sent
         out.pace(self.params["max-bandwidth"])
         self._send_disks(writer, chunks)
         tracker.take(dirty)
         counts = writer.pages(tracker.source, dirty, self.caps["compress"],
-                              moving=tracker.moving, scanned=scanned)
+                              moving=tracker.moving, fresh=fresh)
         self.channel.flush()
         self._count(counts)
         dirty = tracker.dirty()

@@ -114,11 +114,12 @@ class DirtyLog:
 
     def dirty(self) -> np.ndarray:
         """The pages written and not taken since; the first call starts the log and
-        answers the pages that are not zero (the destination starts all zero)."""
+        answers the pages that may not be zero (the destination starts all zero; the
+        writer reads each once and skips those that are)."""
         written = self.machine.post(self._restart).result()
         if not self.started:
             self.started = True
-            written = hostram.nonzero(self.ram)
+            written = hostram.touched(self.ram)
         self.unsent |= written
         return self.unsent.copy()
 

@@ -57,7 +57,6 @@ MAX_DESC = 16 << 20
 MAX_SECTION = 16 << 20
 MAX_NAME = 1024
 RUN_PAGES = 256  # data runs of at most 1 MiB, so compression works on bounded pieces
-STILL_BYTES = 64 << 10  # pieces of a run of moving RAM copied aside to be sent
 
 
 class StreamError(DecodeError):
@@ -165,7 +164,7 @@ class StreamWriter:
 
     def __init__(self, out: Any) -> None:
         self.out, self.crc, self.total = out, 0, 0
-        self._still: bytearray | None = None  # where a run of moving RAM is copied
+        self._still: np.ndarray | None = None  # where a batch of pages is gathered
 
     def put(self, data: bytes | memoryview) -> None:
         self.out.write(data)
@@ -179,44 +178,44 @@ class StreamWriter:
         self.put(struct.pack("<I", len(desc)) + desc)
 
     def pages(self, ram: np.ndarray, which: np.ndarray | None, compress: bool, *,
-              moving: bool = False, scanned: bool = False) -> RunCounts:
-        """Records for the pages ``which`` selects (a bool per page; None: all of them),
-        zero pages as markers; returns what was sent. ``moving``: the guest may write
-        ``ram`` meanwhile, so each run is copied aside first, and what is checksummed
-        is what is sent; else runs are written and checksummed in place. ``scanned``:
-        ``which`` is a scan for pages that are not zero, just made, so the selected
-        pages go as data without being read twice (one that became zero since is
-        sent as data, harmlessly)."""
-        pages = ram.reshape(-1, PAGE)
-        counts = RunCounts()
-        kinds = which.astype(np.int8) * 2 - 1 if scanned and which is not None \
-            else _kinds(ram, which)
-        for i, j, k in _runs(kinds):
-            if k == 1:
-                data = memoryview(pages[i:j]).cast("B")
-                if compress:  # what is checksummed and sent is the compressor's output
-                    data = memoryview(zlib.compress(data, 1))
-                self.put(struct.pack("<BQIBI", DATA_RUN, i, j - i, int(compress), len(data)))
-                if moving and not compress:
-                    for at in range(0, len(data), STILL_BYTES):
-                        self.put(self._hold_still(data[at:at + STILL_BYTES]))
-                else:
-                    self.put(data)
-                counts.normal += j - i
-            elif k == 0:
-                self.put(struct.pack("<BQI", ZERO_RUN, i, j - i))
-                counts.zero += j - i
-        return counts
+              moving: bool = False, fresh: bool = False) -> RunCounts:
+        """Records for the pages ``which`` selects (a bool per page; None: all of them,
+        those never touched marked zero without being read); returns what was sent.
+        Selected pages are read once, window by window of RUN_PAGES pages: gathered
+        into a buffer if ``moving`` (the guest may write ``ram`` meanwhile, so what is
+        checksummed must be a copy) or not consecutive, else in place. Data pages go as
+        DATA_RUNs, one per stretch within a window; zero pages as ZERO_RUNs as long as
+        they run (so the same RAM always gives the same records), or not at all if
+        ``fresh`` (the destination holds zeros wherever nothing was sent yet: a first
+        pass)."""
+        rows = ram.view(np.uint64).reshape(-1, PAGE // 8)
+        chosen = np.flatnonzero(hostram.touched(ram) if which is None else which)
+        out = _Records(self, compress, fresh, zero_gaps=which is None)
+        windows = np.flatnonzero(np.diff(chosen // RUN_PAGES)) + 1
+        for index in np.split(chosen, windows) if len(chosen) else ():
+            self._window(rows, index, moving, out)
+        out.end(len(rows))
+        return out.counts
 
-    def _hold_still(self, data: memoryview) -> memoryview:
-        """A copy of ``data`` (at most STILL_BYTES) in a buffer reused piece after piece
-        (``out.write`` is done with its argument when it returns); small, because each
-        first touch of a page of fresh memory costs more than copying it."""
-        if self._still is None:
-            self._still = bytearray(STILL_BYTES)
-        still = memoryview(self._still)[:len(data)]
-        still[:] = data
-        return still
+    def _window(self, rows: np.ndarray, index: np.ndarray, moving: bool,
+                out: _Records) -> None:
+        """Pages ``index`` (ascending, in one window) of ``rows``, read once."""
+        n, first = len(index), int(index[0])
+        if not moving and int(index[-1]) - first == n - 1:
+            data = rows[first:first + n]
+        else:
+            if self._still is None:  # reused: one first touch of fresh memory per writer
+                self._still = np.empty((RUN_PAGES, PAGE // 8), np.uint64)
+            data = np.take(rows, index, axis=0, out=self._still[:n], mode="clip")
+        used = np.bitwise_or.reduce(data, axis=1) != 0
+        cuts = np.flatnonzero((np.diff(index) != 1) | (used[1:] != used[:-1])) + 1
+        bounds = [0, *cuts.tolist(), n]
+        pages, kinds = index.tolist(), used.tolist()
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            if kinds[a]:
+                out.data(pages[a], data[a:b])
+            else:
+                out.zero(pages[a], pages[a] + b - a)
 
     def disk(self, drive: str, offset: int, data: bytes) -> bool:
         """One chunk of a drive (block migration); returns whether it was all zero."""
@@ -244,32 +243,57 @@ class RunCounts:
     zero: int = 0
 
 
-def _kinds(ram: np.ndarray, which: np.ndarray | None) -> np.ndarray:
-    """Per page: 1 data, 0 zero, -1 not selected. Only selected pages are read: the last
-    pass, in the downtime, selects a few pages of a large RAM; of all of them, the
-    pages the kernel says were never touched are not read either."""
-    if which is None:
-        return hostram.nonzero(ram).astype(np.int8)
-    pages = ram.reshape(-1, PAGE)
-    kind = np.full(len(pages), -1, np.int8)
-    for i, j, k in _runs(which.astype(np.int8)):
-        if k == 1:
-            kind[i:j] = pages[i:j].any(axis=1)
-    return kind
+class _Records:
+    """What StreamWriter.pages sends, in page order: a DATA_RUN as each comes, zero
+    pages joined into one run until something else comes. Pages between those read
+    were not selected, or, with ``zero_gaps`` (a whole image), never touched: zero."""
 
+    def __init__(self, writer: StreamWriter, compress: bool, fresh: bool,
+                 zero_gaps: bool) -> None:
+        self.writer, self.compress, self.fresh, self.zero_gaps = \
+            writer, compress, fresh, zero_gaps
+        self.counts = RunCounts()
+        self.done = 0  # the pages before this one have their records (or are pending)
+        self.zeros: int | None = None  # where the pending zero run starts; it ends at done
 
-def _runs(kind: np.ndarray):
-    """(first, end, kind) for each run of equal ``kind``, data runs cut at RUN_PAGES."""
-    if not len(kind):
-        return
-    edges = np.flatnonzero(np.diff(kind)) + 1
-    starts = np.concatenate(([0], edges))
-    ends = np.concatenate((edges, [len(kind)]))
-    for i, j in zip(starts.tolist(), ends.tolist(), strict=True):
-        k = int(kind[i])
-        step = RUN_PAGES if k == 1 else j - i
-        for first in range(i, j, step):
-            yield first, min(first + step, j), k
+    def data(self, first: int, rows: np.ndarray) -> None:
+        if first != self.done:  # (tests before calls: one data record per page, at worst)
+            self._skip_to(first)
+        if self.zeros is not None:
+            self._flush()
+        piece = memoryview(rows).cast("B")
+        if self.compress:  # what is checksummed and sent is the compressor's output
+            piece = memoryview(zlib.compress(piece, 1))
+        self.writer.put(struct.pack("<BQIBI", DATA_RUN, first, len(rows), int(self.compress),
+                                    len(piece)))
+        self.writer.put(piece)
+        self.counts.normal += len(rows)
+        self.done = first + len(rows)
+
+    def zero(self, first: int, end: int) -> None:
+        self._skip_to(first)
+        if self.zeros is None:
+            self.zeros = first
+        self.counts.zero += end - first
+        self.done = end
+
+    def end(self, pages: int) -> None:
+        self._skip_to(pages)
+        self._flush()
+
+    def _skip_to(self, first: int) -> None:
+        if first == self.done:
+            pass
+        elif self.zero_gaps:
+            self.zero(self.done, first)
+        else:
+            self._flush()
+            self.done = first
+
+    def _flush(self) -> None:
+        if self.zeros is not None and not self.fresh:
+            self.writer.put(struct.pack("<BQI", ZERO_RUN, self.zeros, self.done - self.zeros))
+        self.zeros = None
 
 
 def _section(path: str, type_name: str, version: int, payload: bytes) -> bytes:

@@ -4,12 +4,23 @@ and a destination that ends up with exactly the source's last RAM."""
 from __future__ import annotations
 
 import io
+import struct
 
 import numpy as np
 import pytest
 
+from emu.memory import hostram
 from emu.migration.ram import PAGE, RamTracker, copy_changed
-from emu.migration.stream import StreamError, StreamWriter, Target, receive_stream
+from emu.migration.stream import (
+    DATA_RUN,
+    RAM_END,
+    ZERO_RUN,
+    StreamError,
+    StreamWriter,
+    Target,
+    receive_stream,
+    write_parts,
+)
 
 PAGES = 64
 
@@ -92,6 +103,79 @@ def test_copy_changed_makes_one_ram_the_other():
     b[63 * PAGE] = 9
     copy_changed(a, b)
     assert (a == b).all()
+
+
+def records(pages: bytes) -> list[tuple[str, int, int]]:
+    """The RAM records of ``pages`` (what StreamWriter.pages wrote, then RAM_END):
+    ("data" or "zero", first page, pages)."""
+    out, at = [], 0
+    while pages[at] != RAM_END:
+        if pages[at] == ZERO_RUN:
+            first, count = struct.unpack_from("<QI", pages, at + 1)
+            out.append(("zero", first, count))
+            at += 13
+        else:
+            assert pages[at] == DATA_RUN
+            first, count, _, length = struct.unpack_from("<QIBI", pages, at + 1)
+            out.append(("data", first, count))
+            at += 18 + length
+    return out
+
+
+def sent(ram: np.ndarray, which: np.ndarray | None, **how) -> list[tuple[str, int, int]]:
+    out = io.BytesIO()
+    w = StreamWriter(out)
+    w.pages(ram, which, False, **how)
+    w.finish([])
+    return records(out.getvalue())
+
+
+def test_a_whole_image_has_the_same_records_however_its_pages_were_touched():
+    """A snapshot of the same RAM is the same bytes: zero pages run as long as they
+    go, touched or not, and data stretches end only at a zero page or a window."""
+    a, b = hostram.allocate(1024 * PAGE), hostram.allocate(1024 * PAGE)
+    for ram in a, b:
+        ram[3 * PAGE:300 * PAGE] = 1  # across the window at page 256
+        ram[700 * PAGE + 5] = 2
+    a[600 * PAGE:640 * PAGE] = 0  # written with zeros: touched, zero
+    b[1000 * PAGE] = 0
+    images = []
+    for ram in a, b:
+        out = io.BytesIO()
+        write_parts(out, description(ram.size), ram, [])
+        images.append(out.getvalue())
+    assert images[0] == images[1]
+    assert sent(a, None) == [("zero", 0, 3), ("data", 3, 253), ("data", 256, 44),
+                             ("zero", 300, 400), ("data", 700, 1), ("zero", 701, 323)]
+
+
+def test_a_first_pass_sends_no_record_for_a_zero_page():
+    ram = hostram.allocate(1024 * PAGE)
+    ram[10 * PAGE:20 * PAGE] = 3
+    ram[20 * PAGE:30 * PAGE] = 0  # touched, zero: the destination has it already
+    ram[900 * PAGE] = 4
+    assert sent(ram, hostram.touched(ram), moving=True, fresh=True) == [
+        ("data", 10, 10), ("data", 900, 1)]
+
+
+@pytest.mark.parametrize("moving", [False, True])
+def test_scattered_pages_go_as_stretches_within_their_window(moving):
+    ram = np.zeros(1024 * PAGE, np.uint8)
+    for page in (1, 2, 3, 6, 255, 256, 257):
+        ram[page * PAGE + 7] = page % 200 + 1
+    which = np.zeros(1024, bool)
+    which[[1, 2, 3, 4, 5, 6, 255, 256, 257, 600]] = True
+    assert sent(ram, which, moving=moving) == [
+        ("data", 1, 3), ("zero", 4, 2), ("data", 6, 1), ("data", 255, 1), ("data", 256, 2),
+        ("zero", 600, 1)]
+    target = np.full_like(ram, 9)
+    out = io.BytesIO()
+    w = StreamWriter(out)
+    w.head(description(ram.size))
+    w.pages(ram, which, False, moving=moving)
+    w.finish([])
+    receive_stream(Pipe(out.getvalue()), EOFError, lambda desc: Target(target))
+    assert (target.reshape(-1, PAGE)[which] == ram.reshape(-1, PAGE)[which]).all()
 
 
 def test_disk_records_need_a_drive_that_takes_them():
