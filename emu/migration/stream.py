@@ -257,7 +257,7 @@ class _Records:
         self.zeros: int | None = None  # where the pending zero run starts; it ends at done
 
     def data(self, first: int, rows: np.ndarray) -> None:
-        if first != self.done:  # (tests before calls: one data record per page, at worst)
+        if first != self.done:  # tested here, not in the call: this runs once per record
             self._skip_to(first)
         if self.zeros is not None:
             self._flush()
@@ -282,9 +282,11 @@ class _Records:
         self._flush()
 
     def _skip_to(self, first: int) -> None:
+        """Pages from ``done`` to ``first`` were not read: zero in a whole image, else
+        not selected (a gap that ends the pending zero run)."""
         if first == self.done:
-            pass
-        elif self.zero_gaps:
+            return
+        if self.zero_gaps:
             self.zero(self.done, first)
         else:
             self._flush()
