@@ -35,6 +35,15 @@ def listening(port: int) -> bool:
     return False
 
 
+def listening_unix(path: str) -> bool:
+    """Whether some process listens on the unix socket ``path`` (its file appears at
+    bind(2), a moment before listen(2): a connection in between is refused)."""
+    with open("/proc/net/unix") as f:
+        rows = [line.split() for line in f.readlines()[1:]]
+    return any(len(cols) == 8 and cols[7] == path and int(cols[3], 16) & 0x10000  # ACCEPTCON
+               for cols in rows)
+
+
 def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -95,8 +104,8 @@ class Pair:
             wait_for(lambda: listening(port) or self.dst.poll() is not None,
                      what="the destination to listen")
         elif uri.startswith("unix:"):
-            wait_for(lambda: Path(uri[5:]).exists() or self.dst.poll() is not None,
-                     what="the destination's socket")
+            wait_for(lambda: listening_unix(uri[5:]) or self.dst.poll() is not None,
+                     what="the destination to listen")
         return sock
 
     def dst_monitor(self, sock: Path):
