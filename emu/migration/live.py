@@ -302,6 +302,9 @@ class Outgoing:
         # the destination's state versions (its ACCEPT); None: a one-way stream (file:,
         # exec:), written at this pyemu's
         self._versions: dict[str, int] | None = None
+        # the objects whose state is sent, as described: fixed until the migration ends
+        # (device_add and device_del refuse while it is active)
+        self._objects: list[Any] = []
         self.disks: dict[str, Any] = {}  # block migration: drive id -> image to copy
         self._thread = threading.Thread(target=self._run, name="migration", daemon=True)
 
@@ -362,9 +365,9 @@ class Outgoing:
             raise MigrationError("cancelled")
         duplex = self.channel.readable and self.channel.writable
         block = self.caps["block"]
-        desc = self.machine.post(lambda: describe_for_migration(
+        desc, self._objects = self.machine.post(lambda: (describe_for_migration(
             self.machine, reply=duplex, block=block,
-            switchover=switchover_ms(self.params))).result()
+            switchover=switchover_ms(self.params)), stateful(self.machine))).result()
         out = _Paced(self)
         writer = StreamWriter(out)
         writer.head(desc)
@@ -540,8 +543,8 @@ class Outgoing:
         guest stops, if some object of this machine cannot be written at them."""
         try:
             versions = destination_versions(said)
-            self.machine.post(lambda: [check_sendable(o, versions)
-                                       for o in stateful(self.machine)]).result()
+            for obj in self._objects:  # types and paths only: no trip to the machine thread
+                check_sendable(obj, versions)
         except CompatError as e:
             raise MigrationError(f"the destination cannot take this machine: {e}") from None
         return versions
