@@ -284,6 +284,17 @@ class Machine(Object):
                 fut.set_exception(e)
         for source in self._input_sources:
             source.pump()
+        self._reset_if_requested()
+
+    def reset_now(self, reason: str, cause: str) -> None:
+        """On the machine thread, between slices (the monitors' system_reset): the reset
+        (with -no-reboot, the exit) is done before the command answers, so the next
+        command sees it, as QEMU's main loop handles the request before the monitor's
+        next line."""
+        self._reset_reason, self._reset_cause = reason, cause
+        self._reset_if_requested()
+
+    def _reset_if_requested(self) -> None:
         if self._reset_reason is not None:
             reason, self._reset_reason = self._reset_reason, None
             cause = self._reset_cause

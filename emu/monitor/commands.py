@@ -173,7 +173,7 @@ def _c(machine: Machine, args: list[str]) -> str:
 
 @command("system_reset", help="reset the system")
 def _system_reset(machine: Machine, args: list[str]) -> str:
-    machine.request_reset("system_reset from the monitor", "host-qmp-system-reset")
+    machine.reset_now("system_reset from the monitor", "host-qmp-system-reset")
     return ""
 
 

@@ -337,7 +337,7 @@ def _cont(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
 
 @qmp_command("system_reset")
 def _system_reset(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
-    machine.request_reset("system_reset from QMP", "host-qmp-system-reset")
+    machine.reset_now("system_reset from QMP", "host-qmp-system-reset")
     return {}
 
 
