@@ -649,16 +649,19 @@ class GdbSession:
             return self._continue()
         return ""
 
-    def _detach(self, _args: str) -> str:
+    def _detach(self, _args: str) -> None:
+        """The OK goes before the guest runs again, as QEMU's does: a guest that ends
+        at once would otherwise close the connection before gdb has its answer. From
+        here on the machine's events are not gdb's (no W for a guest that exits)."""
         self.detached = True
+        self.call(self.dbg.clear)
+        self.reply("OK")
 
         def let_go() -> None:
-            self.dbg.clear()
             if self.dbg.machine.runstate in ("paused", "prelaunch"):  # as QEMU, even -S
                 self.dbg.resume()
 
         self.call(let_go)
-        return "OK"
 
     def _kill(self, _args: str) -> None:
         self.closed = True
@@ -675,6 +678,8 @@ class GdbSession:
         """The machine's events (its thread): the stop reply a 'c' waits for, or the
         exit status (W) when pyemu ends."""
         machine = self.dbg.machine
+        if self.detached:
+            return
         if event == "SHUTDOWN" and machine.exit_status is not None and not self.closed:
             self.closed = True
             self.running = False

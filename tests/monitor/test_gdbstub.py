@@ -246,3 +246,29 @@ def test_watchpoint_stops_after_the_write(running):
     assert _symbol("exit_verdict") < running.call(running.dbg.pc) < _symbol("guest_fail")
     assert running.dispatch(f"z2,{exiting:x},4") == "OK"
     assert running.dbg.watchpoints == {}
+
+
+def test_detach_answers_before_the_guest_runs_and_then_says_nothing(running):
+    """The OK goes while the guest is still stopped: a guest that ends at once must not
+    close the connection before gdb has its answer (CI: "Can't detach process")."""
+    machine = running.dbg.machine
+    main = _symbol("main")
+    assert running.dispatch(f"Z1,{main:x},1") == "OK"
+    assert running.dispatch("c") is None
+    running.wait_for(frame("T05thread:01;swbreak:;"))
+    states: dict[bytes, str] = {}
+    send = running._send
+
+    def send_noting_runstate(data: bytes) -> None:
+        states[data] = machine.runstate
+        send(data)
+
+    running._send = send_noting_runstate
+    running.sent.clear()
+    running.handle(Event("packet", b"D"))
+    assert running.sent == [b"+", frame("OK")]
+    assert states[frame("OK")] == "paused"
+    assert running.dbg.breakpoints == {} and machine.runstate == "running"
+    machine.post(lambda: machine.request_shutdown(1, "guest exit")).result(timeout=10)
+    assert machine.exit_status == 1
+    assert running.sent == [b"+", frame("OK")]  # no W: gdb has gone
