@@ -189,15 +189,19 @@ class Proxy:
                     continue
             else:
                 watcher.feed(data)
-                data = self._in_stream(watcher, seen, data)
+                data = self._in_stream(watcher, seen, data, dst)
                 seen += len(data) if data is not None else 0
                 if data is None:
                     return
             if not self._send(dst, data):
                 return
 
-    def _in_stream(self, watcher: StreamWatcher, seen: int, data: bytes) -> bytes | None:
-        """The stream's bytes to forward (None: stop), once the stage is reached."""
+    def _in_stream(self, watcher: StreamWatcher, seen: int, data: bytes,
+                   dst: socket.socket) -> bytes | None:
+        """The stream's bytes to forward (None: stop), once the stage is reached. What
+        comes before the stage goes through first, even when one read brought both:
+        under load the head and the first records arrive together, and a cut that took
+        the head with it would be a connection with no stream at all."""
         if self.stage == "precopy" and watcher.records_at is not None \
                 and seen + len(data) > watcher.records_at:
             cut = max(watcher.records_at - seen, 0)
@@ -208,6 +212,8 @@ class Proxy:
             return data
         if self.hit.is_set() and self.action == "drop":
             return data  # one piece dropped is enough to corrupt the stream
+        if self.action != "drop" and cut and not self._send(dst, data[:cut]):
+            return None
         if self._fault():
             return None
         return data[:cut] + data[cut + 4096:]  # drop: a piece out of the middle
