@@ -99,12 +99,12 @@ def test_a_fault_at_any_message_never_leaves_two_running_copies(pair, guest, sta
         proxy.close()
     if not dst_runs:
         try:
-            status = pair.dst.wait(GRACE_MS / 1000 + 30)
+            code = pair.dst.wait(GRACE_MS / 1000 + 30)
         except subprocess.TimeoutExpired:
             pair.dst.kill()
-            status = pair.dst.wait()
+            code = pair.dst.wait()
         err = pair.dst.stderr.read().decode()
-        assert status == 1, f"{where}: the destination went on: {err}"
+        assert code == 1, f"{where}: the destination went on: {err}"
         assert err.count("incoming migration failed") == 1, err
         assert "Traceback" not in err, err
 
