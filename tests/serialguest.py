@@ -21,8 +21,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# A kernel message on the console: "[    1.743104] tsc: ...", a whole line.
-PRINTK_LINE = re.compile(r"^\[ *\d+\.\d{6}\] .*\n", re.MULTILINE)
+# A kernel message on the console: "[    1.743104] tsc: ...", written whole up to its
+# newline, but maybe into a line the shell is writing ("after[    1.83] msg\n\n").
+PRINTK_LINE = re.compile(r"\[ *\d+\.\d{6}\] [^\n]*\n")
 # What a terminal does not print: a carriage return, an ANSI control sequence.
 CONTROL = rb"(?:\r|\x1b\[[0-9;?]*[A-Za-z])*"
 

@@ -636,6 +636,7 @@ def test_stray_connections_are_dropped_and_the_source_still_gets_through(
         # and the source, arriving meanwhile, waits its turn
         silent = _connect(uri)
         time.sleep(0.5)
+    smon.sock.settimeout(60)  # migrate answers when done: after the silent one's 10 s
     assert smon.cmd(f"migrate {uri}") == "", info(smon)
     status = info(smon)
     assert status["Migration status"] == "completed", status
