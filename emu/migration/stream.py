@@ -206,6 +206,8 @@ class StreamWriter:
         else:
             if self._still is None:  # reused: one first touch of fresh memory per writer
                 self._still = np.empty((RUN_PAGES, PAGE // 8), np.uint64)
+            # "clip": the indices are in range, and "raise" would gather into a buffered
+            # copy of ``out`` first
             data = np.take(rows, index, axis=0, out=self._still[:n], mode="clip")
         used = np.bitwise_or.reduce(data, axis=1) != 0
         cuts = np.flatnonzero((np.diff(index) != 1) | (used[1:] != used[:-1])) + 1
@@ -257,8 +259,7 @@ class _Records:
         self.zeros: int | None = None  # where the pending zero run starts; it ends at done
 
     def data(self, first: int, rows: np.ndarray) -> None:
-        if first != self.done:  # tested here, not in the call: this runs once per record
-            self._skip_to(first)
+        self._skip_to(first)
         if self.zeros is not None:
             self._flush()
         piece = memoryview(rows).cast("B")
