@@ -419,11 +419,25 @@ static int64_t mono_ns(void)
 
 /* ---- virtual TSC ---------------------------------------------------------------- */
 
+/* Realtime: a slice whose deadline has passed ends at the next block even if the
+ * deadline thread has not run yet. On a busy host that thread can wait milliseconds for
+ * a core while this one runs on, and a guest that reads the time (the TSC, a port) could
+ * see it pass a timer's edge that no interrupt had followed; the PIT's edges of that
+ * wait would then collapse into one request in the PIC. */
+static int64_t check_deadline(struct pyemu_cpu *p, int64_t now)
+{
+    if (now >= __atomic_load_n(&p->deadline_ns, __ATOMIC_RELAXED) && !p->kick) {
+        p->kick = 1;
+        request_exit(p);
+    }
+    return now;
+}
+
 /* The machine's virtual time now, as its clock computes it (emu/clock.py time_base). */
 static int64_t virtual_ns(struct pyemu_cpu *p)
 {
     return p->clock_shift >= 0 ? (p->icount << p->clock_shift) + p->clock_base
-                               : mono_ns() - p->clock_base;
+                               : check_deadline(p, mono_ns()) - p->clock_base;
 }
 
 static uint64_t read_tsc(struct pyemu_cpu *p)
@@ -462,7 +476,8 @@ static uint32_t on_in(void *uc, uint32_t port, int size, void *ud)
         p->fast_pos += size;
         return value;
     }
-    if ((int64_t)port == p->const_port && size == 1 && virtual_ns(p) < p->const_until)
+    int64_t now = virtual_ns(p);  /* (realtime: also ends an overdue slice) */
+    if ((int64_t)port == p->const_port && size == 1 && now < p->const_until)
         return (uint32_t)p->const_value;
     return p->py_in(uc, port, size, NULL);
 }

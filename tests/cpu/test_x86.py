@@ -613,6 +613,26 @@ def test_deadline_ends_a_busy_slice_without_a_triple_fault(rig: Rig) -> None:
     assert rig.reg("rip") == 0  # left at a block boundary
 
 
+@pytest.mark.parametrize("code", [bytes([0x0F, 0x31, 0xEB, 0xFC]),   # rdtsc; jmp back
+                                  bytes([0xE4, 0x80, 0xEB, 0xFC])],  # in al, 0x80; jmp back
+                         ids=["rdtsc", "in"])
+def test_a_guest_reading_the_time_ends_an_overdue_slice_itself(rig: Rig, code: bytes) -> None:
+    """A busy host can keep the deadline thread off a core for milliseconds; a guest that
+    reads the TSC or a port must not run on past the deadline meanwhile. Here the thread
+    is gone: the CPU thread alone ends the slice."""
+    helper = rig.cpu.helper
+    helper.lib.pyemu_deadline_stop(helper.ref)
+    rescue = threading.Timer(2.0, rig.cpu.kick)  # without the check, only this ends it
+    rescue.start()
+    rig.real_mode(code)
+    start = time.monotonic_ns()
+    try:
+        assert rig.cpu.run(host_deadline_ns=start + 20_000_000) == RunResult()
+    finally:
+        rescue.cancel()
+    assert time.monotonic_ns() - start < 1_000_000_000
+
+
 @pytest.mark.parametrize("when", ["before", "during"])
 def test_kick_ends_the_slice_promptly(rig: Rig, when: str) -> None:
     rig.real_mode(bytes([0x43, 0xEB, 0xFD]))  # inc bx; jmp back
