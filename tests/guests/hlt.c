@@ -11,6 +11,8 @@
 const char guest_name[] = "hlt";
 
 #define WAKES 20
+/* Channel 0 at 100 Hz: 11932 PIT clocks, in whole ns. */
+#define PERIOD_NS 10000067u
 
 
 static void test_hlt_wakes(void)
@@ -41,13 +43,18 @@ static void test_if_clear(void)
 
     int spins = 0;
     before = pit_ticks;
+    uint64_t start = rdtsc();
     sti();
     while (pit_ticks == before && spins < 100000)
         spins++;
     cli();
     int after = pit_ticks - before;
-    check(after == 1, "after sti: %d interrupt(s) delivered (the masked edges collapse to 1)",
-          after);
+    /* A second edge can only get in before the loop looks if a stall (stall.c) as long as
+     * a period held up the first interrupt's handler. */
+    int excused = (int)(stall_span(start, rdtsc()) / PERIOD_NS);
+    check(after >= 1 && after <= 1 + excused,
+          "after sti: %d interrupt(s) delivered (the masked edges collapse to 1; %d excused)",
+          after, excused);
     check(spins < 1000, "delivered promptly after sti (%d spins)", spins);
 }
 

@@ -17,13 +17,6 @@ const char guest_name[] = "ticks";
 
 static uint32_t buf[WORDS];
 
-static inline uint64_t rdtsc(void)
-{
-    uint32_t lo, hi;
-    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
-    return ((uint64_t)hi << 32) | lo;
-}
-
 static uint32_t stir(uint32_t seed)
 {
     uint32_t sum = 0;

@@ -18,13 +18,6 @@ const char guest_name[] = "tsc";
 #define MSR_TSC_AUX 0xC0000103u
 #define BOOT_BOUND 5000000000ull /* the TSC starts at 0: 5 s of guest time at most by now */
 
-static inline uint64_t rdtsc(void)
-{
-    uint32_t lo, hi;
-    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
-    return ((uint64_t)hi << 32) | lo;
-}
-
 static inline uint64_t rdtscp(uint32_t *aux)
 {
     uint32_t lo, hi;
@@ -67,14 +60,30 @@ static void test_monotonic(void)
     check(prev > first, "the TSC advanced over 10000 reads");
 }
 
-/* TSC ticks over one channel-2 one-shot of ``count`` PIT clocks. */
-static uint32_t tsc_over_pit(uint16_t count)
+/* Bounds on the TSC ticks over one channel-2 one-shot of count PIT clocks. The one-shot
+ * starts between the reads around the writing of its count, and ends after the last poll
+ * that saw OUT2 low and before the read after the poll that saw it high. A stall
+ * (stall.c) widens the bounds, and never moves them off the true value. */
+struct bounds {
+    uint32_t lo, hi;
+};
+
+static struct bounds tsc_over_pit(uint16_t count)
 {
+    uint64_t t0 = rdtsc();
     pit_ch2_oneshot(count);
-    uint64_t start = rdtsc();
-    while (!pit_ch2_done())
-        ;
-    return (uint32_t)(rdtsc() - start);
+    uint64_t t1 = rdtsc(), low = t0;
+    for (;;) {
+        uint64_t polled = rdtsc();
+        if (pit_ch2_done())
+            break;
+        low = polled;
+    }
+    uint64_t end = rdtsc();
+    stall_span(t0, t1);
+    stall_span(low, end);
+    struct bounds b = {low > t1 ? (uint32_t)(low - t1) : 0, (uint32_t)(end - t0)};
+    return b;
 }
 
 static void test_rate(void)
@@ -82,33 +91,35 @@ static void test_rate(void)
     uint16_t count = (uint16_t)(PIT_HZ * WINDOW_MS / 1000);
     /* 10^9 / 1193182 ns per PIT clock, in 32-bit arithmetic: count * 838.0953 */
     uint32_t want = count * 838u + count / 10;
-    /* The median of WINDOWS: in realtime mode both counters follow the host's clock, and
-     * a window the host deschedules pyemu in, between a PIT access and the RDTSC next
-     * to it, is off by that time; the rate itself is in every window. */
-    uint32_t got[WINDOWS];
-    for (int i = 0; i < WINDOWS; i++) {
-        uint32_t t = tsc_over_pit(count);
-        int j = i;
-        for (; j > 0 && got[j - 1] > t; j--)
-            got[j] = got[j - 1];
-        got[j] = t;
-    }
-    uint32_t median = got[WINDOWS / 2];
     uint32_t slack = want / 100 * TOLERANCE_PERCENT;
-    printf("%u TSC ticks over %u PIT clocks (%u ns), the median of %u..%u\n", median, count,
-           want, got[0], got[WINDOWS - 1]);
-    check(median >= want - slack && median <= want + slack,
-          "TSC rate 1 GHz against the PIT: %u ticks, want %u +- %u%%", median, want,
-          TOLERANCE_PERCENT);
+    int met = 0;
+    struct bounds tightest = {0, 0xFFFFFFFFu};
+    for (int i = 0; i < WINDOWS; i++) {
+        struct bounds b = tsc_over_pit(count);
+        met += b.lo <= want + slack && b.hi >= want - slack;
+        if (b.hi - b.lo < tightest.hi - tightest.lo)
+            tightest = b;
+    }
+    printf("TSC ticks over %u PIT clocks (%u ns): the tightest of %d windows %u..%u\n", count,
+           want, WINDOWS, tightest.lo, tightest.hi);
+    check(met == WINDOWS, "TSC rate 1 GHz against the PIT: %d of %d windows meet %u +- %u%%",
+          met, WINDOWS, want, TOLERANCE_PERCENT);
 }
 
 static void test_rdtscp(void)
 {
     uint32_t aux = 0;
     wrmsr(MSR_TSC_AUX, TSC_AUX_VALUE);
-    uint64_t before = rdtsc();
-    uint64_t t = rdtscp(&aux);
-    uint64_t after = rdtsc();
+    uint64_t before, t, after;
+    /* Three reads in a row; a stall (stall.c) between them is no fault of the counter, so
+     * the tightest of a few tries is judged. */
+    for (int i = 0; i < 8; i++) {
+        before = rdtsc();
+        t = rdtscp(&aux);
+        after = rdtsc();
+        if (stall_span(before, after) < 1000000)
+            break;
+    }
     check(aux == TSC_AUX_VALUE, "RDTSCP returns IA32_TSC_AUX in ECX (%08x)", aux);
     check(before <= t && t <= after, "RDTSCP reads the same counter as RDTSC (%llx <= %llx <= %llx)",
           before, t, after);

@@ -121,6 +121,14 @@ static inline uint16_t read_cs(void)
     return v;
 }
 
+/* pyemu's TSC counts virtual nanoseconds (1 GHz); see tsc.c. */
+static inline uint64_t rdtsc(void)
+{
+    uint32_t lo, hi;
+    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+    return ((uint64_t)hi << 32) | lo;
+}
+
 #define CR0_PE (1u << 0)
 #define CR0_PG (1u << 31)
 #define CR4_PSE (1u << 4)
@@ -202,6 +210,20 @@ int pit_ch2_done(void);               /* port 0x61 bit 5 = OUT2 */
 void pit_delay_us(uint32_t us);       /* busy wait on channel 2 */
 /* Busy-waits (interrupts untouched) until *p >= target or ms elapse; returns *p >= target. */
 int wait_count(volatile int *p, int target, uint32_t ms);
+
+/* ---- stalls (stall.c) ----
+ * In realtime mode virtual time is the host's, so a host that deschedules pyemu makes it
+ * jump between two instructions, as a real CPU held off the bus would see it: the PIT's
+ * edges of that time collapse into one request in the PIC, and a measurement that spans
+ * the jump is off by it. A guest that measures one timer against another reads the TSC
+ * around each step; a span of virtual time longer than STALL_NS between two reads a few
+ * instructions apart is a stall, and the guest excuses only what the stalls it saw can
+ * explain. exit_verdict() reports them, so a test can demand that an icount run (virtual
+ * time from instructions) has none. */
+#define STALL_NS 500000u
+/* Virtual ns from TSC value a to b, clamped to 32 bits; a span over STALL_NS is counted. */
+uint32_t stall_span(uint64_t a, uint64_t b);
+void stall_report(void); /* "stalled N time(s), longest L us", if any */
 
 /* ---- long mode (long.c, long.S) ---- */
 extern uint64_t lm_pml4[512], lm_pdpt[512], lm_pd[512];

@@ -250,6 +250,7 @@ void exit_verdict(int pass)
     cli();
     /* A fault while reporting must not print a second verdict line. */
     if (!exiting++) {
+        stall_report();
         if (pass && !failures) {
             printf("PASS %s\n", guest_name);
             outb(0xF4, 0);
