@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import subprocess
 import time
@@ -10,6 +11,9 @@ from pathlib import Path
 
 import pytest
 from debugexit import DEBUG_EXIT_ARGS
+from elftools.elf.elffile import ELFFile
+
+QEMU = shutil.which("qemu-system-x86_64")
 
 
 @pytest.mark.parametrize("args, message", [
@@ -311,43 +315,9 @@ def test_d_help_lists_every_item_and_what_is_not_supported(pyemu):
     assert [line[16:].startswith("not supported: ") for line in lines[-2:]] == [True, True]
 
 
-# QEMU 7.2's -d in_asm,exec,cpu for the same guest (qemu-system-x86_64 -kernel hello.elf):
-# the first block at the Multiboot entry, then its trace line and the registers.
-QEMU_ENTRY_IN_ASM = [
-    "----------------",
-    "IN: ",
-    "0x00101a48:  fa                       cli      ",
-    "0x00101a49:  fc                       cld      ",
-    "0x00101a4a:  89 c6                    movl     %eax, %esi",
-    "0x00101a4c:  0f 01 15 6a 20 10 00     lgdtl    0x10206a",
-    "0x00101a53:  ea 5a 1a 10 00 08 00     ljmpl    $0x8:$0x101a5a",
-    "",
-]
-QEMU_ENTRY_TRACE = ("Trace 0: 0x7fa6fc112880 [0000000000000000/0000000000101a48/000000b0/"
-                    "ff000000] ")
-QEMU_ENTRY_CPU = [
-    "EAX=2badb002 EBX=00009500 ECX=00101a48 EDX=00010511",
-    "ESI=00000000 EDI=00001000 EBP=00000000 ESP=00006f08",
-    "EIP=00101a48 EFL=00000006 [-----P-] CPL=0 II=0 A20=1 SMM=0 HLT=0",
-    "ES =0010 00000000 ffffffff 00cf9300 DPL=0 DS   [-WA]",
-    "CS =0008 00000000 ffffffff 00cf9a00 DPL=0 CS32 [-R-]",
-    "SS =0010 00000000 ffffffff 00cf9300 DPL=0 DS   [-WA]",
-    "DS =0010 00000000 ffffffff 00cf9300 DPL=0 DS   [-WA]",
-    "FS =0010 00000000 ffffffff 00cf9300 DPL=0 DS   [-WA]",
-    "GS =0010 00000000 ffffffff 00cf9300 DPL=0 DS   [-WA]",
-    "LDT=0000 00000000 0000ffff 00008200 DPL=0 LDT",
-    "TR =0000 00000000 0000ffff 00008b00 DPL=0 TSS32-busy",
-    "GDT=     000c02b8 00000027",
-    "IDT=     00000000 000003ff",
-    "CR0=00000011 CR2=00000000 CR3=00000000 CR4=00000000",
-    "DR0=0000000000000000 DR1=0000000000000000 DR2=0000000000000000 DR3=0000000000000000 ",
-    "DR6=00000000ffff0ff0 DR7=0000000000000400",
-    "CCS=004a8000 CCD=00950000 CCO=SHLL",
-    "EFER=0000000000000000",
-]
-# Where pyemu's state at that point is the same as QEMU's (the rest differs by what the
-# boot path left: SeaBIOS's registers, the Multiboot info address, CS's accessed bit, the
-# reset values of LDTR/TR).
+# Where pyemu's state at the guest's entry is the same as QEMU's in the -d cpu dump (the
+# rest differs by what the boot path left: SeaBIOS's registers, the Multiboot info
+# address, CS's accessed bit, the reset values of LDTR/TR).
 SAME_AS_QEMU = (2, 3, 5, 6, 7, 8, 13, 14, 15, 17)
 
 
@@ -355,27 +325,47 @@ def _log_lines(path: Path) -> list[str]:
     return [line.rstrip() for line in path.read_text().splitlines()]
 
 
+def _qemu_log(kernel: str, items: str, tmp_path: Path, *extra: str) -> list[str]:
+    """QEMU's own -d log of the same guest, booted by SeaBIOS and its Multiboot loader."""
+    if QEMU is None:
+        pytest.fail("qemu-system-x86_64 is missing: 'make qemu' installs it")
+    log = tmp_path / "qemu.log"
+    subprocess.run([QEMU, "-accel", "tcg", "-nodefaults", "-no-user-config", "-kernel", kernel,
+                    "-serial", "null", "-display", "none", "-d", items, "-D", str(log), *extra,
+                    *DEBUG_EXIT_ARGS], capture_output=True, timeout=60, check=False)
+    return [line for line in _log_lines(log) if not line.startswith("Linking TBs")]
+
+
 def test_d_in_asm_exec_cpu_as_qemu(guest, pyemu, tmp_path):
+    """The first block at the Multiboot entry, its trace line and the registers, as QEMU
+    logs them for the same guest in the same run."""
+    kernel = guest("hello")
+    with open(kernel, "rb") as f:
+        entry = ELFFile(f).header.e_entry
     log = tmp_path / "trace.log"
-    r = pyemu("-kernel", guest("hello"), "-serial", "null", "-d", "in_asm,exec,cpu",
-              "-D", str(log), *DEBUG_EXIT_ARGS)
+    r = pyemu("-kernel", kernel, "-serial", "null", "-d", "in_asm,exec,cpu", "-D", str(log),
+              *DEBUG_EXIT_ARGS)
     assert r.returncode == 1 and r.stderr == b""
     lines = _log_lines(log)
-    at = lines.index("0x00101a48:  fa                       cli")
-    assert lines[at - 2:at + 6] == [line.rstrip() for line in QEMU_ENTRY_IN_ASM]
-    trace = lines[at + 6]
+    theirs = _qemu_log(kernel, "in_asm,exec,cpu", tmp_path, "-dfilter", f"{entry:#x}+0x20")
+    first = f"0x{entry:08x}:  "
+    at = next(i for i, line in enumerate(lines) if line.startswith(first))
+    q = next(i for i, line in enumerate(theirs) if line.startswith(first))
+    assert lines[at - 2:at + 6] == theirs[q - 2:q + 6]  # the block, as QEMU disassembles it
+    trace, their_trace = lines[at + 6], theirs[q + 6]
     assert trace.startswith("Trace 0: 0x") and trace.split(" [")[1].rsplit("/", 1)[0] == \
-        QEMU_ENTRY_TRACE.split(" [")[1].rsplit("/", 1)[0]  # CS base, PC, flags
-    dump = lines[at + 7:at + 7 + len(QEMU_ENTRY_CPU)]
-    assert [line.split("=")[0] for line in dump] == \
-        [line.split("=")[0] for line in QEMU_ENTRY_CPU]
+        their_trace.split(" [")[1].rsplit("/", 1)[0]  # CS base, PC, flags
+    their_dump = theirs[q + 7:next(i for i in range(q, len(theirs))
+                                   if theirs[i].startswith("EFER=")) + 1]
+    dump = lines[at + 7:at + 7 + len(their_dump)]
+    assert [line.split("=")[0] for line in dump] == [line.split("=")[0] for line in their_dump]
     for i in SAME_AS_QEMU:
-        assert dump[i] == QEMU_ENTRY_CPU[i].rstrip()
+        assert dump[i] == their_dump[i]
     assert dump[16].startswith("CCS=") and " CCO=" in dump[16]
     # every block is traced, each first run of its code shown once
     blocks = sum(line.startswith("Trace 0: ") for line in lines)
     shown = lines.count("IN:")
-    assert 0 < shown < blocks and lines.count("EIP=00101a48 " + QEMU_ENTRY_CPU[2][13:]) == 1
+    assert 0 < shown < blocks and lines.count(their_dump[2]) == 1
 
 
 def test_d_in_asm_follows_the_cpu_into_64_bit_code(guest, pyemu, tmp_path):
