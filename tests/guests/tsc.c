@@ -68,6 +68,8 @@ struct bounds {
     uint32_t lo, hi;
 };
 
+static uint32_t clamp32(uint64_t v) { return v > 0xFFFFFFFFull ? 0xFFFFFFFFu : (uint32_t)v; }
+
 static struct bounds tsc_over_pit(uint16_t count)
 {
     uint64_t t0 = rdtsc();
@@ -82,7 +84,7 @@ static struct bounds tsc_over_pit(uint16_t count)
     uint64_t end = rdtsc();
     stall_span(t0, t1);
     stall_span(low, end);
-    struct bounds b = {low > t1 ? (uint32_t)(low - t1) : 0, (uint32_t)(end - t0)};
+    struct bounds b = {low > t1 ? clamp32(low - t1) : 0, clamp32(end - t0)};
     return b;
 }
 
@@ -112,7 +114,7 @@ static void test_rdtscp(void)
     wrmsr(MSR_TSC_AUX, TSC_AUX_VALUE);
     uint64_t before, t, after;
     /* Three reads in a row; a stall (stall.c) between them is no fault of the counter, so
-     * the tightest of a few tries is judged. */
+     * a try that saw one is made again (up to 8 tries). */
     for (int i = 0; i < 8; i++) {
         before = rdtsc();
         t = rdtscp(&aux);
